@@ -1,0 +1,313 @@
+"""The benchmark config: a YAML grid validated into immutable objects, and its expansion into cells.
+
+`load_config(path)` and `Config.model_validate(dict)` build the same objects, so the CLI and the
+Python API agree. Validation has no side effects: nothing is built, compiled or written here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bench.errors import BenchError
+
+Precision = Literal["fp32", "fp16", "int8"]
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+BATCH = "batch"  # the token in input_shapes that stands for the grid's batch size
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class Tolerance(_Frozen):
+    """An output passes when every element is within atol or rtol of the reference
+    (Polygraphy's elementwise rule), and its cosine similarity is at least min_cosine."""
+
+    atol: float = Field(ge=0)
+    rtol: float = Field(ge=0)
+    min_cosine: float = Field(default=0.0, ge=-1, le=1)
+
+
+# fp32 kernels differ only by summation order; fp16 keeps ~3 significant digits; int8 is coarse.
+DEFAULT_TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.9999),
+    "fp16": Tolerance(atol=1e-2, rtol=1e-2, min_cosine=0.999),
+    "int8": Tolerance(atol=1e-1, rtol=1e-1, min_cosine=0.99),
+}
+
+ShapeDim = Union[int, Literal["batch"]]
+
+
+class ModelSpec(_Frozen):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    source: str = Field(description="zoo:<arch> or a path to an .onnx file")
+    input_shapes: dict[str, list[ShapeDim]] = Field(default_factory=dict)
+
+    @field_validator("source")
+    @classmethod
+    def _source_form(cls, v: str) -> str:
+        if v.startswith("zoo:"):
+            from bench.models.zoo import ARCHITECTURES
+
+            arch = v[4:]
+            if arch not in ARCHITECTURES:
+                raise ValueError(f"unknown zoo architecture {arch!r}; valid: {', '.join(sorted(ARCHITECTURES))}")
+        elif not v.endswith(".onnx"):
+            raise ValueError("must be 'zoo:<arch>' or a path ending in .onnx")
+        return v
+
+    @field_validator("input_shapes")
+    @classmethod
+    def _shapes(cls, v: dict[str, list[ShapeDim]]) -> dict[str, list[ShapeDim]]:
+        for name, dims in v.items():
+            if not dims:
+                raise ValueError(f"input {name!r}: shape is empty")
+            for d in dims:
+                if isinstance(d, int) and d < 1:
+                    raise ValueError(f"input {name!r}: dimension {d} must be >= 1 or 'batch'")
+        return v
+
+    @property
+    def is_zoo(self) -> bool:
+        return self.source.startswith("zoo:")
+
+
+class TimingConfig(_Frozen):
+    """Warm up, then iterate until both min_iterations and min_time_s are reached (or max_iterations)."""
+
+    warmup: int = Field(default=5, ge=0)
+    min_iterations: int = Field(default=10, ge=1)
+    min_time_s: float = Field(default=1.0, ge=0)
+    max_iterations: int = Field(default=100_000, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "TimingConfig":
+        if self.max_iterations < self.min_iterations:
+            raise ValueError("max_iterations must be >= min_iterations")
+        return self
+
+
+class ValidationConfig(_Frozen):
+    iterations: int = Field(default=2, ge=1, description="seeded input batches compared against the reference")
+
+
+class ReferenceSpec(_Frozen):
+    backend: str = "onnxruntime"
+    precision: Precision = "fp32"
+
+
+class ExcludeRule(_Frozen):
+    """A cell is excluded when it matches every key given in the rule."""
+
+    model: str | None = None
+    backend: str | None = None
+    precision: Precision | None = None
+    batch_size: int | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "ExcludeRule":
+        if all(getattr(self, k) is None for k in ("model", "backend", "precision", "batch_size")):
+            raise ValueError("an exclude rule needs at least one of model, backend, precision, batch_size")
+        return self
+
+    def matches(self, cell: "Cell") -> bool:
+        return all(
+            want is None or want == getattr(cell, key)
+            for key, want in (
+                ("model", self.model),
+                ("backend", self.backend),
+                ("precision", self.precision),
+                ("batch_size", self.batch_size),
+            )
+        )
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One point of the grid."""
+
+    model: str
+    backend: str
+    precision: str
+    batch_size: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} {self.backend} {self.precision} b{self.batch_size}"
+
+
+def _default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class Config(_Frozen):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    models: list[ModelSpec] = Field(min_length=1)
+    backends: list[str] = Field(min_length=1)
+    precisions: list[Precision] = Field(default_factory=lambda: ["fp32"], min_length=1)
+    batch_sizes: list[int] = Field(min_length=1)
+    exclude: list[ExcludeRule] = Field(default_factory=list)
+    reference: ReferenceSpec = Field(default_factory=ReferenceSpec)
+    timing: TimingConfig = Field(default_factory=TimingConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    tolerances: dict[Precision, Tolerance] = Field(default_factory=dict)
+    seed: int = Field(default=0, ge=0)
+    threads: int = Field(default_factory=_default_threads, ge=1)
+
+    @field_validator("backends")
+    @classmethod
+    def _known_backends(cls, v: list[str]) -> list[str]:
+        from bench.backends import BACKENDS
+
+        for b in v:
+            if b not in BACKENDS:
+                raise ValueError(f"unknown backend {b!r}; valid: {', '.join(BACKENDS)}")
+        if len(set(v)) != len(v):
+            raise ValueError("backends are listed more than once")
+        return v
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _batches(cls, v: list[int]) -> list[int]:
+        if any(b < 1 for b in v):
+            raise ValueError("batch sizes must be >= 1")
+        if len(set(v)) != len(v):
+            raise ValueError("batch sizes are listed more than once")
+        return v
+
+    @field_validator("precisions")
+    @classmethod
+    def _unique_precisions(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("precisions are listed more than once")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Config":
+        from bench.backends import BACKENDS
+
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        if self.reference.backend not in BACKENDS:
+            raise ValueError(
+                f"reference.backend {self.reference.backend!r} is unknown; valid: {', '.join(BACKENDS)}"
+            )
+        for i, rule in enumerate(self.exclude):
+            if rule.model is not None and rule.model not in names:
+                raise ValueError(f"exclude[{i}].model {rule.model!r} is not a model of this config; valid: {', '.join(names)}")
+            if rule.backend is not None and rule.backend not in self.backends:
+                raise ValueError(f"exclude[{i}].backend {rule.backend!r} is not in backends {self.backends}")
+        if not self.grid():
+            raise ValueError("the grid is empty: every cell is excluded")
+        return self
+
+    def tolerance(self, precision: str) -> Tolerance:
+        return self.tolerances.get(precision, DEFAULT_TOLERANCES[precision])  # type: ignore[index]
+
+    def model(self, name: str) -> ModelSpec:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def grid(self) -> list[Cell]:
+        cells = [
+            Cell(m.name, b, p, bs)
+            for m in self.models
+            for b in self.backends
+            for p in self.precisions
+            for bs in self.batch_sizes
+        ]
+        return [c for c in cells if not any(r.matches(c) for r in self.exclude)]
+
+    def canonical(self) -> dict[str, Any]:
+        """The expanded config with every default filled in, as stored in meta.json."""
+        data = self.model_dump(mode="json")
+        data["tolerances"] = {p: self.tolerance(p).model_dump() for p in PRECISIONS}
+        return data
+
+    def digest(self) -> str:
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+# --- loading from YAML, with line numbers in errors -------------------------------------------
+
+
+def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """Map each key path in a composed YAML document to its 1-based line."""
+    out = {} if out is None else out
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = k.value
+            out[path + (key,)] = k.start_mark.line + 1
+            _line_index(v, path + (key,), out)
+            out[path + (key,)] = k.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, path + (i,), out)
+    return out
+
+
+def _loc_str(loc: tuple) -> str:
+    s = ""
+    for part in loc:
+        s += f"[{part}]" if isinstance(part, int) else (f".{part}" if s else str(part))
+    return s or "<top level>"
+
+
+def _format_errors(err: ValidationError, source: str, lines: dict[tuple, int]) -> str:
+    msgs = []
+    for e in err.errors():
+        # pydantic appends union-member and validator tags to loc; keep the data path only
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+        line = None
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in lines:
+                line = lines[loc[:n]]
+                break
+        where = f"{source}:{line}" if line else source
+        msg = re.sub(r"^Value error, ", "", e["msg"])
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        msgs.append(f"{where}: {_loc_str(loc)}: {msg}")
+    return "\n".join(msgs)
+
+
+def config_from_dict(data: Any, source: str = "<config>", lines: dict[tuple, int] | None = None) -> Config:
+    if not isinstance(data, dict):
+        raise BenchError(f"{source}: the config must be a mapping of keys (name, models, backends, ...), got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise BenchError(_format_errors(e, source, lines or {})) from None
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    p = Path(path)
+    if not p.is_file():
+        raise BenchError(f"{p}: config file not found")
+    text = p.read_text()
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
+        problem = getattr(e, "problem", None) or str(e)
+        raise BenchError(f"{where}: malformed YAML: {problem}") from None
+    if node is None:
+        raise BenchError(f"{p}: the config file is empty")
+    return config_from_dict(data, str(p), _line_index(node))

@@ -1,0 +1,62 @@
+"""The model zoo: classic vision architectures written from their papers, built with seeded weights.
+
+No hub is needed. Each entry is a builder plus a default input size; `-tiny` variants keep the
+structure (same block types, same operators) with few channels, for fast tests. torch is imported
+only when a model is built, so the rest of the package works without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    builder: str  # a function name in bench.models.torch_zoo
+    kwargs: dict[str, Any]
+    default_shape: tuple[int, int, int]  # C, H, W
+    task: str  # "classification" or "segmentation"
+
+
+def _arch(name: str, builder: str, shape=(3, 224, 224), task="classification", **kwargs) -> Architecture:
+    return Architecture(name, builder, kwargs, shape, task)
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    a.name: a
+    for a in [
+        _arch("resnet18", "resnet", block="basic", layers=(2, 2, 2, 2)),
+        _arch("resnet50", "resnet", block="bottleneck", layers=(3, 4, 6, 3)),
+        _arch("googlenet", "googlenet"),
+        _arch("mobilenet_v2", "mobilenet_v2"),
+        _arch("densenet121", "densenet", growth=32, blocks=(6, 12, 24, 16), init_features=64),
+        _arch("unet", "unet", shape=(3, 256, 256), task="segmentation", base=64, num_classes=2),
+        # Tiny variants: same block types and operators, a fraction of the channels and depth.
+        _arch("resnet18-tiny", "resnet", shape=(3, 32, 32), block="basic", layers=(1, 1, 1, 1), width=8, num_classes=10),
+        _arch("resnet50-tiny", "resnet", shape=(3, 32, 32), block="bottleneck", layers=(1, 1, 1, 1), width=8, num_classes=10),
+        _arch("googlenet-tiny", "googlenet", shape=(3, 32, 32), width_div=16, num_classes=10),
+        _arch("mobilenet_v2-tiny", "mobilenet_v2", shape=(3, 32, 32), width_mult=0.25, num_classes=10),
+        _arch("densenet121-tiny", "densenet", shape=(3, 32, 32), growth=4, blocks=(2, 2, 2, 2), init_features=8, num_classes=10),
+        _arch("unet-tiny", "unet", shape=(3, 32, 32), task="segmentation", base=4, num_classes=2),
+    ]
+}
+
+
+# Bump when an architecture's definition changes: it is part of every cached model's key.
+ZOO_VERSION = 1
+
+
+def build(arch: str, seed: int, chw: tuple[int, int, int]) -> Any:
+    """The torch module for `arch`, in eval mode, with weights drawn from `seed`."""
+    import torch
+
+    from bench.models import torch_zoo
+
+    spec = ARCHITECTURES[arch]
+    torch.manual_seed(seed)
+    fn: Callable[..., Any] = getattr(torch_zoo, spec.builder)
+    model = fn(**spec.kwargs)
+    torch_zoo.calibrate_batchnorm(model, (8, *chw), seed)
+    return model

@@ -1,0 +1,134 @@
+"""The results of a run: one flat table with a row per cell, the raw samples beside it, and meta.json.
+
+While a sweep runs, each finished cell is appended to cells.jsonl (flushed and fsynced), so a crash
+loses nothing already measured; `finalize` turns the journal into cells.csv, cells.parquet and
+samples.parquet. `load_run` reads a run directory back for reports and comparisons.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.errors import BenchError
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "failed", "skipped")
+
+# The published columns, in order. Anything a row carries beyond these is appended after them.
+COLUMNS = [
+    "run_id", "model", "backend", "precision", "batch_size", "variant", "status", "error", "phase",
+    "compile_s", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ms", "max_ms", "std_ms", "cv",
+    "throughput_ips", "iterations",
+    "validated", "accuracy_ok", "accuracy_note", "max_abs_err", "max_rel_err", "mean_abs_err", "p99_abs_err",
+    "cosine", "top1_agreement", "atol", "rtol", "min_cosine", "reference",
+    "provider", "executes_as", "threads", "backend_version", "input_shapes", "model_sha256",
+]
+KEY = ["model", "backend", "precision", "batch_size", "variant"]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
+    atomic_write_text(run_dir / "meta.json", json.dumps(meta, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def append_cell(run_dir: Path, row: dict[str, Any], samples_ns: list[int]) -> None:
+    line = json.dumps({"row": row, "samples_ns": samples_ns}, default=str) + "\n"
+    with open(run_dir / "cells.jsonl", "a") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_journal(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "cells.jsonl"
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text().splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut short by a crash: everything before it is whole
+    return entries
+
+
+def cells_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    for col in COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    extra = [c for c in df.columns if c not in COLUMNS]
+    df = df[COLUMNS + extra]
+    for col in ("validated", "accuracy_ok"):
+        df[col] = df[col].astype("boolean")
+    return df
+
+
+def finalize(run_dir: Path) -> pd.DataFrame:
+    entries = read_journal(run_dir)
+    cells = cells_frame([e["row"] for e in entries])
+    samples = pd.DataFrame(
+        [
+            {**{k: e["row"][k] for k in ["run_id", *KEY]}, "iteration": i, "latency_ms": ns / 1e6}
+            for e in entries
+            for i, ns in enumerate(e["samples_ns"])
+        ],
+        columns=["run_id", *KEY, "iteration", "latency_ms"],
+    )
+    atomic_write_text(run_dir / "cells.csv", cells.to_csv(index=False))
+    cells.to_parquet(run_dir / "cells.parquet", index=False)
+    samples.to_parquet(run_dir / "samples.parquet", index=False)
+    return cells
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    run_dir: Path
+    meta: dict[str, Any]
+    cells: pd.DataFrame
+    samples: pd.DataFrame
+
+    @property
+    def run_id(self) -> str:
+        return self.meta["run_id"]
+
+
+def load_run(run_dir: str | os.PathLike) -> StoredRun:
+    d = Path(run_dir)
+    if not (d / "meta.json").is_file():
+        raise BenchError(f"{d}: not a run directory (no meta.json); runs live under results/<run_id>/")
+    try:
+        meta = json.loads((d / "meta.json").read_text())
+    except json.JSONDecodeError as e:
+        raise BenchError(f"{d / 'meta.json'}:{e.lineno}: not valid JSON: {e.msg}") from None
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise BenchError(f"{d / 'meta.json'}: schema_version {meta.get('schema_version')!r}; this bench reads {SCHEMA_VERSION}")
+    if (d / "cells.parquet").is_file():
+        cells = pd.read_parquet(d / "cells.parquet")
+        samples = pd.read_parquet(d / "samples.parquet") if (d / "samples.parquet").is_file() else pd.DataFrame()
+    else:  # an interrupted run that never finalized: its journal is the record
+        entries = read_journal(d)
+        if not entries:
+            raise BenchError(f"{d}: the run holds no finished cells")
+        finalize(d)
+        return load_run(d)
+    return StoredRun(d, meta, cells, samples)

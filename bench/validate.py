@@ -1,0 +1,148 @@
+"""Output validation with Polygraphy: any compiled variant runs as a Polygraphy runner on the same
+seeded inputs as the reference; Polygraphy's Comparator judges the tolerances, and the error
+statistics published in each row are computed here from the same outputs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from bench.backends.base import Compiled, Feeds
+from bench.config import Tolerance
+
+
+def _quiet_polygraphy() -> None:
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.module_severity = G_LOGGER.ERROR
+
+
+def make_runner(compiled: Compiled, name: str, feeds: Feeds) -> Any:
+    """A Polygraphy runner around any compiled variant (the class is built here so that importing
+    this module does not import Polygraphy)."""
+    from polygraphy.backend.base import BaseRunner
+    from polygraphy.common import TensorMetadata
+
+    class _Runner(BaseRunner):
+        def activate_impl(self):
+            pass
+
+        def get_input_metadata_impl(self):
+            meta = TensorMetadata()
+            for k, v in feeds.items():
+                meta.add(k, v.dtype, v.shape)
+            return meta
+
+        def infer_impl(self, feed_dict):
+            # Polygraphy's own timing (logs only; bench.timing publishes the real figures).
+            t0 = time.perf_counter()
+            out = OrderedDict(compiled.run(feed_dict))
+            self.inference_time = time.perf_counter() - t0
+            return out
+
+        def deactivate_impl(self):
+            pass
+
+    return _Runner(name=name)
+
+
+def run_outputs(compiled: Compiled, name: str, feeds: Sequence[Feeds]) -> Any:
+    """Polygraphy RunResults of one runner over the feeds."""
+    from polygraphy.comparator import Comparator
+
+    _quiet_polygraphy()
+    return Comparator.run([make_runner(compiled, name, feeds[0])], data_loader=list(feeds))
+
+
+@dataclass(frozen=True)
+class Drift:
+    max_abs_err: float
+    max_rel_err: float
+    mean_abs_err: float
+    p99_abs_err: float
+    cosine: float
+    top1_agreement: float | None
+    accuracy_ok: bool
+    reason: str  # why accuracy_ok is false; empty otherwise
+
+    def as_row(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "reason"}
+
+
+def _class_axis(ref: np.ndarray, task: str) -> int | None:
+    """The axis holding class scores, where the output is class scores."""
+    if ref.ndim == 2 and ref.shape[1] > 1:
+        return 1
+    if ref.ndim == 4 and ref.shape[1] > 1 and task == "segmentation":
+        return 1
+    return None
+
+
+def compare(reference: Any, candidate: Any, tolerance: Tolerance, task: str = "unknown") -> Drift:
+    """Drift of `candidate` against `reference` (Polygraphy RunResults, one runner each)."""
+    from polygraphy.comparator import Comparator, RunResults
+    from polygraphy.comparator.compare import SimpleCompareFunc
+
+    _quiet_polygraphy()
+    (ref_name, ref_iters), = reference.items()
+    (cand_name, cand_iters), = candidate.items()
+    combined = RunResults([(ref_name, ref_iters), (cand_name, cand_iters)])
+    verdict = Comparator.compare_accuracy(
+        combined,
+        compare_func=SimpleCompareFunc(atol=tolerance.atol, rtol=tolerance.rtol, check_error_stat="elemwise"),
+    )
+
+    abs_errs, rel_errs, ref_flat, cand_flat, top1 = [], [], [], [], []
+    reasons = []
+    for it, (r_it, c_it) in enumerate(zip(ref_iters, cand_iters)):
+        for name, ref in r_it.items():
+            if name not in c_it:
+                reasons.append(f"output {name!r} missing")
+                continue
+            cand = np.asarray(c_it[name])
+            ref = np.asarray(ref)
+            if cand.shape != ref.shape:
+                reasons.append(f"output {name!r} has shape {cand.shape}, reference {ref.shape}")
+                continue
+            if not np.all(np.isfinite(cand)):
+                reasons.append(f"output {name!r} holds NaN or Inf")
+            r64, c64 = ref.astype(np.float64).ravel(), cand.astype(np.float64).ravel()
+            diff = np.abs(c64 - r64)
+            abs_errs.append(diff)
+            # Relative to the reference's magnitude, floored at fp32 epsilon so exact zeros don't divide.
+            rel_errs.append(diff / np.maximum(np.abs(r64), np.finfo(np.float32).eps))
+            ref_flat.append(r64)
+            cand_flat.append(c64)
+            axis = _class_axis(ref, task)
+            if axis is not None:
+                top1.append(np.argmax(ref, axis=axis).ravel() == np.argmax(cand, axis=axis).ravel())
+    if not abs_errs:
+        return Drift(*(float("nan"),) * 5, None, False, "; ".join(reasons) or "no outputs to compare")
+
+    d, rel = np.concatenate(abs_errs), np.concatenate(rel_errs)
+    known = ~np.isnan(d)  # NaN outputs already failed above; the statistics describe the rest
+    d, rel = d[known], rel[known]
+    nan = float("nan")
+    r, c = np.concatenate(ref_flat), np.concatenate(cand_flat)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        denom = np.linalg.norm(r) * np.linalg.norm(c)
+        cosine = float(np.dot(r, c) / denom) if denom > 0 else float(np.array_equal(r, c))
+    if not bool(verdict):
+        reasons.append(f"elements beyond atol={tolerance.atol:g} and rtol={tolerance.rtol:g}")
+    if not cosine >= tolerance.min_cosine:
+        reasons.append(f"cosine {cosine:.6f} below {tolerance.min_cosine:g}")
+    return Drift(
+        max_abs_err=float(d.max()) if d.size else nan,
+        max_rel_err=float(rel.max()) if d.size else nan,
+        mean_abs_err=float(d.mean()) if d.size else nan,
+        p99_abs_err=float(np.percentile(d, 99)) if d.size else nan,
+        cosine=cosine,
+        top1_agreement=float(np.concatenate(top1).mean()) if top1 else None,
+        accuracy_ok=not reasons,
+        reason="; ".join(reasons),
+    )
