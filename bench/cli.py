@@ -1,0 +1,169 @@
+"""The `bench` command line: run, report, doctor.
+
+Exit codes: 0 when the command did its job (a sweep that completed, whatever its cells' statuses),
+2 on bad input (one line per problem, naming the file and key), 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bench.errors import BenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmark vision models across inference engines.")
+err = Console(stderr=True)
+# Off a terminal (CI logs, pipes) rich would wrap the table at 80 columns; keep rows whole there.
+out = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def _fail(e: BenchError) -> None:
+    for line in str(e).splitlines():
+        err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+class _RichReporter:
+    """A progress bar over cells naming the current cell and its phase."""
+
+    def __init__(self, console: Console):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=False,
+        )
+        self.task: Any = None
+
+    def start(self, total: int, run_id: str) -> None:
+        self.progress.start()
+        self.task = self.progress.add_task(f"run {run_id}", total=total)
+
+    def cell(self, index: int, cell) -> None:
+        self.progress.update(self.task, description=f"{cell.label}: starting")
+
+    def phase(self, cell, phase: str) -> None:
+        self.progress.update(self.task, description=f"{cell.label}: {phase}")
+
+    def done(self, row: dict) -> None:
+        self.progress.advance(self.task)
+        if row["status"] != "ok":
+            self.progress.console.print(f"  {row['model']} {row['backend']} {row['precision']} b{row['batch_size']}: "
+                                        f"[yellow]{row['status']}[/]: {row['error']}", highlight=False)
+
+    def stop(self) -> None:
+        self.progress.update(self.task, description="done")
+        self.progress.stop()
+
+
+def _print_summary(cells) -> None:
+    from bench.report import SUMMARY_HEADER, summary_table
+
+    table = Table(show_lines=False, header_style="bold")
+    for h in SUMMARY_HEADER:
+        table.add_column(h, justify="right" if h in ("batch", "p50 ms", "mean ± std ms", "items/s", "max abs err") else "left")
+    style = {"ok": "green", "DRIFTED": "bold red", "not validated": "yellow"}
+    for row in summary_table(cells):
+        row[-1] = f"[{style.get(row[-1], 'white')}]{row[-1]}[/]"
+        if row[5] != "ok":
+            row[5] = f"[yellow]{row[5]}[/]"
+        table.add_row(*row)
+    out.print(table)
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="YAML config defining the grid"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the grid, one line per cell, and exit"),
+    results_dir: Path = typer.Option(Path("results"), help="where results/<run_id>/ is written"),
+    reports_dir: Path = typer.Option(Path("reports"), help="where reports/<run_id>/ is written"),
+    models_dir: Path = typer.Option(Path("models"), help="cache of exported zoo models"),
+    report: bool = typer.Option(True, help="build the report after the run"),
+) -> None:
+    """Benchmark every cell of CONFIG's grid: compile, validate against the reference, time."""
+    from bench.config import load_config
+    from bench.runner import execute, plan
+
+    try:
+        cfg = load_config(config)
+        p = plan(cfg, models_dir, config)
+    except BenchError as e:
+        _fail(e)
+    if dry_run:
+        for cell in p.cells:
+            info = p.models[cell.model]
+            typer.echo(f"{cell.model}\t{cell.backend}\t{cell.precision}\tbatch={cell.batch_size}\t"
+                       f"inputs={info.shapes(cell.batch_size)}\tsource={info.source}")
+        typer.echo(f"{len(p.cells)} cells", err=True)
+        return
+    reporter = _RichReporter(err)
+    try:
+        run_dir = execute(p, results_dir, reporter)
+    except KeyboardInterrupt:
+        reporter.progress.stop()
+        err.print("[yellow]interrupted[/]: finished cells are kept in the run directory under "
+                  f"{results_dir}/ (meta.json says status=interrupted)")
+        raise typer.Exit(130)
+    reporter.stop()
+    from bench.results import load_run
+
+    stored = load_run(run_dir)
+    _print_summary(stored.cells)
+    out.print(f"results: {run_dir}")
+    if report:
+        from bench.report import build_report
+
+        out.print(f"report:  {build_report(run_dir, reports_dir) / 'report.md'}")
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="a results/<run_id>/ directory"),
+    reports_dir: Path = typer.Option(Path("reports"), help="where reports/<run_id>/ is written"),
+) -> None:
+    """Rebuild plots and report.md from a stored run, without re-running anything."""
+    from bench.report import build_report
+
+    try:
+        path = build_report(run_dir, reports_dir)
+    except BenchError as e:
+        _fail(e)
+    out.print(f"report: {path / 'report.md'}")
+
+
+@app.command()
+def doctor() -> None:
+    """Which backends are usable here, their versions, and why not."""
+    from bench.backends import BACKENDS, get_backend
+    from bench.environment import cpu_model, library_versions
+
+    out.print(f"CPU: {cpu_model()}  Python {sys.version.split()[0]}")
+    table = Table(header_style="bold")
+    for h in ("backend", "usable", "precisions", "versions / reason"):
+        table.add_column(h)
+    for name in BACKENDS:
+        try:
+            b = get_backend(name)
+            a = b.availability()
+            precisions = ", ".join(b.precisions)
+        except Exception as e:  # a backend module that fails to import is reported, not fatal
+            table.add_row(name, "[red]no[/]", "–", f"failed to load: {type(e).__name__}: {e}")
+            continue
+        detail = ", ".join(f"{k} {v}" for k, v in a.versions.items()) if a.usable else a.reason
+        table.add_row(name, "[green]yes[/]" if a.usable else "[red]no[/]", precisions, detail)
+    out.print(table)
+    libs = library_versions()
+    out.print("libraries: " + ", ".join(f"{k} {v}" for k, v in libs.items()), highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
