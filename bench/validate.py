@@ -92,11 +92,15 @@ def compare(reference: Any, candidate: Any, tolerance: Tolerance, task: str = "u
     (ref_name, ref_iters), = reference.items()
     (cand_name, cand_iters), = candidate.items()
     combined = RunResults([(ref_name, ref_iters), (cand_name, cand_iters)])
-    verdict = Comparator.compare_accuracy(
-        combined,
-        compare_func=SimpleCompareFunc(atol=tolerance.atol, rtol=tolerance.rtol, check_error_stat="elemwise"),
-    )
+    with np.errstate(all="ignore"):  # NaN and Inf outputs fail validation; they need no warning
+        verdict = Comparator.compare_accuracy(
+            combined,
+            compare_func=SimpleCompareFunc(atol=tolerance.atol, rtol=tolerance.rtol, check_error_stat="elemwise"),
+        )
+        return _drift(ref_iters, cand_iters, tolerance, task, bool(verdict))
 
+
+def _drift(ref_iters: Any, cand_iters: Any, tolerance: Tolerance, task: str, within_tolerance: bool) -> Drift:
     abs_errs, rel_errs, ref_flat, cand_flat, top1 = [], [], [], [], []
     reasons = []
     for it, (r_it, c_it) in enumerate(zip(ref_iters, cand_iters)):
@@ -129,10 +133,9 @@ def compare(reference: Any, candidate: Any, tolerance: Tolerance, task: str = "u
     d, rel = d[known], rel[known]
     nan = float("nan")
     r, c = np.concatenate(ref_flat), np.concatenate(cand_flat)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        denom = np.linalg.norm(r) * np.linalg.norm(c)
-        cosine = float(np.dot(r, c) / denom) if denom > 0 else float(np.array_equal(r, c))
-    if not bool(verdict):
+    denom = np.linalg.norm(r) * np.linalg.norm(c)
+    cosine = float(np.dot(r, c) / denom) if denom > 0 else float(np.array_equal(r, c))
+    if not within_tolerance:
         reasons.append(f"elements beyond atol={tolerance.atol:g} and rtol={tolerance.rtol:g}")
     if not cosine >= tolerance.min_cosine:
         reasons.append(f"cosine {cosine:.6f} below {tolerance.min_cosine:g}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,8 +120,8 @@ def _onnx_info(spec: ModelSpec, where: str, config_dir: Path | None, batch_sizes
         model_dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in ttype.shape.dim]
         given = spec.input_shapes.get(inp.name)
         if given is None:
-            # The usual export: only the leading axis is dynamic, and it is the batch.
-            dims = [BATCH if (i == 0 and not isinstance(d, int)) else d for i, d in enumerate(model_dims)]
+            # The usual export: the leading axis is the batch, and the only dynamic one.
+            dims = [BATCH if i == 0 else d for i, d in enumerate(model_dims)]
             loose = [i for i, d in enumerate(dims) if not isinstance(d, int) and d != BATCH]
             if loose:
                 raise BenchError(
@@ -173,7 +174,8 @@ def export_zoo(info: ModelInfo) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=info.path.parent)
     os.close(fd)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
             torch.onnx.export(
                 model,
                 (torch.zeros(*shape),),

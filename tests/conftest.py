@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny real models (zoo exports and hand-built ONNX graphs), cached per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """One zoo cache for the whole session, so each tiny model is exported once."""
+    return tmp_path_factory.mktemp("models")
+
+
+def make_mlp_onnx(path: Path, batch_dim="batch", features: int = 8, classes: int = 4, seed: int = 0,
+                  extra_dynamic: bool = False) -> Path:
+    """A tiny classifier (MatMul, Add, Relu, MatMul) built with onnx.helper: no torch needed."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w1 = numpy_helper.from_array(rng.standard_normal((features, 16)).astype(np.float32), "w1")
+    b1 = numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), "b1")
+    w2 = numpy_helper.from_array(rng.standard_normal((16, classes)).astype(np.float32), "w2")
+    feat = "features" if extra_dynamic else features
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch_dim, feat])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch_dim, classes])
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Add", ["h", "b1"], ["hb"]),
+        helper.make_node("Relu", ["hb"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "mlp", [x], [y], [w1, b1, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def mlp_onnx(tmp_path_factory) -> Path:
+    return make_mlp_onnx(tmp_path_factory.mktemp("onnx") / "mlp.onnx")
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+FAST_TIMING = {"warmup": 1, "min_iterations": 3, "min_time_s": 0.0}

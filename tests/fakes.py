@@ -1,0 +1,72 @@
+"""A fake backend and a fake clock, for testing the harness itself (never a stand-in for a real backend)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.backends.base import Availability
+
+WORK_NS = 1_000_000  # every fake forward call takes exactly 1 ms on the fake clock
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class FakeCompiled:
+    def __init__(self, noise: float, interrupt: bool):
+        self.clock = FakeClock()
+        self.noise, self.interrupt = noise, interrupt
+        self.facts = {"variant": "fake", "provider": "numpy", "threads": 1, "backend_version": "0", "executes_as": "fp32"}
+        self.released = False
+
+    def run(self, feeds):
+        x = next(iter(feeds.values()))
+        y = np.tanh(x[:, :4].astype(np.float32)) + np.float32(self.noise)
+        return {"y": y}
+
+    def prepare(self, feeds):
+        if self.interrupt:
+            raise KeyboardInterrupt
+
+        def forward():
+            self.clock.now += WORK_NS
+        return forward
+
+    def release(self):
+        self.released = True
+
+
+class FakeBackend:
+    """Behaviour picked by name: fake (good), fake_drift, fake_broken (compile raises),
+    fake_absent (unavailable), fake_interrupt (Ctrl-C while timing)."""
+
+    variant = "fake"
+    precisions = ("fp32",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def availability(self):
+        if self.name == "fake_absent":
+            return Availability(False, "fake_absent is not installed here")
+        return Availability(True, versions={"fake": "0"})
+
+    def compile(self, request):
+        if self.name == "fake_broken":
+            raise RuntimeError("unsupported operator FancyConv\nmore detail\nlast line of the compiler log")
+        return FakeCompiled(noise=0.5 if self.name == "fake_drift" else 0.0, interrupt=self.name == "fake_interrupt")
+
+
+NAMES = ("fake", "fake_drift", "fake_broken", "fake_absent", "fake_interrupt")
+
+
+def register(monkeypatch):
+    from bench import backends
+
+    for n in NAMES:
+        monkeypatch.setitem(backends.BACKENDS, n, lambda n=n: FakeBackend(n))

@@ -1,0 +1,112 @@
+"""End to end through the command line, with both real CPU backends on a tiny model."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import FAST_TIMING, write_yaml
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def bench(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "bench", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory, models_dir):
+    work = tmp_path_factory.mktemp("e2e")
+    config = write_yaml(work / "tiny.yaml", {
+        "name": "tiny",
+        "models": [{"name": "r18", "source": "zoo:resnet18-tiny"}, {"name": "mnv2", "source": "zoo:mobilenet_v2-tiny"}],
+        "backends": ["onnxruntime", "tvm"],
+        "batch_sizes": [1, 2],
+        "timing": FAST_TIMING,
+    })
+    proc = bench("run", config, "--models-dir", models_dir, cwd=work)
+    return work, proc
+
+
+def test_run_writes_validated_rows_for_both_backends(e2e):
+    work, proc = e2e
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (work / "results").iterdir()
+    assert f"results: results/{run_dir.name}" in proc.stdout
+    cells = pd.read_csv(run_dir / "cells.csv")
+    assert len(cells) == 8
+    assert set(cells["status"]) == {"ok"}
+    assert cells["accuracy_ok"].all() and cells["validated"].all()
+    assert (cells["max_abs_err"] < 1e-4).all() and (cells["cosine"] > 0.9999).all()
+    assert (cells["top1_agreement"] == 1.0).all()
+    assert (cells["iterations"] >= 3).all() and (cells["p50_ms"] > 0).all()
+    assert list(cells["throughput_ips"]) == pytest.approx(list(cells["batch_size"] * 1e3 / cells["mean_ms"]))
+    tvm = cells[cells.backend == "tvm"]
+    assert set(tvm["variant"]) == {"untuned"} and tvm["provider"].str.startswith("llvm").all()
+    ort = cells[cells.backend == "onnxruntime"]
+    assert set(ort["provider"]) == {"CPUExecutionProvider"}
+    samples = pd.read_parquet(run_dir / "samples.parquet")
+    assert len(samples) == cells["iterations"].sum()
+
+
+def test_report_has_real_plots_and_is_rebuilt_from_results(e2e):
+    work, _ = e2e
+    (run_dir,) = (work / "results").iterdir()
+    report_dir = work / "reports" / run_dir.name
+    pngs = sorted(report_dir.glob("*.png"))
+    assert len(pngs) == 4 and all(p.read_bytes()[:8] == PNG for p in pngs)
+    md = (report_dir / "report.md").read_text()
+    assert "tvm rows are untuned" in md and "![latency](latency_vs_batch.png)" in md
+    for p in pngs:
+        p.unlink()
+    (report_dir / "report.md").unlink()
+    proc = bench("report", f"results/{run_dir.name}", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list(report_dir.glob("*.png"))) == 4
+    assert (report_dir / "report.md").read_text() == md
+
+
+def test_dry_run_prints_one_line_per_cell_and_writes_nothing(tmp_path):
+    config = write_yaml(tmp_path / "c.yaml", {
+        "name": "d", "models": [{"name": "r", "source": "zoo:resnet50"}], "backends": ["onnxruntime", "tvm"],
+        "batch_sizes": [1, 8, 32], "exclude": [{"backend": "tvm", "batch_size": 32}],
+    })
+    proc = bench("run", config, "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 5
+    assert lines[0].split("\t")[:4] == ["r", "onnxruntime", "fp32", "batch=1"]
+    assert "(32, 3, 224, 224)" in lines[2]
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda c: c.update(colour="blue"), "c.yaml:9: colour: unknown key"),
+    (lambda c: c.update(batch_sizes="many"), "c.yaml:7: batch_sizes: Input should be a valid list"),
+    (lambda c: c["models"][0].update(source="missing.onnx"), "model file 'missing.onnx' not found"),
+    (lambda c: c["models"][0].update(source="corrupt.onnx"), "corrupt.onnx is not a valid ONNX model"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, mutate, expected):
+    (tmp_path / "corrupt.onnx").write_bytes(b"not a model")
+    cfg = {"name": "b", "models": [{"name": "m", "source": "zoo:resnet18-tiny"}], "backends": ["onnxruntime"],
+           "batch_sizes": [1]}
+    mutate(cfg)
+    proc = bench("run", write_yaml(tmp_path / "c.yaml", cfg), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert expected in proc.stderr
+    assert proc.stderr.count("error:") == 1
+    assert not (tmp_path / "results").exists()
+
+
+def test_report_of_a_non_run_is_bad_input(tmp_path):
+    proc = bench("report", tmp_path, cwd=tmp_path)
+    assert proc.returncode == 2 and "not a run directory (no meta.json)" in proc.stderr
+
+
+def test_doctor_lists_backends_with_versions(tmp_path):
+    proc = bench("doctor", cwd=tmp_path)
+    assert proc.returncode == 0
+    assert "onnxruntime" in proc.stdout and "tvm" in proc.stdout
+    assert "0.27.0" in proc.stdout  # the pinned TVM

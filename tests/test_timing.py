@@ -1,0 +1,69 @@
+"""The timed loop and statistics, exactly, with a fake clock."""
+
+import numpy as np
+import pytest
+
+from bench.config import TimingConfig
+from bench.timing import measure, summarize
+
+
+class FakeClock:
+    """Advances `step` ns per reading, and `work` ns per forward call."""
+
+    def __init__(self, step=0, work=1_000_000):
+        self.now, self.step, self.work = 0, step, work
+        self.calls = 0
+
+    def __call__(self):
+        self.now += self.step
+        return self.now
+
+    def forward(self):
+        self.calls += 1
+        self.now += self.work
+
+
+def test_warmup_is_not_sampled_and_min_iterations_bound_applies():
+    clock = FakeClock(work=2_000_000)  # 2 ms a call
+    samples = measure(clock.forward, clock, TimingConfig(warmup=3, min_iterations=5, min_time_s=0.0))
+    assert samples == [2_000_000] * 5
+    assert clock.calls == 3 + 5
+
+
+def test_min_time_extends_beyond_min_iterations():
+    clock = FakeClock(work=1_000_000)  # 1 ms a call, 0.0105 s needed -> 11 calls
+    samples = measure(clock.forward, clock, TimingConfig(warmup=0, min_iterations=2, min_time_s=0.0105))
+    assert len(samples) == 11
+
+
+def test_max_iterations_caps_the_loop():
+    clock = FakeClock(work=1)
+    samples = measure(clock.forward, clock, TimingConfig(warmup=0, min_iterations=1, min_time_s=100.0, max_iterations=7))
+    assert len(samples) == 7
+
+
+def test_only_the_forward_call_is_timed():
+    # Each clock reading itself costs 5 ns: a sample spans one forward call plus one reading.
+    clock = FakeClock(step=5, work=1000)
+    samples = measure(clock.forward, clock, TimingConfig(warmup=0, min_iterations=4, min_time_s=0.0))
+    assert samples == [1005] * 4
+
+
+def test_summarize_exact_values():
+    ns = [1_000_000 * v for v in (1, 2, 3, 4, 10)]
+    s = summarize(ns, batch_size=4)
+    assert s.iterations == 5
+    assert s.mean_ms == pytest.approx(4.0)
+    assert s.std_ms == pytest.approx(np.std([1, 2, 3, 4, 10], ddof=1))
+    assert (s.min_ms, s.max_ms, s.p50_ms) == (1.0, 10.0, 3.0)
+    assert s.p90_ms == pytest.approx(7.6)  # linear interpolation between 4 and 10
+    assert s.p99_ms == pytest.approx(9.76)
+    assert s.cv == pytest.approx(s.std_ms / 4.0)
+    assert s.throughput_ips == pytest.approx(4 / 0.004)
+
+
+def test_summarize_single_sample_and_empty():
+    s = summarize([2_000_000], batch_size=1)
+    assert s.std_ms == 0.0 and s.cv == 0.0 and s.p99_ms == 2.0
+    with pytest.raises(ValueError):
+        summarize([], 1)
