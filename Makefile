@@ -23,7 +23,7 @@ test: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python -m pytest -q benchmarks --benchmark-only --benchmark-columns=median,mean,stddev,rounds
-	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python -m benchmarks.overhead
 
 doctor: $(STAMP)
 	$(BIN)/bench doctor
