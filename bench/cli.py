@@ -39,8 +39,10 @@ class _RichReporter:
             console=console, transient=False,
         )
         self.task: Any = None
+        self.run_id: str | None = None
 
     def start(self, total: int, run_id: str) -> None:
+        self.run_id = run_id
         self.progress.start()
         self.task = self.progress.add_task(f"run {run_id}", total=total)
 
@@ -84,6 +86,9 @@ def run(
     reports_dir: Path = typer.Option(Path("reports"), help="where reports/<run_id>/ is written"),
     models_dir: Path = typer.Option(Path("models"), help="cache of exported zoo models"),
     report: bool = typer.Option(True, help="build the report after the run"),
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN_ID",
+                                         help="finish an interrupted run without repeating its finished cells"),
+    isolate: bool = typer.Option(True, help="run each cell in a worker process of its own (--no-isolate: in this process, for debugging)"),
 ) -> None:
     """Benchmark every cell of CONFIG's grid: compile, validate against the reference, time."""
     from bench.config import load_config
@@ -101,13 +106,19 @@ def run(
                        f"inputs={info.shapes(cell.batch_size)}\tsource={info.source}")
         typer.echo(f"{len(p.cells)} cells", err=True)
         return
+    for warning in cfg.warnings():
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     reporter = _RichReporter(err)
     try:
-        run_dir = execute(p, results_dir, reporter)
+        run_dir = execute(p, results_dir, reporter, run_id=resume, isolate=isolate, resume=resume is not None)
+    except BenchError as e:
+        reporter.progress.stop()
+        _fail(e)
     except KeyboardInterrupt:
         reporter.progress.stop()
-        err.print("[yellow]interrupted[/]: finished cells are kept in the run directory under "
-                  f"{results_dir}/ (meta.json says status=interrupted)")
+        rid = resume or reporter.run_id
+        err.print(f"[yellow]interrupted[/]: the finished cells are kept in {results_dir / str(rid)}; "
+                  f"finish the run with: bench run {config} --resume {rid}", highlight=False)
         raise typer.Exit(130)
     reporter.stop()
     from bench.results import load_run
@@ -139,7 +150,7 @@ def report_cmd(
 @app.command()
 def doctor() -> None:
     """Which backends are usable here, their versions, and why not."""
-    from bench.backends import BACKENDS, get_backend
+    from bench.backends import BACKENDS, describe
     from bench.environment import cpu_model, library_versions
 
     out.print(f"CPU: {cpu_model()}  Python {sys.version.split()[0]}")
@@ -147,15 +158,9 @@ def doctor() -> None:
     for h in ("backend", "usable", "precisions", "versions / reason"):
         table.add_column(h)
     for name in BACKENDS:
-        try:
-            b = get_backend(name)
-            a = b.availability()
-            precisions = ", ".join(b.precisions)
-        except Exception as e:  # a backend module that fails to import is reported, not fatal
-            table.add_row(name, "[red]no[/]", "–", f"failed to load: {type(e).__name__}: {e}")
-            continue
-        detail = ", ".join(f"{k} {v}" for k, v in a.versions.items()) if a.usable else a.reason
-        table.add_row(name, "[green]yes[/]" if a.usable else "[red]no[/]", precisions, detail)
+        d = describe(name)
+        detail = ", ".join(f"{k} {v}" for k, v in d["versions"].items()) if d["usable"] else d["reason"]
+        table.add_row(name, "[green]yes[/]" if d["usable"] else "[red]no[/]", ", ".join(d["precisions"]) or "–", detail)
     out.print(table)
     libs = library_versions()
     out.print("libraries: " + ", ".join(f"{k} {v}" for k, v in libs.items()), highlight=False)

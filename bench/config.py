@@ -162,6 +162,10 @@ class Config(_Frozen):
     tolerances: dict[Precision, Tolerance] = Field(default_factory=dict)
     seed: int = Field(default=0, ge=0)
     threads: int = Field(default_factory=_default_threads, ge=1)
+    backend_threads: dict[str, int] = Field(default_factory=dict, description="per-backend override of threads")
+    repeats: int = Field(default=1, ge=1, description="fresh worker processes timing each cell; samples are pooled")
+    cell_timeout_s: float = Field(default=1800.0, gt=0, description="a cell's worker is killed after this long")
+    goldens: str | None = Field(default=None, description="directory of stored reference outputs (bench golden save)")
 
     @field_validator("backends")
     @classmethod
@@ -203,6 +207,11 @@ class Config(_Frozen):
             raise ValueError(
                 f"reference.backend {self.reference.backend!r} is unknown; valid: {', '.join(BACKENDS)}"
             )
+        for b, n in self.backend_threads.items():
+            if b not in self.backends:
+                raise ValueError(f"backend_threads.{b}: not in backends {self.backends}")
+            if n < 1:
+                raise ValueError(f"backend_threads.{b}: must be >= 1")
         for i, rule in enumerate(self.exclude):
             if rule.model is not None and rule.model not in names:
                 raise ValueError(f"exclude[{i}].model {rule.model!r} is not a model of this config; valid: {', '.join(names)}")
@@ -211,6 +220,18 @@ class Config(_Frozen):
         if not self.grid():
             raise ValueError("the grid is empty: every cell is excluded")
         return self
+
+    def threads_for(self, backend: str) -> int:
+        return self.backend_threads.get(backend, self.threads)
+
+    def warnings(self) -> list[str]:
+        """Settings that are legal but make the figures worse: oversubscribed cores."""
+        cores = _default_threads()
+        return [
+            f"{b} uses {self.threads_for(b)} threads on {cores} available cores: threads will contend and latency will suffer"
+            for b in self.backends
+            if self.threads_for(b) > cores
+        ]
 
     def tolerance(self, precision: str) -> Tolerance:
         return self.tolerances.get(precision, DEFAULT_TOLERANCES[precision])  # type: ignore[index]

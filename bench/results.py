@@ -7,19 +7,20 @@ samples.parquet. `load_run` reads a run directory back for reports and compariso
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from bench import atomic
 from bench.errors import BenchError
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "failed", "skipped")
+STATUSES = ("ok", "failed", "skipped", "crashed", "timeout")
 
 # The published columns, in order. Anything a row carries beyond these is appended after them.
 COLUMNS = [
@@ -33,21 +34,8 @@ COLUMNS = [
 KEY = ["model", "backend", "precision", "batch_size", "variant"]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
-    atomic_write_text(run_dir / "meta.json", json.dumps(meta, indent=2, sort_keys=False, default=str) + "\n")
+    atomic.write_text(run_dir / "meta.json", json.dumps(meta, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def append_cell(run_dir: Path, row: dict[str, Any], samples_ns: list[int]) -> None:
@@ -94,9 +82,11 @@ def finalize(run_dir: Path) -> pd.DataFrame:
         ],
         columns=["run_id", *KEY, "iteration", "latency_ms"],
     )
-    atomic_write_text(run_dir / "cells.csv", cells.to_csv(index=False))
-    cells.to_parquet(run_dir / "cells.parquet", index=False)
-    samples.to_parquet(run_dir / "samples.parquet", index=False)
+    atomic.write_text(run_dir / "cells.csv", cells.to_csv(index=False))
+    for frame, name in ((cells, "cells.parquet"), (samples, "samples.parquet")):
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        atomic.write_bytes(run_dir / name, buf.getvalue())
     return cells
 
 

@@ -1,33 +1,35 @@
-"""The sweep: for each cell of the grid, build the model, compile the variant, validate it against
-the reference on seeded inputs, time it, and journal the row.
+"""The sweep: for each cell of the grid, in a worker process of its own, build the model, compile the
+variant, validate it against the reference outputs for the same seeded inputs, and time it; then
+compute the statistics here and journal the row at once.
 
 Everything that can be checked cheaply (config, model files, shapes) is checked in `plan` before a
-run directory exists. Inside the sweep, a failing cell becomes a row with status `failed` and the
-sweep goes on. The runner talks to backends through the protocol in bench.backends.base only.
+run directory exists. Inside the sweep nothing one cell does (an exception, a segfault, a hang) can
+cost another cell. A run interrupted for any reason is finished with `resume`, which refuses a
+changed config. The runner talks to backends only through jobs and the protocol they use.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
+import os
 import secrets
-import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from bench import results
-from bench.backends import get_backend
-from bench.backends.base import Availability, Backend, Compiled, CompileRequest, Unsupported
+import numpy as np
+
+from bench import goldens, results
+from bench.backends import describe
 from bench.config import Cell, Config
 from bench.environment import environment
-from bench.inputs import seeded_feeds
-from bench.models.prepare import ModelInfo, PreparedModel, inspect_model, materialize
-from bench.timing import measure, summarize
-from bench.validate import compare, run_outputs
-
-PHASES = ("build", "compile", "validate", "time")
+from bench.errors import BenchError
+from bench.jobs import encode
+from bench.models.prepare import ModelInfo, inspect_model
+from bench.timing import UNSTABLE_CV, summarize
+from bench.worker import Outcome, run_isolated, run_job
 
 
 @dataclass(frozen=True)
@@ -38,13 +40,15 @@ class Plan:
     config_path: str | None = None
 
 
-def plan(config: Config, models_dir: Path, config_path: str | Path | None = None) -> Plan:
+def plan(config: Config, models_dir: Path | str, config_path: str | Path | None = None) -> Plan:
     """Check every model entry and expand the grid. Raises BenchError; writes nothing."""
     config_dir = Path(config_path).resolve().parent if config_path else None
     infos = {
         m.name: inspect_model(m, i, config.seed, config.batch_sizes, Path(models_dir), config_dir)
         for i, m in enumerate(config.models)
     }
+    if config.goldens is not None and not Path(config.goldens).is_dir():
+        raise BenchError(f"goldens: {config.goldens} is not a directory; create it with `bench golden save CONFIG`")
     return Plan(config, infos, config.grid(), str(config_path) if config_path else None)
 
 
@@ -65,13 +69,27 @@ def new_run_id(name: str) -> str:
     return f"{stamp}-{name}-{secrets.token_hex(3)}"
 
 
-def _error_text(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()
-    first = msg[0] if msg else ""
-    # Compiler errors put the useful line last; keep both ends, bounded.
-    last = msg[-1] if len(msg) > 1 else ""
-    text = f"{type(exc).__name__}: {first}" + (f" ... {last}" if last and last != first else "")
-    return text[:500]
+def cell_key(d: Any) -> tuple:
+    get = d.get if isinstance(d, dict) else (lambda k: getattr(d, k))
+    return (get("model"), get("backend"), get("precision"), int(get("batch_size")))
+
+
+def _slug(cell: Cell) -> str:
+    return f"{cell.model}-{cell.backend}-{cell.precision}-b{cell.batch_size}"
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: d}
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    a, b = _flatten(old), _flatten(new)
+    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
 @dataclass
@@ -80,175 +98,190 @@ class _Sweep:
     run_id: str
     run_dir: Path
     reporter: Reporter
-    backend_factory: Callable[[str], Backend]
-    backends: dict[str, tuple[Backend | None, Availability]] = field(default_factory=dict)
-    prepared: dict[str, PreparedModel | BaseException] = field(default_factory=dict)
-    feeds: dict[tuple[str, int], list] = field(default_factory=dict)
-    references: dict[tuple[str, int], Any] = field(default_factory=dict)
+    isolate: bool
+    references: dict[tuple[str, int], tuple[str | None, str | None]] = field(default_factory=dict)
 
     @property
     def config(self) -> Config:
         return self.plan.config
 
-    def backend(self, name: str) -> tuple[Backend | None, Availability]:
-        if name not in self.backends:
-            try:
-                b = self.backend_factory(name)
-                self.backends[name] = (b, b.availability())
-            except Exception as e:
-                self.backends[name] = (None, Availability(False, f"backend failed to load: {_error_text(e)}"))
-        return self.backends[name]
+    def _run(self, job: dict[str, Any], name: str, cell: Cell | None = None) -> Outcome:
+        def on_phase(phase: str) -> None:
+            if cell is not None:
+                self.reporter.phase(cell, phase)
 
-    def model(self, name: str) -> PreparedModel:
-        if name not in self.prepared:
-            try:
-                self.prepared[name] = materialize(self.plan.models[name])
-            except Exception as e:
-                self.prepared[name] = e
-        got = self.prepared[name]
-        if isinstance(got, BaseException):
-            raise RuntimeError(f"building model {name!r} failed: {_error_text(got)}") from got
+        if self.isolate:
+            return run_isolated(job, self.run_dir / "work", name, self.config.cell_timeout_s, on_phase)
+        return run_job(job, on_phase)
+
+    def _log(self, name: str, text: str | None) -> None:
+        if text:
+            (self.run_dir / "logs").mkdir(exist_ok=True)
+            (self.run_dir / "logs" / f"{name}.txt").write_text(text)
+
+    def reference(self, info: ModelInfo, batch: int) -> tuple[str | None, str | None]:
+        """(path to reference outputs, or None and why), computed once per model and batch size."""
+        key = (info.name, batch)
+        if key in self.references:
+            return self.references[key]
+        fname = goldens.file_name(info.name, batch)
+        if self.config.goldens is not None:
+            path = Path(self.config.goldens) / fname
+            got = (str(path), None) if path.is_file() else (None, f"no golden outputs at {path}; run `bench golden save`")
+        else:
+            path = self.run_dir / "references" / fname
+            if path.is_file():  # a resumed run keeps the references it already computed
+                got = (str(path), None)
+            else:
+                name = f"reference-{info.name}-b{batch}"
+                job = encode("reference", self.config, info, batch_size=batch, out_path=path, work_dir=self.run_dir / "work")
+                outcome = self._run(job, name)
+                self._log(name, outcome.traceback)
+                ok = outcome.status == "done" and outcome.error is None
+                got = (str(path), None) if ok else (None, f"reference {outcome.status if outcome.status != 'done' else 'failed'}: {outcome.error}")
+        self.references[key] = got
         return got
 
-    def request(self, model: PreparedModel, precision: str, batch: int) -> CompileRequest:
-        work = self.run_dir / "work" / f"{model.name}-{precision}-b{batch}"
-        return CompileRequest(model, precision, batch, model.info.shapes(batch), self.config.threads, work)
-
-    def inputs(self, model: PreparedModel, batch: int) -> list:
-        key = (model.name, batch)
-        if key not in self.feeds:
-            self.feeds[key] = seeded_feeds(model.info, batch, self.config.seed, self.config.validation.iterations)
-        return self.feeds[key]
-
-    def reference(self, model: PreparedModel, batch: int) -> Any:
-        """Reference outputs for (model, batch), computed once and shared by every cell."""
-        key = (model.name, batch)
-        if key not in self.references:
-            ref = self.config.reference
-            try:
-                backend, avail = self.backend(ref.backend)
-                if backend is None or not avail.usable:
-                    raise RuntimeError(f"reference backend {ref.backend} is unavailable: {avail.reason}")
-                compiled = backend.compile(self.request(model, ref.precision, batch))
-                try:
-                    self.references[key] = run_outputs(compiled, f"reference:{ref.backend}/{ref.precision}", self.inputs(model, batch))
-                finally:
-                    compiled.release()
-            except Exception as e:
-                self.references[key] = e
-        got = self.references[key]
-        if isinstance(got, BaseException):
-            raise RuntimeError(f"reference failed: {_error_text(got)}") from got
-        return got
+    def _cell_run(self, cell: Cell, ref: tuple[str | None, str | None], validate: bool, name: str) -> tuple[dict[str, Any], list[int], Outcome]:
+        info = self.plan.models[cell.model]
+        job = encode("cell", self.config, info, cell=cell, reference_path=ref[0], reference_note=ref[1], validate=validate,
+                     outputs_path=self.run_dir / "outputs" / f"{_slug(cell)}.npz" if validate else None,
+                     work_dir=self.run_dir / "work")
+        outcome = self._run(job, name, cell)
+        if outcome.status != "done":
+            part = {"status": outcome.status, "error": outcome.error}
+            self._log(name, outcome.traceback)
+            return part, [], outcome
+        if outcome.value is None:  # the job raised before it could describe the cell
+            self._log(name, outcome.traceback)
+            return {"status": "failed", "error": outcome.error}, [], outcome
+        part = dict(outcome.value["row"])
+        self._log(name, part.pop("traceback", None))
+        return part, list(outcome.value["samples_ns"]), outcome
 
     def run_cell(self, cell: Cell) -> tuple[dict[str, Any], list[int]]:
         cfg = self.config
         tol = cfg.tolerance(cell.precision)
         info = self.plan.models[cell.model]
-        backend, avail = self.backend(cell.backend)
         row: dict[str, Any] = {
             "run_id": self.run_id, "model": cell.model, "backend": cell.backend, "precision": cell.precision,
-            "batch_size": cell.batch_size, "variant": getattr(backend, "variant", None), "status": "ok", "error": None, "phase": None,
+            "batch_size": cell.batch_size, "variant": None, "status": "ok", "error": None, "phase": None,
             "validated": False, "accuracy_ok": None, "atol": tol.atol, "rtol": tol.rtol, "min_cosine": tol.min_cosine,
-            "reference": f"{cfg.reference.backend}/{cfg.reference.precision}",
-            "input_shapes": json.dumps(info.shapes(cell.batch_size)),
+            "reference": "goldens" if cfg.goldens else f"{cfg.reference.backend}/{cfg.reference.precision}",
+            "input_shapes": json.dumps(info.shapes(cell.batch_size)), "repeats": 0,
         }
-        samples: list[int] = []
-        if backend is None or not avail.usable:
-            row.update(status="skipped", error=f"{cell.backend} unavailable: {avail.reason}")
-            return row, samples
-        if cell.precision not in backend.precisions:
-            row.update(status="skipped", error=f"{cell.backend} does not build {cell.precision}; it builds {', '.join(backend.precisions)}")
-            return row, samples
+        self.reporter.phase(cell, "reference")
+        ref = self.reference(info, cell.batch_size)
+        part, samples, outcome = self._cell_run(cell, ref, validate=True, name=_slug(cell))
+        row.update(part)
+        rss = [outcome.peak_rss_mb]
+        per_process = [samples] if samples else []
+        for r in range(1, cfg.repeats):
+            if row["status"] != "ok":
+                break
+            part, more, outcome = self._cell_run(cell, ref, validate=False, name=f"{_slug(cell)}-repeat{r}")
+            rss.append(outcome.peak_rss_mb)
+            if part["status"] != "ok":
+                row.update(status=part["status"], error=f"repeat {r + 1}: {part['error']}", phase=part.get("phase"))
+                break
+            per_process.append(more)
+        known = [m for m in rss if m is not None]
+        row["peak_rss_mb"] = max(known) if known else None
+        pooled = [s for p in per_process for s in p]
+        if pooled:
+            row.update(summarize(pooled, cell.batch_size).as_row(), repeats=len(per_process))
+            if len(per_process) > 1:
+                medians = [float(np.median(p)) / 1e6 for p in per_process]
+                spread = (max(medians) - min(medians)) / float(np.median(medians))
+                row["repeat_p50_spread"] = spread
+                if spread >= UNSTABLE_CV:
+                    why = f"medians of {len(medians)} processes differ by {spread:.0%}"
+                    row["unstable_reason"] = "; ".join(filter(None, [row.get("unstable_reason"), why]))
+                    row["unstable"] = True
+        return row, pooled
 
-        phase = "build"
-        compiled: Compiled | None = None
+
+class _RunLock:
+    """An exclusive lock on a run directory: two processes never write one run at once."""
+
+    def __init__(self, run_dir: Path):
+        self.fd = os.open(run_dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            self.reporter.phase(cell, phase)
-            model = self.model(cell.model)
-            row["model_sha256"] = model.sha256
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise BenchError(f"{run_dir}: another bench process is writing this run") from None
 
-            phase = "compile"
-            self.reporter.phase(cell, phase)
-            t0 = time.perf_counter()
-            compiled = backend.compile(self.request(model, cell.precision, cell.batch_size))
-            row["compile_s"] = time.perf_counter() - t0
-            row.update({k: compiled.facts.get(k) for k in ("variant", "provider", "threads", "backend_version", "executes_as")})
-
-            phase = "validate"
-            self.reporter.phase(cell, phase)
-            feeds = self.inputs(model, cell.batch_size)
-            try:
-                reference = self.reference(model, cell.batch_size)
-            except RuntimeError as e:
-                # Without a reference the cell can still be timed; it is published as unvalidated.
-                row["accuracy_note"] = str(e)
-                reference = None
-            if reference is not None:
-                drift = compare(reference, run_outputs(compiled, cell.label, feeds), tol, info.task)
-                row.update(drift.as_row(), validated=True, accuracy_note=drift.reason or None)
-
-            phase = "time"
-            self.reporter.phase(cell, phase)
-            fn = compiled.prepare(feeds[0])
-            samples = measure(fn, compiled.clock, cfg.timing)
-            row.update(summarize(samples, cell.batch_size).as_row())
-        except Unsupported as e:
-            row.update(status="skipped", error=str(e), phase=phase)
-        except Exception as e:
-            row.update(status="failed", error=_error_text(e), phase=phase)
-            (self.run_dir / "logs").mkdir(exist_ok=True)
-            log = self.run_dir / "logs" / f"{cell.model}-{cell.backend}-{cell.precision}-b{cell.batch_size}.txt"
-            log.write_text("".join(traceback.format_exception(e)))
-        finally:
-            if compiled is not None:
-                compiled.release()
-        return row, samples
+    def release(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
 
 
 def execute(
     p: Plan,
-    results_dir: Path,
+    results_dir: Path | str,
     reporter: Reporter | None = None,
-    backend_factory: Callable[[str], Backend] = get_backend,
     run_id: str | None = None,
+    isolate: bool = True,
+    resume: bool = False,
 ) -> Path:
-    """Run every cell of the plan; returns the run directory. Ctrl-C keeps what finished."""
+    """Run the plan's cells (with `resume`, only those run `run_id` lacks); returns the run directory.
+
+    Ctrl-C (KeyboardInterrupt) keeps every finished cell and marks the run interrupted."""
     reporter = reporter or Reporter()
-    run_id = run_id or new_run_id(p.config.name)
-    run_dir = Path(results_dir) / run_id
-    run_dir.mkdir(parents=True, exist_ok=False)
-    sweep = _Sweep(p, run_id, run_dir, reporter, backend_factory)
-    meta: dict[str, Any] = {
-        "schema_version": results.SCHEMA_VERSION,
-        "run_id": run_id,
-        "status": "running",
-        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "config_path": p.config_path,
-        "config_hash": p.config.digest(),
-        "config": p.config.canonical(),
-        "environment": environment(p.config.threads),
-        "cells_planned": len(p.cells),
-    }
-    results.write_meta(run_dir, meta)
-    reporter.start(len(p.cells), run_id)
-    try:
-        for i, cell in enumerate(p.cells):
-            reporter.cell(i, cell)
-            row, samples = sweep.run_cell(cell)
-            results.append_cell(run_dir, row, samples)
-            reporter.done(row)
-        meta["status"] = "complete"
-    except KeyboardInterrupt:
-        meta["status"] = "interrupted"
-        raise
-    finally:
-        meta["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
-        meta["backends"] = {
-            name: {"usable": a.usable, "reason": a.reason, "versions": dict(a.versions)}
-            for name, (_, a) in sweep.backends.items()
+    cfg = p.config
+    if resume:
+        if run_id is None:
+            raise BenchError("resume needs a run id")
+        run_dir = Path(results_dir) / run_id
+        if not (run_dir / "meta.json").is_file():
+            raise BenchError(f"--resume {run_id}: no run at {run_dir}")
+        meta = json.loads((run_dir / "meta.json").read_text())
+        if meta.get("config_hash") != cfg.digest():
+            diff = config_diff(meta.get("config", {}), cfg.canonical())
+            raise BenchError(f"--resume {run_id}: the config changed since that run, refusing to mix results: " + "; ".join(diff[:8]))
+    else:
+        run_id = run_id or new_run_id(cfg.name)
+        run_dir = Path(results_dir) / run_id
+        run_dir.mkdir(parents=True, exist_ok=False)
+        meta = {
+            "schema_version": results.SCHEMA_VERSION,
+            "run_id": run_id,
+            "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "config_path": p.config_path,
+            "config_hash": cfg.digest(),
+            "config": cfg.canonical(),
+            "environment": environment(cfg.threads),
+            "warnings": cfg.warnings(),
+            "cells_planned": len(p.cells),
+            "isolated": isolate,
+            "backends": {b: describe(b) for b in dict.fromkeys([*cfg.backends, cfg.reference.backend])},
         }
+    lock = _RunLock(run_dir)
+    try:
+        done = {cell_key(e["row"]) for e in results.read_journal(run_dir)}
+        todo = [c for c in p.cells if cell_key(c) not in done]
+        meta["status"] = "running"
+        if resume:
+            meta.setdefault("resumed_at", []).append(dt.datetime.now(dt.timezone.utc).isoformat())
         results.write_meta(run_dir, meta)
-        if results.read_journal(run_dir):
-            results.finalize(run_dir)
+        sweep = _Sweep(p, run_id, run_dir, reporter, isolate)
+        reporter.start(len(todo), run_id)
+        try:
+            for i, cell in enumerate(todo):
+                reporter.cell(i, cell)
+                row, samples = sweep.run_cell(cell)
+                results.append_cell(run_dir, row, samples)
+                reporter.done(row)
+            meta["status"] = "complete"
+        except KeyboardInterrupt:
+            meta["status"] = "interrupted"
+            raise
+        finally:
+            meta["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+            results.write_meta(run_dir, meta)
+            if results.read_journal(run_dir):
+                results.finalize(run_dir)
+    finally:
+        lock.release()
     return run_dir

@@ -7,6 +7,7 @@ and the minimum duration are reached. `summarize` turns samples into the publish
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
@@ -34,6 +35,52 @@ def measure(fn: Callable[[], object], clock: Callable[[], int], timing: TimingCo
             return samples
 
 
+# Stability thresholds, after pyperf (std dev >= 10% of the mean) and hyperfine (outliers, extremes).
+UNSTABLE_CV = 0.10
+UNSTABLE_EXTREME = 0.50  # min or max this far from the median, as a fraction of it
+CONFIDENCE = 0.95
+
+
+def median_ci_ranks(n: int, confidence: float = CONFIDENCE) -> tuple[int, int]:
+    """0-based order-statistic ranks (lo, hi) bracketing the median with at least `confidence`.
+
+    Distribution-free: the count of samples below the true median is Binomial(n, 1/2), so
+    [x_(lo), x_(hi)] covers it with probability sum_{k=lo+1}^{hi} C(n, k) / 2^n. Exact for n <= 1000,
+    the normal approximation beyond."""
+    if n < 6:  # no pair of ranks reaches 95% below six samples: the whole range is the honest answer
+        return 0, n - 1
+    if n > 1000:
+        half = 1.959963984540054 * math.sqrt(n) / 2
+        return max(0, int(math.floor(n / 2 - half)) - 1), min(n - 1, int(math.ceil(n / 2 + half)))
+    # cdf[k] = P(X <= k) for X ~ Binomial(n, 1/2); choose the largest lo with P(X <= lo) <= alpha/2.
+    alpha = 1 - confidence
+    total, cum, lo = 2**n, 0, 0
+    for k in range(n + 1):
+        cum += math.comb(n, k)
+        if cum / total > alpha / 2:
+            lo = k  # P(X < k) <= alpha/2: x_(k) (1-based) is the lower bound, rank k-1 0-based
+            break
+    return max(0, lo - 1), min(n - 1, n - lo)
+
+
+def tukey_outliers(ms: np.ndarray) -> int:
+    q1, q3 = np.percentile(ms, [25, 75])
+    iqr = q3 - q1
+    return int(np.count_nonzero((ms < q1 - 1.5 * iqr) | (ms > q3 + 1.5 * iqr)))
+
+
+def stability(mean: float, p50: float, cv: float, lo: float, hi: float) -> str:
+    """Why the figures are unstable, or an empty string when they are not."""
+    reasons = []
+    if cv >= UNSTABLE_CV:
+        reasons.append(f"std dev is {cv:.0%} of the mean (>= {UNSTABLE_CV:.0%})")
+    if p50 > 0 and (hi - p50) / p50 >= UNSTABLE_EXTREME:
+        reasons.append(f"max is {(hi - p50) / p50:.0%} above the median")
+    if p50 > 0 and (p50 - lo) / p50 >= UNSTABLE_EXTREME:
+        reasons.append(f"min is {(p50 - lo) / p50:.0%} below the median")
+    return "; ".join(reasons)
+
+
 @dataclass(frozen=True)
 class Stats:
     iterations: int
@@ -47,6 +94,11 @@ class Stats:
     p99_ms: float
     cv: float
     throughput_ips: float
+    p50_ci_low_ms: float
+    p50_ci_high_ms: float
+    outliers: int
+    unstable: bool
+    unstable_reason: str
 
     def as_row(self) -> dict[str, float]:
         return asdict(self)
@@ -59,6 +111,10 @@ def summarize(samples_ns: Sequence[int], batch_size: int) -> Stats:
     mean = float(ms.mean())
     std = float(ms.std(ddof=1)) if ms.size > 1 else 0.0
     p50, p90, p95, p99 = (float(v) for v in np.percentile(ms, [50, 90, 95, 99]))
+    cv = std / mean if mean > 0 else float("nan")
+    lo_rank, hi_rank = median_ci_ranks(ms.size)
+    ordered = np.sort(ms)
+    reason = stability(mean, p50, cv, float(ms.min()), float(ms.max()))
     return Stats(
         iterations=int(ms.size),
         mean_ms=mean,
@@ -69,6 +125,11 @@ def summarize(samples_ns: Sequence[int], batch_size: int) -> Stats:
         p90_ms=p90,
         p95_ms=p95,
         p99_ms=p99,
-        cv=std / mean if mean > 0 else float("nan"),
+        cv=cv,
         throughput_ips=batch_size / (mean / 1e3) if mean > 0 else float("nan"),
+        p50_ci_low_ms=float(ordered[lo_rank]),
+        p50_ci_high_ms=float(ordered[hi_rank]),
+        outliers=tukey_outliers(ms),
+        unstable=bool(reason),
+        unstable_reason=reason,
     )

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+from pathlib import Path
+
 import numpy as np
 
 from bench.backends.base import Availability
@@ -43,7 +48,8 @@ class FakeCompiled:
 
 class FakeBackend:
     """Behaviour picked by name: fake (good), fake_drift, fake_broken (compile raises),
-    fake_absent (unavailable), fake_interrupt (Ctrl-C while timing)."""
+    fake_absent (unavailable), fake_interrupt (Ctrl-C while timing), fake_segfault and fake_killed
+    (the worker dies by a signal while compiling), fake_hang (compile never returns)."""
 
     variant = "fake"
     precisions = ("fp32",)
@@ -57,16 +63,32 @@ class FakeBackend:
         return Availability(True, versions={"fake": "0"})
 
     def compile(self, request):
+        if self.name == "fake_segfault":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if self.name == "fake_killed":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.name == "fake_hang":
+            time.sleep(3600)
         if self.name == "fake_broken":
             raise RuntimeError("unsupported operator FancyConv\nmore detail\nlast line of the compiler log")
         return FakeCompiled(noise=0.5 if self.name == "fake_drift" else 0.0, interrupt=self.name == "fake_interrupt")
 
 
-NAMES = ("fake", "fake_drift", "fake_broken", "fake_absent", "fake_interrupt")
+NAMES = ("fake", "fake_drift", "fake_broken", "fake_absent", "fake_interrupt", "fake_segfault", "fake_killed", "fake_hang")
 
 
-def register(monkeypatch):
+def register(backends: dict) -> None:
+    """The BENCH_PLUGINS hook: worker processes import this module and call it."""
+    for n in NAMES:
+        backends[n] = lambda n=n: FakeBackend(n)
+
+
+def install(monkeypatch) -> None:
+    """Register the fakes in this process and in every worker it starts."""
     from bench import backends
 
     for n in NAMES:
         monkeypatch.setitem(backends.BACKENDS, n, lambda n=n: FakeBackend(n))
+    monkeypatch.setenv("BENCH_PLUGINS", __name__)
+    root = str(Path(__file__).resolve().parent.parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))

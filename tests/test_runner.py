@@ -6,14 +6,15 @@ import pandas as pd
 import pytest
 
 from bench.config import config_from_dict
-from bench.runner import execute, plan
+from bench.errors import BenchError
+from bench.runner import Reporter, _RunLock, execute, plan
 from tests import fakes
 from tests.conftest import FAST_TIMING
 
 
 @pytest.fixture
 def fake_backends(monkeypatch):
-    fakes.register(monkeypatch)
+    fakes.install(monkeypatch)
 
 
 def _config(mlp_onnx, backends, **kw):
@@ -29,8 +30,21 @@ def _config(mlp_onnx, backends, **kw):
     })
 
 
-def _run(cfg, tmp_path):
-    return execute(plan(cfg, tmp_path / "models"), tmp_path / "results", run_id="r1")
+def _run(cfg, tmp_path, isolate=False, run_id="r1", **kw):
+    """In-process by default: these tests are about the harness's bookkeeping, not isolation."""
+    return execute(plan(cfg, tmp_path / "models"), tmp_path / "results", run_id=run_id, isolate=isolate, **kw)
+
+
+class InterruptAfter(Reporter):
+    """Ctrl-C after `n` finished cells, as a user would press it between two cells."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def done(self, row):
+        self.n -= 1
+        if self.n == 0:
+            raise KeyboardInterrupt
 
 
 def test_one_bad_cell_never_loses_the_sweep(fake_backends, mlp_onnx, tmp_path):
@@ -89,15 +103,71 @@ def test_unavailable_reference_leaves_cells_timed_but_unvalidated(fake_backends,
     assert (ok["mean_ms"] == 1.0).all()
 
 
-def test_interrupt_keeps_finished_cells(fake_backends, mlp_onnx, tmp_path):
-    cfg = _config(mlp_onnx, ["fake", "fake_interrupt"], precisions=["fp32"])
+def test_interrupt_keeps_finished_cells_and_resume_matches_an_uninterrupted_run(fake_backends, mlp_onnx, tmp_path):
+    cfg = _config(mlp_onnx, ["fake", "fake_drift", "fake_absent"])
     with pytest.raises(KeyboardInterrupt):
-        _run(cfg, tmp_path)
+        _run(cfg, tmp_path, reporter=InterruptAfter(5))
     run_dir = tmp_path / "results" / "r1"
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["status"] == "interrupted"
-    cells = pd.read_csv(run_dir / "cells.csv")
-    assert list(cells["backend"]) == ["fake", "fake"] and (cells["status"] == "ok").all()
+    assert len(pd.read_csv(run_dir / "cells.csv")) == 5
+
+    _run(cfg, tmp_path, resume=True)
+    assert json.loads((run_dir / "meta.json").read_text())["status"] == "complete"
+    resumed = pd.read_csv(run_dir / "cells.csv")
+    whole = pd.read_csv(_run(cfg, tmp_path, run_id="r2") / "cells.csv")
+    volatile = ["run_id", "compile_s", "peak_rss_mb"]
+    key = ["model", "backend", "precision", "batch_size"]
+    pd.testing.assert_frame_equal(
+        resumed.drop(columns=volatile).sort_values(key).reset_index(drop=True),
+        whole.drop(columns=volatile).sort_values(key).reset_index(drop=True),
+    )
+    assert len(resumed) == 12 and not resumed.duplicated(key).any()
+
+
+def test_resume_refuses_a_changed_config(fake_backends, mlp_onnx, tmp_path):
+    cfg = _config(mlp_onnx, ["fake"])
+    with pytest.raises(KeyboardInterrupt):
+        _run(cfg, tmp_path, reporter=InterruptAfter(1))
+    changed = _config(mlp_onnx, ["fake"], timing={**FAST_TIMING, "min_iterations": 9})
+    with pytest.raises(BenchError, match=r"config changed since that run.*timing.min_iterations: 4 -> 9"):
+        _run(changed, tmp_path, resume=True)
+
+
+def test_a_run_being_written_is_locked(fake_backends, mlp_onnx, tmp_path):
+    run_dir = _run(_config(mlp_onnx, ["fake"]), tmp_path)
+    lock = _RunLock(run_dir)
+    try:
+        with pytest.raises(BenchError, match="another bench process is writing this run"):
+            _run(_config(mlp_onnx, ["fake"]), tmp_path, resume=True)
+    finally:
+        lock.release()
+
+
+def test_repeats_pool_samples_from_fresh_processes(fake_backends, mlp_onnx, tmp_path):
+    cfg = _config(mlp_onnx, ["fake"], precisions=["fp32"], batch_sizes=[1], repeats=3)
+    (row,) = pd.read_csv(_run(cfg, tmp_path, isolate=True) / "cells.csv").itertuples()
+    assert (row.repeats, row.iterations, row.repeat_p50_spread) == (3, 12, 0.0)
+    assert row.status == "ok" and row.accuracy_ok and not row.unstable
+    assert (row.p50_ci_low_ms, row.p50_ci_high_ms, row.outliers) == (1.0, 1.0, 0)
+    assert row.peak_rss_mb > 10
+
+
+def test_crashing_hanging_and_raising_cells_cost_only_themselves(fake_backends, mlp_onnx, tmp_path):
+    import psutil
+
+    cfg = _config(mlp_onnx, ["fake_segfault", "fake", "fake_hang", "fake_killed", "fake_broken"],
+                  precisions=["fp32"], batch_sizes=[1], cell_timeout_s=8)
+    run_dir = _run(cfg, tmp_path, isolate=True)
+    by = {r.backend: r for r in pd.read_csv(run_dir / "cells.csv").itertuples()}
+    assert by["fake"].status == "ok" and by["fake"].accuracy_ok and by["fake"].mean_ms == 1.0
+    assert by["fake_segfault"].status == "crashed"
+    assert by["fake_segfault"].error.startswith("worker killed by signal SIGSEGV")
+    assert by["fake_killed"].status == "crashed" and "SIGKILL (also what the out-of-memory killer sends)" in by["fake_killed"].error
+    assert by["fake_hang"].status == "timeout" and "cell_timeout_s=8s" in by["fake_hang"].error
+    assert by["fake_broken"].status == "failed" and by["fake_broken"].phase == "compile"
+    assert psutil.Process().children(recursive=True) == []  # the hung worker's group is gone
+    assert "Fatal Python error: Segmentation fault" in (run_dir / "logs" / "mlp-fake_segfault-fp32-b1.txt").read_text()
 
 
 def test_report_from_stored_run_marks_drift_and_skips(fake_backends, mlp_onnx, tmp_path):

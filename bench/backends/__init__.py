@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Callable
 
 from bench.backends.base import Backend
@@ -23,3 +24,28 @@ def get_backend(name: str) -> Backend:
         module, _, attr = target.partition(":")
         target = getattr(importlib.import_module(module), attr)
     return target()
+
+
+def describe(name: str) -> dict:
+    """Availability of one backend as plain data (for doctor and meta.json); never raises."""
+    try:
+        backend = get_backend(name)
+        a = backend.availability()
+        return {"usable": a.usable, "reason": a.reason, "versions": dict(a.versions),
+                "precisions": list(backend.precisions), "variant": backend.variant}
+    except Exception as e:  # a backend module that fails to import is reported, not fatal
+        return {"usable": False, "reason": f"failed to load: {type(e).__name__}: {e}", "versions": {},
+                "precisions": [], "variant": None}
+
+
+def _load_plugins() -> None:
+    """BENCH_PLUGINS: comma-separated modules, each with register(backends) adding entries to BACKENDS.
+    Read at import, so worker processes see the same backends as the process that started them."""
+    for module in filter(None, (m.strip() for m in os.environ.get("BENCH_PLUGINS", "").split(","))):
+        try:
+            importlib.import_module(module).register(BACKENDS)
+        except Exception as e:
+            raise ImportError(f"BENCH_PLUGINS module {module!r} failed to register backends: {e}") from e
+
+
+_load_plugins()

@@ -49,6 +49,17 @@ class ModelInfo:
     def shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
         return {i.name: i.shape(batch) for i in self.inputs}
 
+    def to_dict(self) -> dict:
+        """JSON-ready, for handing to a worker process."""
+        return {"name": self.name, "source": self.source, "task": self.task, "path": str(self.path),
+                "arch": self.arch, "seed": self.seed, "opset": self.opset,
+                "inputs": [{"name": i.name, "dtype": i.dtype, "dims": list(i.dims)} for i in self.inputs]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelInfo":
+        inputs = tuple(InputInfo(i["name"], i["dtype"], tuple(i["dims"])) for i in d["inputs"])
+        return cls(d["name"], d["source"], inputs, d["task"], Path(d["path"]), d["arch"], d["seed"], d["opset"])
+
 
 @dataclass(frozen=True)
 class PreparedModel:

@@ -1,0 +1,167 @@
+"""The work done for one cell, or for one reference, inside a worker process (or in-process).
+
+Jobs are plain JSON-ready dicts so that a worker needs nothing from its parent but a file. Every
+exception a job can catch becomes data in its result; what it cannot catch (a segfault, a kill) is
+the parent's to record.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from bench import goldens
+from bench.backends import get_backend
+from bench.backends.base import Compiled, CompileRequest, Unsupported
+from bench.config import Cell, Config
+from bench.inputs import seeded_feeds
+from bench.models.prepare import ModelInfo, PreparedModel, materialize
+from bench.timing import measure
+from bench.validate import compare, run_outputs
+
+
+def error_text(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    first = msg[0] if msg else ""
+    # Compiler errors put the useful line last; keep both ends, bounded.
+    last = msg[-1] if len(msg) > 1 else ""
+    return (f"{type(exc).__name__}: {first}" + (f" ... {last}" if last and last != first else ""))[:500]
+
+
+def output_meta(config: Config, model: PreparedModel, batch: int) -> dict[str, Any]:
+    """What an output set must match to stand for this model's seeded inputs."""
+    return {
+        "model": model.name,
+        "model_sha256": model.sha256,
+        "seed": config.seed,
+        "batch_size": batch,
+        "iterations": config.validation.iterations,
+        "input_shapes": {k: list(v) for k, v in model.info.shapes(batch).items()},
+    }
+
+
+def _request(config: Config, backend: str, model: PreparedModel, precision: str, batch: int, work: Path) -> CompileRequest:
+    return CompileRequest(model, precision, batch, model.info.shapes(batch), config.threads_for(backend), work)
+
+
+def reference_job(config: Config, info: ModelInfo, batch: int, out_path: Path, work_dir: Path) -> dict[str, Any]:
+    """Run the reference backend on the seeded inputs and store its outputs (the golden format)."""
+    ref = config.reference
+    model = materialize(info)
+    backend = get_backend(ref.backend)
+    avail = backend.availability()
+    if not avail.usable:
+        raise RuntimeError(f"reference backend {ref.backend} is unavailable: {avail.reason}")
+    compiled = backend.compile(_request(config, ref.backend, model, ref.precision, batch, work_dir))
+    try:
+        results = run_outputs(compiled, f"reference:{ref.backend}/{ref.precision}", seeded_feeds(info, batch, config.seed, config.validation.iterations))
+    finally:
+        compiled.release()
+    meta = {**output_meta(config, model, batch), "producer": f"{ref.backend}/{ref.precision}",
+            "backend_version": compiled.facts.get("backend_version")}
+    goldens.save(out_path, goldens.from_run_results(results), meta)
+    return {"path": str(out_path)}
+
+
+def cell_job(
+    config: Config,
+    info: ModelInfo,
+    cell: Cell,
+    reference_path: str | None,
+    reference_note: str | None,
+    validate: bool,
+    outputs_path: Path | None,
+    work_dir: Path,
+    on_phase: Callable[[str], None] = lambda phase: None,
+) -> dict[str, Any]:
+    """Build, compile, validate (when asked) and time one cell. Returns {"row": {...}, "samples_ns": [...]}.
+
+    The row holds what this process learned; timing statistics are the parent's to compute."""
+    tol = config.tolerance(cell.precision)
+    row: dict[str, Any] = {"status": "ok", "error": None, "phase": None}
+    samples: list[int] = []
+    backend = get_backend(cell.backend)
+    row["variant"] = backend.variant
+    avail = backend.availability()
+    if not avail.usable:
+        row.update(status="skipped", error=f"{cell.backend} unavailable: {avail.reason}")
+        return {"row": row, "samples_ns": samples}
+    if cell.precision not in backend.precisions:
+        row.update(status="skipped", error=f"{cell.backend} does not build {cell.precision}; it builds {', '.join(backend.precisions)}")
+        return {"row": row, "samples_ns": samples}
+
+    phase = "build"
+    compiled: Compiled | None = None
+    try:
+        on_phase(phase)
+        model = materialize(info)
+        row["model_sha256"] = model.sha256
+
+        phase = "compile"
+        on_phase(phase)
+        t0 = time.perf_counter()
+        compiled = backend.compile(_request(config, cell.backend, model, cell.precision, cell.batch_size, work_dir))
+        row["compile_s"] = time.perf_counter() - t0
+        row.update({k: compiled.facts.get(k) for k in ("variant", "provider", "threads", "backend_version", "executes_as")})
+
+        feeds = seeded_feeds(info, cell.batch_size, config.seed, config.validation.iterations)
+        if validate:
+            phase = "validate"
+            on_phase(phase)
+            outputs = run_outputs(compiled, cell.label, feeds)
+            if outputs_path is not None:
+                goldens.save(outputs_path, goldens.from_run_results(outputs),
+                             {**output_meta(config, model, cell.batch_size), "producer": f"{cell.backend}/{cell.precision}"})
+            reference = None
+            if reference_path is None:
+                row["accuracy_note"] = reference_note or "no reference"
+            else:
+                stored = goldens.load(Path(reference_path))
+                stale = stored.mismatch(output_meta(config, model, cell.batch_size))
+                if stale:
+                    row["accuracy_note"] = f"reference outputs do not match this model's inputs: {stale}"
+                else:
+                    reference = stored.run_results(f"reference:{stored.meta.get('producer')}")
+            if reference is not None:
+                drift = compare(reference, outputs, tol, info.task)
+                row.update(drift.as_row(), validated=True, accuracy_note=drift.reason or None)
+
+        phase = "time"
+        on_phase(phase)
+        fn = compiled.prepare(feeds[0])
+        samples = measure(fn, compiled.clock, config.timing)
+    except Unsupported as e:
+        row.update(status="skipped", error=str(e), phase=phase)
+    except Exception as e:
+        row.update(status="failed", error=error_text(e), phase=phase, traceback="".join(traceback.format_exception(e)))
+    finally:
+        if compiled is not None:
+            compiled.release()
+    return {"row": row, "samples_ns": samples}
+
+
+# --- the JSON wire format between a parent and its workers ------------------------------------------
+
+
+def encode(kind: str, config: Config, info: ModelInfo, **kw: Any) -> dict[str, Any]:
+    return {"kind": kind, "config": config.canonical(), "model": info.to_dict(),
+            **{k: (str(v) if isinstance(v, Path) else (v.__dict__ if isinstance(v, Cell) else v)) for k, v in kw.items()}}
+
+
+def execute_job(job: dict[str, Any], on_phase: Callable[[str], None] = lambda phase: None) -> dict[str, Any]:
+    config = Config.model_validate(job["config"])
+    info = ModelInfo.from_dict(job["model"])
+    work = Path(job["work_dir"])
+    if job["kind"] == "reference":
+        return reference_job(config, info, job["batch_size"], Path(job["out_path"]), work)
+    return cell_job(
+        config, info, Cell(**job["cell"]), job.get("reference_path"), job.get("reference_note"), job["validate"],
+        Path(job["outputs_path"]) if job.get("outputs_path") else None, work, on_phase,
+    )
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, default=str)
