@@ -1,7 +1,8 @@
-"""The `bench` command line: run, report, doctor.
+"""The `bench` command line: run, report, gate, compare, export, golden save, doctor.
 
 Exit codes: 0 when the command did its job (a sweep that completed, whatever its cells' statuses),
-2 on bad input (one line per problem, naming the file and key), 130 on Ctrl-C.
+1 for a failing verdict (gate: drift; compare: regression), 2 on bad input (one line per problem,
+naming the file and key), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -68,9 +69,10 @@ def _print_summary(cells) -> None:
 
     table = Table(show_lines=False, header_style="bold")
     for h in SUMMARY_HEADER:
-        table.add_column(h, justify="right" if h in ("batch", "p50 ms", "mean ± std ms", "items/s", "max abs err") else "left")
-    style = {"ok": "green", "DRIFTED": "bold red", "not validated": "yellow"}
+        table.add_column(h, justify="right" if h in ("batch", "p50 ms", "p50 95% CI", "mean ± std ms", "items/s", "max abs err") else "left")
+    style = {"ok": "green", "DRIFTED": "bold red", "not validated": "yellow", "stable": "green", "UNSTABLE": "yellow"}
     for row in summary_table(cells):
+        row[-2] = f"[{style.get(row[-2], 'white')}]{row[-2]}[/]"
         row[-1] = f"[{style.get(row[-1], 'white')}]{row[-1]}[/]"
         if row[5] != "ok":
             row[5] = f"[yellow]{row[5]}[/]"
@@ -145,6 +147,124 @@ def report_cmd(
     except BenchError as e:
         _fail(e)
     out.print(f"report: {path / 'report.md'}")
+
+
+def _load(run_dir: Path):
+    from bench.results import load_run
+
+    try:
+        return load_run(run_dir)
+    except BenchError as e:
+        _fail(e)
+
+
+def _cells_table(df, columns: list[str], title: str) -> Table:
+    table = Table(title=title, header_style="bold", title_justify="left")
+    for c in columns:
+        table.add_column(c)
+    for _, r in df.iterrows():
+        table.add_row(*[f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in columns])
+    return table
+
+
+@app.command("gate")
+def gate_cmd(
+    run_dir: Path = typer.Argument(..., help="a results/<run_id>/ directory"),
+    tolerances: Optional[Path] = typer.Option(None, help="YAML {precision: {atol, rtol, min_cosine}} to judge by instead of the run's own"),
+    fail_on_missing: bool = typer.Option(False, help="also fail when a cell was skipped, failed, crashed, timed out or not validated"),
+) -> None:
+    """Accuracy gate: exit 0 when every validated cell is within tolerance, 1 when any drifted, 2 on bad input."""
+    from bench.verdicts import gate, load_tolerances
+
+    run = _load(run_dir)
+    try:
+        result = gate(run, load_tolerances(tolerances) if tolerances else None, fail_on_missing)
+    except BenchError as e:
+        _fail(e)
+    rows = result.rows
+    if len(result.drifted):
+        out.print(_cells_table(result.drifted, ["model", "backend", "precision", "batch_size", "max_abs_err", "max_rel_err",
+                                                "cosine", "atol", "rtol", "min_cosine", "note"], "cells that drifted"))
+    if len(result.missing):
+        out.print(_cells_table(result.missing, ["model", "backend", "precision", "batch_size", "verdict", "note"],
+                               "cells not judged" + (" (failing the gate)" if fail_on_missing else "")))
+    passed = int((rows["verdict"] == "pass").sum())
+    out.print(f"gate: {passed} within tolerance, {len(result.drifted)} drifted, {len(result.missing)} not judged: "
+              + ("[bold red]FAIL[/]" if result.exit_code else "[bold green]PASS[/]"))
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("compare")
+def compare_cmd(
+    run_a: Path = typer.Argument(..., help="the baseline run directory"),
+    run_b: Path = typer.Argument(..., help="the candidate run directory"),
+    threshold: str = typer.Option("5%", help="noise threshold: changes whose interval lies within it are 'no change'"),
+    fail_on_regression: Optional[str] = typer.Option(None, help="exit 1 when a cell is verdict 'slower' by more than this, e.g. 5%"),
+    strict_env: bool = typer.Option(False, help="refuse (exit 2) when the two runs' environments differ"),
+) -> None:
+    """Latency change per cell of B against A, with a 95% interval and a verdict."""
+    from bench.verdicts import compare_runs, environment_differences, parse_fraction
+
+    a, b = _load(run_a), _load(run_b)
+    try:
+        thr = parse_fraction(threshold)
+        fail_thr = parse_fraction(fail_on_regression) if fail_on_regression else None
+        diffs = environment_differences(a.meta, b.meta)
+        if diffs and strict_env:
+            raise BenchError("the runs' environments differ: " + "; ".join(diffs))
+        table = compare_runs(a, b, thr)
+    except BenchError as e:
+        _fail(e)
+    for d in diffs:
+        err.print(f"[bold yellow]WARNING: environments differ, latencies may not be comparable:[/] {d}", highlight=False)
+    view = table.copy()
+    for c in ("change", "ci_low", "ci_high"):
+        view[c] = view[c].map(lambda v: f"{v:+.1%}")
+    out.print(_cells_table(view, list(view.columns), f"{b.run_id} against {a.run_id} (noise threshold {thr:.1%})"))
+    counts = table["verdict"].value_counts().to_dict()
+    out.print(", ".join(f"{v}: {n}" for v, n in sorted(counts.items())) or "no cell was timed in both runs")
+    if fail_thr is not None:
+        regressed = table[(table["verdict"] == "slower") & (table["change"] > fail_thr)]
+        if len(regressed):
+            out.print(f"[bold red]FAIL[/]: {len(regressed)} cell(s) slower by more than {fail_thr:.1%}")
+            raise typer.Exit(1)
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="a results/<run_id>/ directory"),
+    output: Path = typer.Option(..., "-o", "--output", help="where to write the JSON"),
+) -> None:
+    """Write a run as pytest-benchmark JSON, for dashboards that already read it."""
+    import json
+
+    from bench.export import to_pytest_benchmark
+
+    output.write_text(json.dumps(to_pytest_benchmark(_load(run_dir)), indent=2, default=str))
+    out.print(f"wrote {output}")
+
+
+golden_app = typer.Typer(help="Stored reference outputs, so CI can validate without running the reference backend.")
+app.add_typer(golden_app, name="golden")
+
+
+@golden_app.command("save")
+def golden_save(
+    config: Path = typer.Argument(..., help="YAML config whose models and batch sizes to store"),
+    out_dir: Path = typer.Option(Path("goldens"), "--out", help="directory for <model>-b<batch>.npz files"),
+    models_dir: Path = typer.Option(Path("models"), help="cache of exported zoo models"),
+) -> None:
+    """Run the config's reference backend on the seeded inputs and store its outputs; point a config's
+    `goldens:` key at the directory to validate against them."""
+    from bench.config import load_config
+    from bench.runner import plan, save_goldens
+
+    try:
+        p = plan(load_config(config), models_dir, config)
+        for path in save_goldens(p, out_dir):
+            out.print(f"{path}  ({path.stat().st_size / 1024:.1f} KiB)")
+    except BenchError as e:
+        _fail(e)
 
 
 @app.command()

@@ -47,6 +47,10 @@ def _per_model_lines(cells: pd.DataFrame, column: str, ylabel: str, title: str, 
             line = ax.plot(g["batch_size"], g[column], marker="o", label=series)[0]
             if column == "p50_ms":
                 ax.fill_between(g["batch_size"], g["min_ms"], g["p90_ms"], color=line.get_color(), alpha=0.15)
+            shaky = g[g["unstable"].fillna(False).astype(bool)]
+            if len(shaky):
+                ax.scatter(shaky["batch_size"], shaky[column], marker="o", s=160, facecolors="none", edgecolors="black",
+                           zorder=6, label="unstable timing" if series == sub["series"].iloc[0] else None)
             bad = g[_unvalidated(g)]
             if len(bad):
                 ax.scatter(bad["batch_size"], bad[column], marker="x", s=120, color="red", zorder=5,
@@ -152,16 +156,22 @@ def summary_table(cells: pd.DataFrame) -> list[list[str]]:
             str(r["model"]), str(r["backend"]), str(r["precision"]), str(r["batch_size"]), _fmt(r["variant"]),
             str(r["status"]),
             _fmt(r["p50_ms"], ".4g") if timed else "–",
+            f"{_fmt(r['p50_ci_low_ms'], '.4g')} – {_fmt(r['p50_ci_high_ms'], '.4g')}" if timed else "–",
             f"{_fmt(r['mean_ms'], '.4g')} ± {_fmt(r['std_ms'], '.2g')}" if timed else "–",
             _fmt(r["throughput_ips"], ".4g") if timed else "–",
             _fmt(r["max_abs_err"], ".2e"),
             accuracy_mark(r) if r["status"] == "ok" else "–",
+            stability_mark(r) if timed else "–",
         ])
     return out
 
 
-SUMMARY_HEADER = ["model", "backend", "precision", "batch", "variant", "status", "p50 ms", "mean ± std ms",
-                  "items/s", "max abs err", "accuracy"]
+SUMMARY_HEADER = ["model", "backend", "precision", "batch", "variant", "status", "p50 ms", "p50 95% CI",
+                  "mean ± std ms", "items/s", "max abs err", "accuracy", "stability"]
+
+
+def stability_mark(row: Any) -> str:
+    return "UNSTABLE" if pd.notna(row["unstable"]) and bool(row["unstable"]) else "stable"
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -200,6 +210,8 @@ def _markdown(run: StoredRun, baseline: str) -> str:
         why = r["accuracy_note"] if pd.notna(r["accuracy_note"]) else "not validated"
         notes.append(f"{r['model']} {r['backend']} {r['precision']} b{r['batch_size']}: latency published but outputs "
                      f"**{accuracy_mark(r)}**: {why}")
+    for _, r in cells[cells["unstable"].fillna(False).astype(bool)].iterrows():
+        notes.append(f"{r['model']} {r['backend']} {r['precision']} b{r['batch_size']}: timing **unstable**: {r['unstable_reason']}")
     for _, r in cells[cells["status"] != "ok"].iterrows():
         notes.append(f"{r['model']} {r['backend']} {r['precision']} b{r['batch_size']}: **{r['status']}**"
                      + (f" in {r['phase']}" if pd.notna(r.get("phase")) else "") + f": {r['error']}")
@@ -210,7 +222,7 @@ def _markdown(run: StoredRun, baseline: str) -> str:
         "",
         f"![latency]({PLOTS['latency']})",
         "",
-        "Median latency per batch size; the band spans min to p90; red crosses mark cells whose outputs were not validated or drifted.",
+        "Median latency per batch size; the band spans min to p90; red crosses mark cells whose outputs were not validated or drifted; black rings mark unstable timings.",
         "",
         f"![throughput]({PLOTS['throughput']})",
         "",

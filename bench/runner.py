@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,3 +286,21 @@ def execute(
     finally:
         lock.release()
     return run_dir
+
+
+def save_goldens(p: Plan, out_dir: Path | str, isolate: bool = True) -> list[Path]:
+    """Store the reference outputs for every model and batch size of the plan (see bench.goldens)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for model, batch in dict.fromkeys((c.model, c.batch_size) for c in p.cells):
+        info = p.models[model]
+        path = out / goldens.file_name(model, batch)
+        job = encode("reference", p.config, info, batch_size=batch, out_path=path, work_dir=out / ".work")
+        name = f"golden-{model}-b{batch}"
+        outcome = run_isolated(job, out / ".work", name, p.config.cell_timeout_s) if isolate else run_job(job)
+        if outcome.status != "done" or outcome.error:
+            raise BenchError(f"golden outputs for {model} batch {batch} failed ({outcome.status}): {outcome.error}")
+        written.append(path)
+    shutil.rmtree(out / ".work", ignore_errors=True)
+    return written

@@ -17,9 +17,11 @@ from bench.config import Tolerance
 
 
 def _quiet_polygraphy() -> None:
+    """bench reports drift itself; Polygraphy's per-iteration log lines would only be noise."""
     from polygraphy.logger import G_LOGGER
 
-    G_LOGGER.module_severity = G_LOGGER.ERROR
+    G_LOGGER.colors = False
+    G_LOGGER.module_severity = G_LOGGER.CRITICAL
 
 
 def make_runner(compiled: Compiled, name: str, feeds: Feeds) -> Any:

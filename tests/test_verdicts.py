@@ -1,0 +1,158 @@
+"""The CI verdicts: accuracy gate, golden outputs, run comparison, pytest-benchmark export."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import goldens
+from bench.config import config_from_dict
+from bench.results import SCHEMA_VERSION, finalize, load_run, write_meta
+from bench.runner import execute, plan, save_goldens
+from bench.verdicts import compare_runs, gate, verdict
+from tests import fakes
+from tests.conftest import FAST_TIMING, write_yaml
+
+
+@pytest.fixture
+def fake_backends(monkeypatch):
+    fakes.install(monkeypatch)
+
+
+def _cfg(mlp_onnx, backends, **kw):
+    return config_from_dict({"name": "v", "models": [{"name": "mlp", "source": str(mlp_onnx)}], "backends": backends,
+                             "batch_sizes": [1, 2], "reference": {"backend": "fake"}, "timing": FAST_TIMING, **kw})
+
+
+def _run(cfg, tmp_path, run_id="r"):
+    return execute(plan(cfg, tmp_path / "models"), tmp_path / "results", run_id=run_id, isolate=False)
+
+
+def bench(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "bench", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_gate_verdicts_and_exit_codes(fake_backends, mlp_onnx, tmp_path):
+    clean = _run(_cfg(mlp_onnx, ["fake", "fake_absent"]), tmp_path, "clean")
+    drifting = _run(_cfg(mlp_onnx, ["fake", "fake_drift"]), tmp_path, "drifting")
+
+    g = gate(load_run(clean))
+    assert g.exit_code == 0 and len(g.missing) == 2 and set(g.missing["verdict"]) == {"skipped"}
+    assert gate(load_run(clean), fail_on_missing=True).exit_code == 1
+
+    g = gate(load_run(drifting))
+    assert g.exit_code == 1
+    assert set(g.drifted["backend"]) == {"fake_drift"} and list(g.drifted["max_abs_err"]) == pytest.approx([0.5, 0.5], abs=1e-6)
+
+    proc = bench("gate", drifting, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "cells that drifted" in proc.stdout and "fake_drift" in proc.stdout and "FAIL" in proc.stdout
+    assert bench("gate", clean, cwd=tmp_path).returncode == 0
+    assert bench("gate", clean, "--fail-on-missing", cwd=tmp_path).returncode == 1
+
+
+def test_gate_rejudges_stored_outputs_under_other_tolerances(fake_backends, mlp_onnx, tmp_path):
+    run_dir = _run(_cfg(mlp_onnx, ["fake", "fake_drift"]), tmp_path)
+    loose = write_yaml(tmp_path / "loose.yaml", {"fp32": {"atol": 0.6, "rtol": 0.0}})
+    assert bench("gate", run_dir, "--tolerances", loose, cwd=tmp_path).returncode == 0
+    tight = write_yaml(tmp_path / "tight.yaml", {"fp32": {"atol": 0.4, "rtol": 0.0}})
+    assert bench("gate", run_dir, "--tolerances", tight, cwd=tmp_path).returncode == 1
+    bad = write_yaml(tmp_path / "bad.yaml", {"fp33": {"atol": 0.1, "rtol": 0.1}})
+    proc = bench("gate", run_dir, "--tolerances", bad, cwd=tmp_path)
+    assert proc.returncode == 2 and "bad.yaml: fp33" in proc.stderr
+    assert bench("gate", tmp_path / "nowhere", cwd=tmp_path).returncode == 2
+
+
+def test_goldens_replace_the_reference_backend(fake_backends, mlp_onnx, tmp_path):
+    cfg = _cfg(mlp_onnx, ["fake", "fake_drift"])
+    paths = save_goldens(plan(cfg, tmp_path / "models"), tmp_path / "goldens", isolate=False)
+    assert [p.name for p in paths] == ["mlp-b1.npz", "mlp-b2.npz"]
+    stored = goldens.load(paths[1])
+    assert stored.meta["batch_size"] == 2 and stored.meta["seed"] == 0 and stored.meta["producer"] == "fake/fp32"
+    assert stored.iterations[0]["y"].shape == (2, 4)
+
+    # The reference backend is unavailable: only the goldens can validate now.
+    with_goldens = _cfg(mlp_onnx, ["fake", "fake_drift"], goldens=str(tmp_path / "goldens"), reference={"backend": "fake_absent"})
+    cells = pd.read_csv(_run(with_goldens, tmp_path, "g") / "cells.csv")
+    assert cells["validated"].all() and set(cells["reference"]) == {"goldens"}
+    assert cells.set_index("backend")["accuracy_ok"].groupby(level=0).all().to_dict() == {"fake": True, "fake_drift": False}
+
+    # Goldens for other inputs (another seed) are refused, not silently compared.
+    stale = _cfg(mlp_onnx, ["fake"], goldens=str(tmp_path / "goldens"), seed=7)
+    cells = pd.read_csv(_run(stale, tmp_path, "s") / "cells.csv")
+    assert not cells["validated"].any()
+    assert cells["accuracy_note"].str.contains("seed: stored 0, needed 7").all()
+
+
+def _synthetic_run(root, name, samples_ms, cpu="cpu A"):
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    write_meta(run_dir, {"schema_version": SCHEMA_VERSION, "run_id": name, "status": "complete",
+                         "environment": {"cpu_model": cpu, "libraries": {"onnxruntime": "1"}}, "config": {}})
+    with open(run_dir / "cells.jsonl", "w") as f:
+        for backend, ms in samples_ms.items():
+            row = {"run_id": name, "model": "m", "backend": backend, "precision": "fp32", "batch_size": 1,
+                   "variant": "v", "status": "ok", "p50_ms": float(np.median(ms))}
+            f.write(json.dumps({"row": row, "samples_ns": [int(v * 1e6) for v in ms]}) + "\n")
+    finalize(run_dir)
+    return run_dir
+
+
+def test_compare_verdicts_on_known_shifts(tmp_path):
+    rng = np.random.default_rng(1)
+    base = 10 + rng.gamma(2.0, 0.1, size=400)  # right-skewed, like real latencies
+    a = _synthetic_run(tmp_path, "a", {"same": base, "slow": base, "fast": base, "tiny": base})
+    b = _synthetic_run(tmp_path, "b", {"same": base.copy(), "slow": base * 1.2, "fast": base * 0.8, "tiny": base * 1.01})
+    table = compare_runs(load_run(a), load_run(b), threshold=0.05).set_index("backend")
+    assert table.loc["same", "verdict"] == "no change" and table.loc["same", "change"] == 0
+    assert table.loc["slow", "verdict"] == "slower" and table.loc["slow", "change"] == pytest.approx(0.2)
+    assert table.loc["slow", "ci_low"] > 0.15
+    assert table.loc["fast", "verdict"] == "faster"
+    assert table.loc["tiny", "verdict"] == "no change"
+
+    proc = bench("compare", a, b, "--fail-on-regression", "10%", cwd=tmp_path)
+    assert proc.returncode == 1 and "1 cell(s) slower by more than 10.0%" in proc.stdout
+    assert bench("compare", a, b, "--fail-on-regression", "25%", cwd=tmp_path).returncode == 0
+
+
+def test_identical_samples_are_never_slower(tmp_path):
+    rng = np.random.default_rng(2)
+    for i in range(5):
+        ms = 1 + rng.exponential(0.3, size=int(rng.integers(5, 60)))  # small, noisy samples
+        a = _synthetic_run(tmp_path / str(i), "a", {"x": ms})
+        b = _synthetic_run(tmp_path / str(i), "b", {"x": ms.copy()})
+        v = compare_runs(load_run(a), load_run(b)).iloc[0]["verdict"]
+        assert v in ("no change", "inconclusive")
+
+
+def test_verdict_rule():
+    assert verdict(0.06, 0.2, 0.05) == "slower"
+    assert verdict(-0.2, -0.06, 0.05) == "faster"
+    assert verdict(-0.04, 0.04, 0.05) == "no change"
+    assert verdict(0.01, 0.09, 0.05) == "inconclusive"
+
+
+def test_compare_warns_or_refuses_on_different_environments(tmp_path):
+    a = _synthetic_run(tmp_path, "a", {"x": np.full(20, 1.0)})
+    b = _synthetic_run(tmp_path, "b", {"x": np.full(20, 1.0)}, cpu="cpu B")
+    proc = bench("compare", a, b, cwd=tmp_path)
+    assert proc.returncode == 0 and "WARNING: environments differ" in proc.stderr and "cpu_model" in proc.stderr
+    proc = bench("compare", a, b, "--strict-env", cwd=tmp_path)
+    assert proc.returncode == 2 and "environments differ" in proc.stderr
+
+
+def test_export_is_pytest_benchmark_json(tmp_path):
+    ms = np.array([1.0, 2.0, 3.0, 4.0, 100.0])
+    run_dir = _synthetic_run(tmp_path, "a", {"x": ms})
+    out = tmp_path / "pb.json"
+    assert bench("export", run_dir, "-o", out, cwd=tmp_path).returncode == 0
+    data = json.loads(out.read_text())
+    assert set(data) >= {"machine_info", "commit_info", "benchmarks", "datetime", "version"}
+    (b,) = data["benchmarks"]
+    assert b["name"] == "m[x-fp32-b1]" and b["group"] == "m" and b["params"]["batch_size"] == 1
+    s = b["stats"]
+    assert s["rounds"] == 5 and s["median"] == pytest.approx(0.003) and s["min"] == pytest.approx(0.001)
+    assert s["iqr_outliers"] == 1 and s["ops"] == pytest.approx(1 / 0.022)
