@@ -24,6 +24,7 @@ test: $(STAMP)
 benchmark: $(STAMP)
 	$(BIN)/python -m pytest -q benchmarks --benchmark-only --benchmark-columns=median,mean,stddev,rounds
 	$(BIN)/python -m benchmarks.overhead
+	$(BIN)/python -m benchmarks.stability
 
 doctor: $(STAMP)
 	$(BIN)/bench doctor

@@ -120,7 +120,7 @@ def run(
         reporter.progress.stop()
         rid = resume or reporter.run_id
         err.print(f"[yellow]interrupted[/]: the finished cells are kept in {results_dir / str(rid)}; "
-                  f"finish the run with: bench run {config} --resume {rid}", highlight=False)
+                  f"finish the run with: bench run {config} --resume {rid}", highlight=False, soft_wrap=True)
         raise typer.Exit(130)
     reporter.stop()
     from bench.results import load_run

@@ -110,3 +110,42 @@ def test_doctor_lists_backends_with_versions(tmp_path):
     assert proc.returncode == 0
     assert "onnxruntime" in proc.stdout and "tvm" in proc.stdout
     assert "0.27.0" in proc.stdout  # the pinned TVM
+
+
+def test_ctrl_c_keeps_finished_cells_and_says_how_to_resume(tmp_path, mlp_onnx, monkeypatch):
+    import json
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    from tests import fakes
+
+    fakes.install(monkeypatch)  # BENCH_PLUGINS reaches the CLI process and its workers
+    config = write_yaml(tmp_path / "c.yaml", {
+        "name": "int", "models": [{"name": "mlp", "source": str(mlp_onnx)}], "backends": ["fake", "fake_hang"],
+        "batch_sizes": [1, 2], "reference": {"backend": "fake"}, "timing": FAST_TIMING, "cell_timeout_s": 120,
+    })
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", str(config)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    deadline = time.monotonic() + 120
+    journal = None
+    while time.monotonic() < deadline:
+        found = list((tmp_path / "results").glob("*/cells.jsonl")) if (tmp_path / "results").exists() else []
+        if found and len(found[0].read_text().splitlines()) == 2:
+            journal = found[0]
+            break
+        time.sleep(0.2)
+    assert journal is not None, "the two fast cells never finished"
+    time.sleep(1.0)  # the parent is now waiting on the hanging worker
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    run_dir = journal.parent
+    assert f"bench run {config} --resume {run_dir.name}" in stderr.replace("\n", "")
+    assert json.loads((run_dir / "meta.json").read_text())["status"] == "interrupted"
+    assert len(pd.read_csv(run_dir / "cells.csv")) == 2
+    time.sleep(0.5)
+    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
