@@ -37,11 +37,14 @@ class Tolerance(_Frozen):
     min_cosine: float = Field(default=0.0, ge=-1, le=1)
 
 
-# fp32 kernels differ only by summation order; fp16 keeps ~3 significant digits; int8 is coarse.
+# fp32 kernels differ only by summation order. fp16 keeps ~3 significant digits, and errors grow
+# with depth: a tiny ResNet's logits (magnitude ~2) moved by up to 0.04 under TVM's fp16 kernels.
+# int8 is coarse elementwise (up to 0.46 on the same model, ORT and TVM alike, cosine 0.985), so its
+# verdict leans on cosine similarity.
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.9999),
-    "fp16": Tolerance(atol=1e-2, rtol=1e-2, min_cosine=0.999),
-    "int8": Tolerance(atol=1e-1, rtol=1e-1, min_cosine=0.99),
+    "fp16": Tolerance(atol=5e-2, rtol=5e-2, min_cosine=0.999),
+    "int8": Tolerance(atol=5e-1, rtol=5e-1, min_cosine=0.98),
 }
 
 ShapeDim = Union[int, Literal["batch"]]
@@ -98,6 +101,10 @@ class TimingConfig(_Frozen):
 
 class ValidationConfig(_Frozen):
     iterations: int = Field(default=2, ge=1, description="seeded input batches compared against the reference")
+
+
+class CalibrationConfig(_Frozen):
+    samples: int = Field(default=8, ge=1, description="batch-1 inputs that calibrate int8 quantization")
 
 
 class ReferenceSpec(_Frozen):
@@ -166,6 +173,8 @@ class Config(_Frozen):
     repeats: int = Field(default=1, ge=1, description="fresh worker processes timing each cell; samples are pooled")
     cell_timeout_s: float = Field(default=1800.0, gt=0, description="a cell's worker is killed after this long")
     goldens: str | None = Field(default=None, description="directory of stored reference outputs (bench golden save)")
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    backend_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="options per backend name")
 
     @field_validator("backends")
     @classmethod
@@ -207,6 +216,9 @@ class Config(_Frozen):
             raise ValueError(
                 f"reference.backend {self.reference.backend!r} is unknown; valid: {', '.join(BACKENDS)}"
             )
+        for b in self.backend_options:
+            if b not in self.backends and b != self.reference.backend:
+                raise ValueError(f"backend_options.{b}: not in backends {self.backends}")
         for b, n in self.backend_threads.items():
             if b not in self.backends:
                 raise ValueError(f"backend_threads.{b}: not in backends {self.backends}")

@@ -29,3 +29,8 @@ def seeded_feeds(info: ModelInfo, batch_size: int, seed: int, iterations: int) -
             feed[inp.name] = arr
         feeds.append(feed)
     return feeds
+
+
+def calibration_feeds(info: ModelInfo, seed: int, samples: int) -> list[dict[str, np.ndarray]]:
+    """Batch-1 inputs for int8 calibration, from a stream of their own: never the validation inputs."""
+    return seeded_feeds(info, 1, seed + 1_000_003, samples)

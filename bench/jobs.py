@@ -17,7 +17,8 @@ from bench import goldens
 from bench.backends import get_backend
 from bench.backends.base import Compiled, CompileRequest, Unsupported
 from bench.config import Cell, Config
-from bench.inputs import seeded_feeds
+from bench.cache import ArtifactCache
+from bench.inputs import calibration_feeds, seeded_feeds
 from bench.models.prepare import ModelInfo, PreparedModel, materialize
 from bench.timing import measure
 from bench.validate import compare, run_outputs
@@ -43,11 +44,16 @@ def output_meta(config: Config, model: PreparedModel, batch: int) -> dict[str, A
     }
 
 
-def _request(config: Config, backend: str, model: PreparedModel, precision: str, batch: int, work: Path) -> CompileRequest:
-    return CompileRequest(model, precision, batch, model.info.shapes(batch), config.threads_for(backend), work)
+def _request(config: Config, backend: str, model: PreparedModel, precision: str, batch: int, work: Path,
+             cache: ArtifactCache) -> CompileRequest:
+    return CompileRequest(
+        model, precision, batch, model.info.shapes(batch), config.threads_for(backend), work, cache,
+        calibration=lambda: calibration_feeds(model.info, config.seed, config.calibration.samples),
+        options=config.backend_options.get(backend, {}), batch_sizes=tuple(config.batch_sizes),
+    )
 
 
-def reference_job(config: Config, info: ModelInfo, batch: int, out_path: Path, work_dir: Path) -> dict[str, Any]:
+def reference_job(config: Config, info: ModelInfo, batch: int, out_path: Path, work_dir: Path, cache: ArtifactCache) -> dict[str, Any]:
     """Run the reference backend on the seeded inputs and store its outputs (the golden format)."""
     ref = config.reference
     model = materialize(info)
@@ -55,7 +61,7 @@ def reference_job(config: Config, info: ModelInfo, batch: int, out_path: Path, w
     avail = backend.availability()
     if not avail.usable:
         raise RuntimeError(f"reference backend {ref.backend} is unavailable: {avail.reason}")
-    compiled = backend.compile(_request(config, ref.backend, model, ref.precision, batch, work_dir))
+    compiled = backend.compile(_request(config, ref.backend, model, ref.precision, batch, work_dir, cache))
     try:
         results = run_outputs(compiled, f"reference:{ref.backend}/{ref.precision}", seeded_feeds(info, batch, config.seed, config.validation.iterations))
     finally:
@@ -75,6 +81,7 @@ def cell_job(
     validate: bool,
     outputs_path: Path | None,
     work_dir: Path,
+    cache: ArtifactCache,
     on_phase: Callable[[str], None] = lambda phase: None,
 ) -> dict[str, Any]:
     """Build, compile, validate (when asked) and time one cell. Returns {"row": {...}, "samples_ns": [...]}.
@@ -103,9 +110,9 @@ def cell_job(
         phase = "compile"
         on_phase(phase)
         t0 = time.perf_counter()
-        compiled = backend.compile(_request(config, cell.backend, model, cell.precision, cell.batch_size, work_dir))
+        compiled = backend.compile(_request(config, cell.backend, model, cell.precision, cell.batch_size, work_dir, cache))
         row["compile_s"] = time.perf_counter() - t0
-        row.update({k: compiled.facts.get(k) for k in ("variant", "provider", "threads", "backend_version", "executes_as")})
+        row.update(compiled.facts)
 
         feeds = seeded_feeds(info, cell.batch_size, config.seed, config.validation.iterations)
         if validate:
@@ -155,11 +162,12 @@ def execute_job(job: dict[str, Any], on_phase: Callable[[str], None] = lambda ph
     config = Config.model_validate(job["config"])
     info = ModelInfo.from_dict(job["model"])
     work = Path(job["work_dir"])
+    cache = ArtifactCache(Path(job["cache_dir"]), bool(job["use_cache"]), scratch=work)
     if job["kind"] == "reference":
-        return reference_job(config, info, job["batch_size"], Path(job["out_path"]), work)
+        return reference_job(config, info, job["batch_size"], Path(job["out_path"]), work, cache)
     return cell_job(
         config, info, Cell(**job["cell"]), job.get("reference_path"), job.get("reference_note"), job["validate"],
-        Path(job["outputs_path"]) if job.get("outputs_path") else None, work, on_phase,
+        Path(job["outputs_path"]) if job.get("outputs_path") else None, work, cache, on_phase,
     )
 
 

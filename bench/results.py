@@ -30,7 +30,7 @@ COLUMNS = [
     "repeats", "repeat_p50_spread", "peak_rss_mb",
     "validated", "accuracy_ok", "accuracy_note", "max_abs_err", "max_rel_err", "mean_abs_err", "p99_abs_err",
     "cosine", "top1_agreement", "atol", "rtol", "min_cosine", "reference",
-    "provider", "executes_as", "threads", "backend_version", "input_shapes", "model_sha256",
+    "provider", "executes_as", "threads", "backend_version", "cache_hit", "options", "input_shapes", "model_sha256",
 ]
 KEY = ["model", "backend", "precision", "batch_size", "variant"]
 

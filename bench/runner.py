@@ -24,6 +24,7 @@ import numpy as np
 
 from bench import goldens, results
 from bench.backends import describe
+from bench.cache import default_root as default_cache_root
 from bench.config import Cell, Config
 from bench.environment import environment
 from bench.errors import BenchError
@@ -100,6 +101,8 @@ class _Sweep:
     run_dir: Path
     reporter: Reporter
     isolate: bool
+    cache_dir: Path
+    use_cache: bool
     references: dict[tuple[str, int], tuple[str | None, str | None]] = field(default_factory=dict)
 
     @property
@@ -135,7 +138,8 @@ class _Sweep:
                 got = (str(path), None)
             else:
                 name = f"reference-{info.name}-b{batch}"
-                job = encode("reference", self.config, info, batch_size=batch, out_path=path, work_dir=self.run_dir / "work")
+                job = encode("reference", self.config, info, batch_size=batch, out_path=path, work_dir=self.run_dir / "work",
+                             cache_dir=self.cache_dir, use_cache=self.use_cache)
                 outcome = self._run(job, name)
                 self._log(name, outcome.traceback)
                 ok = outcome.status == "done" and outcome.error is None
@@ -147,7 +151,7 @@ class _Sweep:
         info = self.plan.models[cell.model]
         job = encode("cell", self.config, info, cell=cell, reference_path=ref[0], reference_note=ref[1], validate=validate,
                      outputs_path=self.run_dir / "outputs" / f"{_slug(cell)}.npz" if validate else None,
-                     work_dir=self.run_dir / "work")
+                     work_dir=self.run_dir / "work", cache_dir=self.cache_dir, use_cache=self.use_cache)
         outcome = self._run(job, name, cell)
         if outcome.status != "done":
             part = {"status": outcome.status, "error": outcome.error}
@@ -225,6 +229,8 @@ def execute(
     run_id: str | None = None,
     isolate: bool = True,
     resume: bool = False,
+    cache_dir: Path | str | None = None,
+    use_cache: bool = True,
 ) -> Path:
     """Run the plan's cells (with `resume`, only those run `run_id` lacks); returns the run directory.
 
@@ -266,7 +272,7 @@ def execute(
         if resume:
             meta.setdefault("resumed_at", []).append(dt.datetime.now(dt.timezone.utc).isoformat())
         results.write_meta(run_dir, meta)
-        sweep = _Sweep(p, run_id, run_dir, reporter, isolate)
+        sweep = _Sweep(p, run_id, run_dir, reporter, isolate, Path(cache_dir) if cache_dir else default_cache_root(), use_cache)
         reporter.start(len(todo), run_id)
         try:
             for i, cell in enumerate(todo):
@@ -288,7 +294,7 @@ def execute(
     return run_dir
 
 
-def save_goldens(p: Plan, out_dir: Path | str, isolate: bool = True) -> list[Path]:
+def save_goldens(p: Plan, out_dir: Path | str, isolate: bool = True, cache_dir: Path | str | None = None) -> list[Path]:
     """Store the reference outputs for every model and batch size of the plan (see bench.goldens)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -296,7 +302,8 @@ def save_goldens(p: Plan, out_dir: Path | str, isolate: bool = True) -> list[Pat
     for model, batch in dict.fromkeys((c.model, c.batch_size) for c in p.cells):
         info = p.models[model]
         path = out / goldens.file_name(model, batch)
-        job = encode("reference", p.config, info, batch_size=batch, out_path=path, work_dir=out / ".work")
+        job = encode("reference", p.config, info, batch_size=batch, out_path=path, work_dir=out / ".work",
+                     cache_dir=Path(cache_dir) if cache_dir else default_cache_root(), use_cache=True)
         name = f"golden-{model}-b{batch}"
         outcome = run_isolated(job, out / ".work", name, p.config.cell_timeout_s) if isolate else run_job(job)
         if outcome.status != "done" or outcome.error:

@@ -9,6 +9,16 @@ import pytest
 import yaml
 
 
+@pytest.fixture(scope="session", autouse=True)
+def artifact_cache(tmp_path_factory) -> Path:
+    """Compiled-artifact cache for the session (workers inherit it), never the user's own."""
+    import os
+
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["BENCH_CACHE_DIR"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     """One zoo cache for the whole session, so each tiny model is exported once."""

@@ -62,7 +62,7 @@ def test_yaml_and_dict_build_the_same_config(tmp_path):
         ("name: t\nmodels: [{name: a, source: zoo:resnet18-tiny}]\nbackends: [onnxruntime]\nbatch_sizes: [one]\n",
          r"c.yaml:4: batch_sizes[0]: Input should be a valid integer"),
         ("name: t\nmodels: [{name: a, source: zoo:resnet18-tiny}]\nbackends: [onnxrt]\nbatch_sizes: [1]\n",
-         r"c.yaml:3: backends: unknown backend 'onnxrt'; valid: onnxruntime, tvm"),
+         r"c.yaml:3: backends: unknown backend 'onnxrt'; valid: onnxruntime, tvm, "),
         ("name: t\nmodels:\n  - name: a\n    source: zoo:resnet99\nbackends: [tvm]\nbatch_sizes: [1]\n",
          r"c.yaml:4: models[0].source: unknown zoo architecture 'resnet99'; valid:"),
         ("name: t\nmodels: [{name: a, source: zoo:resnet18-tiny}]\nbackends: [tvm]\nbatch_sizes: [1]\n"

@@ -12,6 +12,8 @@ from bench.backends.base import Backend
 BACKENDS: dict[str, str | Callable[[], Backend]] = {
     "onnxruntime": "bench.backends.ort:OnnxRuntimeBackend",
     "tvm": "bench.backends.tvm:TvmBackend",
+    "onnxruntime_cuda": "bench.backends.ort:OnnxRuntimeCudaBackend",
+    "onnxruntime_trt": "bench.backends.ort:OnnxRuntimeTensorrtBackend",
 }
 
 

@@ -7,6 +7,7 @@ backend through this protocol alone; it never asks which backend it holds.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
+from bench.cache import ArtifactCache
 from bench.models.prepare import PreparedModel
 
 Feeds = Mapping[str, np.ndarray]
@@ -26,6 +28,10 @@ class Availability:
     versions: Mapping[str, str] = field(default_factory=dict)
 
 
+def _no_calibration() -> list:
+    raise RuntimeError("this request carries no calibration data")
+
+
 @dataclass(frozen=True)
 class CompileRequest:
     model: PreparedModel
@@ -34,6 +40,20 @@ class CompileRequest:
     shapes: Mapping[str, tuple[int, ...]]
     threads: int
     work_dir: Path  # scratch space for artifacts of this cell
+    cache: ArtifactCache = field(default_factory=lambda: ArtifactCache(Path(tempfile.gettempdir()) / "bench-cache", enabled=False))
+    calibration: Callable[[], list[dict[str, np.ndarray]]] = _no_calibration  # batch-1 feeds, for int8
+    options: Mapping[str, Any] = field(default_factory=dict)  # the config's backend_options for this backend
+    batch_sizes: tuple[int, ...] = ()  # every batch size of the grid, for engines built once for all
+
+
+def execution_summary(counts: Mapping[str, int]) -> str:
+    """'int8', 'fp16', or 'mixed: fp32 x3, int8 x20', from compute-op counts per element type."""
+    live = {k: v for k, v in counts.items() if v}
+    if not live:
+        return "unknown"
+    if len(live) == 1:
+        return next(iter(live))
+    return "mixed: " + ", ".join(f"{k} x{v}" for k, v in sorted(live.items(), key=lambda kv: -kv[1]))
 
 
 class Unsupported(Exception):

@@ -1,23 +1,51 @@
 """Apache TVM through Relax: ONNX frontend, LLVM target for this host's CPU, Relax VirtualMachine.
 
-Untuned here: the CPU default pipeline schedules nothing, so these figures describe TVM's fallback
-code, and every row says `variant=untuned`.
+Two variants, two registry names: `tvm` builds untuned (TVM's default CPU pipeline schedules
+nothing, so its figures describe fallback code) and `tvm_tuned` runs MetaSchedule first, with a
+trial budget from `backend_options.tvm_tuned`. Compiled libraries are cached; tuning databases are
+kept and extended, never re-tuned.
+
+fp16 and int8 come from the ONNX-level conversions in bench.precision. What runs is read from the
+Relax module: a QDQ model imports as dequantize -> float kernels, and the row says so.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+from collections import Counter
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from bench.backends.base import HOST_CLOCK, Availability, CompileRequest, Feeds
+from bench.backends.base import HOST_CLOCK, Availability, CompileRequest, Feeds, execution_summary
+from bench.precision import onnx_for
+
+_COMPUTE = re.compile(r'R\.Tensor\(\([^)]*\), dtype="(\w+)"\) = R\.(?:nn\.conv2d|nn\.conv2d_transpose|matmul)\(')
+_DTYPES = {"float32": "fp32", "float16": "fp16", "int8": "int8", "uint8": "int8", "int32": "int8"}
+
+
+def executed_precision(mod: Any) -> str:
+    """Element types produced by the convolutions and matmuls of a Relax module."""
+    counts = Counter(_DTYPES.get(m, m) for m in _COMPUTE.findall(mod.script()))
+    summary = execution_summary(counts)
+    if "dequantize" in mod.script() and "int8" not in counts:
+        summary += " (int8 weights dequantized; float kernels)"
+    return summary
+
+
+def host_target(threads: int) -> Any:
+    import tvm
+
+    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": threads})
 
 
 class TvmBackend:
     name = "tvm"
     variant = "untuned"
-    precisions = ("fp32",)
+    precisions = ("fp32", "fp16", "int8")
 
     def availability(self) -> Availability:
         try:
@@ -37,30 +65,56 @@ class TvmBackend:
             pass
         return Availability(True, versions=versions)
 
-    def compile(self, request: CompileRequest) -> "TvmCompiled":
-        # The runtime's thread pool reads this once, on first use; a pool already started keeps its
-        # size, which is why facts record the count the runtime reports, not the one asked for.
-        os.environ.setdefault("TVM_NUM_THREADS", str(request.threads))
+    def _import(self, request: CompileRequest) -> tuple[Any, bool, list[str]]:
         import onnx
-        import tvm
-        from tvm import relax
         from tvm.relax.frontend.onnx import from_onnx
 
-        model = onnx.load(str(request.model.path))
+        path, hit = onnx_for(request)
+        model = onnx.load(str(path))
         mod = from_onnx(model, shape_dict={k: list(v) for k, v in request.shapes.items()}, keep_params_in_input=False)
-        target = tvm.target.Target(
-            {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": request.threads}
-        )
-        executable = tvm.compile(mod, target=target)
-        vm = relax.VirtualMachine(executable, tvm.cpu())
+        return mod, hit, [o.name for o in model.graph.output]
+
+    def _optimize(self, mod: Any, target: Any, request: CompileRequest) -> tuple[Any, dict[str, Any]]:
+        """The Relax module to build; the untuned variant takes it as imported."""
+        return mod, {}
+
+    def _cache_key(self, request: CompileRequest, target: Any) -> dict[str, Any]:
+        import tvm
+
+        return {"model_sha256": request.model.sha256, "precision": request.precision,
+                "shapes": {k: list(v) for k, v in request.shapes.items()}, "target": str(target),
+                "tvm": tvm.__version__, "variant": self.variant}
+
+    def compile(self, request: CompileRequest) -> "TvmCompiled":
+        # The runtime's thread pool reads this once, on first use: each cell runs in a fresh worker.
+        os.environ.setdefault("TVM_NUM_THREADS", str(request.threads))
+        import tvm
+        from tvm import relax
+
+        target = host_target(request.threads)
+        extra: dict[str, Any] = {}
+
+        def build(d: Path) -> None:
+            mod, _, outputs = self._import(request)
+            mod, info = self._optimize(mod, target, request)
+            extra.update(info)
+            executable = tvm.compile(mod, target=target)
+            executable.export_library(str(d / "lib.so"))
+            (d / "info.json").write_text(json.dumps({"outputs": outputs, "executes_as": executed_precision(mod), **info}))
+
+        entry, hit = request.cache.get_or_build("tvm-lib", self._cache_key(request, target), build)
+        info = json.loads((entry / "info.json").read_text())
+        vm = relax.VirtualMachine(tvm.runtime.load_module(str(entry / "lib.so")), tvm.cpu())
         facts = {
             "variant": self.variant,
             "provider": f"llvm -mcpu={target.attrs['mcpu']}",
             "threads": int(tvm.runtime.num_threads()),
             "backend_version": tvm.__version__,
-            "executes_as": request.precision,
+            "executes_as": info["executes_as"],
+            "cache_hit": hit,
+            **{k: v for k, v in info.items() if k not in ("outputs", "executes_as")},
         }
-        return TvmCompiled(vm, facts, [o.name for o in model.graph.output])
+        return TvmCompiled(vm, facts, info["outputs"])
 
 
 def _to_numpy(out: Any) -> list[np.ndarray]:
