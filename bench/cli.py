@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bench.errors import BenchError
@@ -25,7 +26,7 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 
 def _fail(e: BenchError) -> None:
     for line in str(e).splitlines():
-        err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -57,7 +58,7 @@ class _RichReporter:
         self.progress.advance(self.task)
         if row["status"] != "ok":
             self.progress.console.print(f"  {row['model']} {row['backend']} {row['precision']} b{row['batch_size']}: "
-                                        f"[yellow]{row['status']}[/]: {row['error']}", highlight=False)
+                                        f"[yellow]{row['status']}[/]: {escape(str(row['error']))}", highlight=False)
 
     def stop(self) -> None:
         self.progress.update(self.task, description="done")
@@ -72,6 +73,7 @@ def _print_summary(cells) -> None:
         table.add_column(h, justify="right" if h in ("batch", "p50 ms", "p50 95% CI", "mean ± std ms", "items/s", "max abs err") else "left")
     style = {"ok": "green", "DRIFTED": "bold red", "not validated": "yellow", "stable": "green", "UNSTABLE": "yellow"}
     for row in summary_table(cells):
+        row = [escape(c) for c in row]
         row[-2] = f"[{style.get(row[-2], 'white')}]{row[-2]}[/]"
         row[-1] = f"[{style.get(row[-1], 'white')}]{row[-1]}[/]"
         if row[5] != "ok":
@@ -91,6 +93,8 @@ def run(
     resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN_ID",
                                          help="finish an interrupted run without repeating its finished cells"),
     isolate: bool = typer.Option(True, help="run each cell in a worker process of its own (--no-isolate: in this process, for debugging)"),
+    cache: bool = typer.Option(True, help="reuse compiled variants from the artifact cache (--no-cache: build everything afresh)"),
+    cache_dir: Optional[Path] = typer.Option(None, help="artifact cache location (default: $BENCH_CACHE_DIR or ~/.cache/bench)"),
 ) -> None:
     """Benchmark every cell of CONFIG's grid: compile, validate against the reference, time."""
     from bench.config import load_config
@@ -109,10 +113,11 @@ def run(
         typer.echo(f"{len(p.cells)} cells", err=True)
         return
     for warning in cfg.warnings():
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     reporter = _RichReporter(err)
     try:
-        run_dir = execute(p, results_dir, reporter, run_id=resume, isolate=isolate, resume=resume is not None)
+        run_dir = execute(p, results_dir, reporter, run_id=resume, isolate=isolate, resume=resume is not None,
+                          cache_dir=cache_dir, use_cache=cache)
     except BenchError as e:
         reporter.progress.stop()
         _fail(e)
@@ -163,7 +168,7 @@ def _cells_table(df, columns: list[str], title: str) -> Table:
     for c in columns:
         table.add_column(c)
     for _, r in df.iterrows():
-        table.add_row(*[f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in columns])
+        table.add_row(*[f"{r[c]:.3g}" if isinstance(r[c], float) else escape(str(r[c])) for c in columns])
     return table
 
 
@@ -216,7 +221,7 @@ def compare_cmd(
     except BenchError as e:
         _fail(e)
     for d in diffs:
-        err.print(f"[bold yellow]WARNING: environments differ, latencies may not be comparable:[/] {d}", highlight=False)
+        err.print(f"[bold yellow]WARNING: environments differ, latencies may not be comparable:[/] {escape(d)}", highlight=False)
     view = table.copy()
     for c in ("change", "ci_low", "ci_high"):
         view[c] = view[c].map(lambda v: f"{v:+.1%}")
@@ -267,6 +272,42 @@ def golden_save(
         _fail(e)
 
 
+cache_app = typer.Typer(help="The artifact cache: converted models, compiled libraries, tuning databases, engines.")
+app.add_typer(cache_app, name="cache")
+
+
+def _cache(cache_dir: Optional[Path]):
+    from bench.cache import ArtifactCache, default_root
+
+    return ArtifactCache(cache_dir or default_root())
+
+
+@cache_app.command("ls")
+def cache_ls(cache_dir: Optional[Path] = typer.Option(None, help="default: $BENCH_CACHE_DIR or ~/.cache/bench")) -> None:
+    """List cache entries: kind, size and what they were built from."""
+    c = _cache(cache_dir)
+    entries = c.entries()
+    table = Table(title=f"{c.root}", header_style="bold", title_justify="left")
+    for h in ("kind", "digest", "MiB", "built from"):
+        table.add_column(h)
+    for e in entries:
+        key = e["key"]
+        what = ", ".join(f"{k}={str(v)[:16]}" for k, v in key.items() if k in ("model_sha256", "precision", "shapes", "transform", "variant", "trials"))
+        table.add_row(e["kind"], e["digest"][:12], f"{e['size_mb']:.1f}", escape(what))
+    out.print(table)
+    out.print(f"{len(entries)} entries, {sum(e['size_mb'] for e in entries):.1f} MiB")
+
+
+@cache_app.command("clear")
+def cache_clear(
+    kind: Optional[str] = typer.Option(None, help="only entries of this kind (see `bench cache ls`)"),
+    cache_dir: Optional[Path] = typer.Option(None, help="default: $BENCH_CACHE_DIR or ~/.cache/bench"),
+) -> None:
+    """Delete cache entries (all, or one kind)."""
+    n = _cache(cache_dir).clear(kind)
+    out.print(f"removed {n} entries")
+
+
 @app.command()
 def doctor() -> None:
     """Which backends are usable here, their versions, and why not."""
@@ -280,7 +321,7 @@ def doctor() -> None:
     for name in BACKENDS:
         d = describe(name)
         detail = ", ".join(f"{k} {v}" for k, v in d["versions"].items()) if d["usable"] else d["reason"]
-        table.add_row(name, "[green]yes[/]" if d["usable"] else "[red]no[/]", ", ".join(d["precisions"]) or "–", detail)
+        table.add_row(name, "[green]yes[/]" if d["usable"] else "[red]no[/]", ", ".join(d["precisions"]) or "–", escape(detail))
     out.print(table)
     libs = library_versions()
     out.print("libraries: " + ", ".join(f"{k} {v}" for k, v in libs.items()), highlight=False)

@@ -14,6 +14,7 @@ BACKENDS: dict[str, str | Callable[[], Backend]] = {
     "tvm": "bench.backends.tvm:TvmBackend",
     "onnxruntime_cuda": "bench.backends.ort:OnnxRuntimeCudaBackend",
     "onnxruntime_trt": "bench.backends.ort:OnnxRuntimeTensorrtBackend",
+    "tensorrt": "bench.backends.tensorrt:TensorrtBackend",
 }
 
 

@@ -1,0 +1,186 @@
+"""TensorRT, built with Polygraphy's loaders, timed on the GPU with CUDA events.
+
+One engine per (model, precision) covers every batch size of the grid through one optimization
+profile (min = smallest batch, opt = this cell's batch, max = largest). int8 uses an entropy
+calibrator fed with the same calibration set as the other backends. Engines and timing caches are
+cached (the timing cache is saved beside each engine). Everything imports lazily: on a machine without TensorRT or a CUDA device, `availability`
+says which, and the cells are skipped with that reason.
+
+The pure parts (`profile_shapes`, `builder_flags`) are tested everywhere; the rest needs a GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from bench.backends.base import Availability, CompileRequest, Feeds
+
+
+def profile_shapes(shapes: Mapping[str, tuple[int, ...]], batch_sizes: tuple[int, ...], batch: int) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """(min, opt, max) per input: the batch axis spans the grid's batch sizes, opt is this cell's."""
+    sizes = sorted(set(batch_sizes) | {batch})
+    out = {}
+    for name, shape in shapes.items():
+        if not shape or shape[0] != batch:
+            out[name] = (tuple(shape),) * 3  # no batch axis: static
+            continue
+        rest = tuple(shape[1:])
+        out[name] = ((sizes[0], *rest), (batch, *rest), (sizes[-1], *rest))
+    return out
+
+
+def builder_flags(precision: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for Polygraphy's CreateConfig."""
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"unknown precision {precision!r}")
+    flags: dict[str, Any] = {"fp16": precision in ("fp16", "int8"), "int8": precision == "int8", "tf32": False}
+    if "workspace_mb" in options:
+        flags["memory_pool_limits"] = {"workspace": int(options["workspace_mb"]) << 20}
+    if "builder_optimization_level" in options:
+        flags["builder_optimization_level"] = int(options["builder_optimization_level"])
+    return flags
+
+
+def cuda_device() -> tuple[str | None, str]:
+    """(device name, '') when a CUDA device is usable, else (None, why not)."""
+    try:
+        from polygraphy import cuda
+
+        handle = cuda.wrapper().handle
+    except Exception as e:
+        return None, f"the CUDA runtime library could not be loaded ({type(e).__name__}: {e})"
+    count = ctypes.c_int(0)
+    status = handle.cudaGetDeviceCount(ctypes.byref(count))
+    if status != 0 or count.value == 0:
+        return None, f"no CUDA device (cudaGetDeviceCount returned status {status}, {count.value} devices)"
+    return f"cuda:0 of {count.value}", ""
+
+
+class CudaEventClock:
+    """A clock reading GPU time: each reading records an event on the stream and waits for it.
+
+    The difference of two readings taken around an enqueue is the device time of that work alone,
+    which is what trtexec reports as GPU compute time."""
+
+    def __init__(self, stream_ptr: int):
+        from polygraphy import cuda
+
+        self.h = cuda.wrapper().handle
+        self.stream = ctypes.c_void_p(stream_ptr)
+        self.base = self._event()
+        self.h.cudaEventRecord(self.base, self.stream)
+        self.h.cudaEventSynchronize(self.base)
+        self.mark = self._event()
+
+    def _event(self) -> ctypes.c_void_p:
+        ev = ctypes.c_void_p()
+        self.h.cudaEventCreate(ctypes.byref(ev))
+        return ev
+
+    def __call__(self) -> int:
+        self.h.cudaEventRecord(self.mark, self.stream)
+        self.h.cudaEventSynchronize(self.mark)
+        ms = ctypes.c_float()
+        self.h.cudaEventElapsedTime(ctypes.byref(ms), self.base, self.mark)
+        return int(ms.value * 1e6)
+
+
+class TensorrtBackend:
+    name = "tensorrt"
+    variant = "engine"
+    precisions = ("fp32", "fp16", "int8")
+
+    def availability(self) -> Availability:
+        try:
+            import tensorrt as trt
+        except ImportError as e:
+            return Availability(False, f"tensorrt is not installed ({e}); pip install 'bench[gpu]' on a machine with CUDA")
+        except Exception as e:
+            return Availability(False, f"tensorrt failed to import: {type(e).__name__}: {e}")
+        device, why = cuda_device()
+        if device is None:
+            return Availability(False, why)
+        return Availability(True, versions={"tensorrt": trt.__version__})
+
+    def compile(self, request: CompileRequest) -> "TrtCompiled":
+        import tensorrt as trt
+        from polygraphy.backend.trt import Calibrator, CreateConfig, EngineBytesFromNetwork, EngineFromBytes, NetworkFromOnnxPath, Profile
+
+        profile = Profile()
+        for name, (lo, opt, hi) in profile_shapes(request.shapes, request.batch_sizes, request.batch_size).items():
+            profile.add(name, lo, opt, hi)
+
+        def build(d: Path) -> None:
+            calibrator = None
+            if request.precision == "int8":
+                calibrator = Calibrator(data_loader=request.calibration(), cache=str(d / "calibration.cache"))
+            config = CreateConfig(profiles=[profile], calibrator=calibrator, **builder_flags(request.precision, request.options))
+            network = NetworkFromOnnxPath(str(request.model.path))
+            engine_bytes = EngineBytesFromNetwork(network, config=config, save_timing_cache=str(d / "timing.cache"))()
+            (d / "engine.plan").write_bytes(bytes(engine_bytes))
+
+        key = {"model_sha256": request.model.sha256, "precision": request.precision, "tensorrt": trt.__version__,
+               "profile": {k: [list(s) for s in v] for k, v in profile_shapes(request.shapes, request.batch_sizes, request.batch_size).items()},
+               "options": dict(request.options)}
+        entry, hit = request.cache.get_or_build("trt-engine", key, build)
+        engine = EngineFromBytes((entry / "engine.plan").read_bytes())()
+        facts = {"variant": self.variant, "provider": "TensorRT", "threads": request.threads,
+                 "backend_version": trt.__version__, "executes_as": request.precision, "cache_hit": hit}
+        return TrtCompiled(engine, facts, request.shapes)
+
+
+class TrtCompiled:
+    """Device buffers are allocated once; `prepare` copies inputs in beforehand, so a timed call
+    enqueues the execution alone."""
+
+    def __init__(self, engine: Any, facts: dict[str, Any], shapes: Mapping[str, tuple[int, ...]]):
+        import tensorrt as trt
+        from polygraphy import cuda
+
+        self.engine, self.facts = engine, facts
+        self.context = engine.create_execution_context()
+        self.stream = cuda.Stream()
+        self.clock = CudaEventClock(self.stream.ptr)
+        self.buffers: dict[str, Any] = {}
+        self.outputs: list[str] = []
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                self.context.set_input_shape(name, shapes[name])
+                shape = tuple(shapes[name])
+            else:
+                self.outputs.append(name)
+                shape = None
+            self.buffers[name] = (dtype, shape)
+        for name in self.outputs:
+            self.buffers[name] = (self.buffers[name][0], tuple(self.context.get_tensor_shape(name)))
+        self.device = {n: cuda.DeviceArray(shape=s, dtype=d) for n, (d, s) in self.buffers.items()}
+        for n, arr in self.device.items():
+            self.context.set_tensor_address(n, arr.ptr)
+
+    def _load(self, feeds: Feeds) -> None:
+        for name, arr in feeds.items():
+            self.device[name].copy_from(np.ascontiguousarray(arr, dtype=self.buffers[name][0]), stream=self.stream)
+        self.stream.synchronize()
+
+    def run(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        self._load(feeds)
+        self.context.execute_async_v3(self.stream.ptr)
+        self.stream.synchronize()
+        return {n: self.device[n].numpy().copy() for n in self.outputs}
+
+    def prepare(self, feeds: Feeds) -> Callable[[], object]:
+        self._load(feeds)
+        execute, ptr = self.context.execute_async_v3, self.stream.ptr
+        return lambda: execute(ptr)
+
+    def release(self) -> None:
+        for arr in self.device.values():
+            arr.free()
+        self.stream.free()
+        self.context = self.engine = None
