@@ -104,7 +104,7 @@ class ValidationConfig(_Frozen):
 
 
 class CalibrationConfig(_Frozen):
-    samples: int = Field(default=8, ge=1, description="batch-1 inputs that calibrate int8 quantization")
+    samples: int = Field(default=32, ge=1, description="batch-1 inputs that calibrate int8 quantization")
 
 
 class ReferenceSpec(_Frozen):

@@ -12,6 +12,7 @@ from bench.backends.base import Backend
 BACKENDS: dict[str, str | Callable[[], Backend]] = {
     "onnxruntime": "bench.backends.ort:OnnxRuntimeBackend",
     "tvm": "bench.backends.tvm:TvmBackend",
+    "tvm_tuned": "bench.backends.tvm:TvmTunedBackend",
     "onnxruntime_cuda": "bench.backends.ort:OnnxRuntimeCudaBackend",
     "onnxruntime_trt": "bench.backends.ort:OnnxRuntimeTensorrtBackend",
     "tensorrt": "bench.backends.tensorrt:TensorrtBackend",

@@ -1,0 +1,130 @@
+"""fp16 and int8 for real on ONNX Runtime and TVM with a tiny CNN; the artifact cache; TensorRT's
+pure parts (its GPU paths are marked and skipped without a device)."""
+
+import os
+
+import pandas as pd
+import pytest
+
+from bench.backends.tensorrt import TensorrtBackend, builder_flags, profile_shapes
+from bench.cache import ArtifactCache
+from bench.config import config_from_dict
+from bench.runner import execute, plan
+from tests.conftest import FAST_TIMING
+
+
+def _cfg(**kw):
+    return config_from_dict({
+        "name": "p", "models": [{"name": "cnn", "source": "zoo:resnet18-tiny"}],
+        "backends": ["onnxruntime", "tvm"], "precisions": ["fp32", "fp16", "int8"], "batch_sizes": [2],
+        "timing": FAST_TIMING, **kw,
+    })
+
+
+@pytest.fixture(scope="module")
+def precision_run(tmp_path_factory, models_dir):
+    work = tmp_path_factory.mktemp("prec")
+    cache = work / "cache"
+    run_dir = execute(plan(_cfg(), models_dir), work / "results", run_id="cold", isolate=False, cache_dir=cache)
+    return work, cache, pd.read_csv(run_dir / "cells.csv").set_index(["backend", "precision"])
+
+
+def test_every_precision_runs_validated_within_default_tolerances(precision_run):
+    _, _, cells = precision_run
+    assert set(cells["status"]) == {"ok"}
+    assert cells["validated"].all() and cells["accuracy_ok"].all(), cells[["max_abs_err", "cosine", "accuracy_note"]]
+    assert (cells.loc[[("onnxruntime", "fp16"), ("tvm", "fp16")], "max_abs_err"] > 0).all()  # really converted
+    assert (cells.xs("int8", level="precision")["cosine"] < 0.9999).all()
+
+
+def test_rows_say_what_really_executed(precision_run):
+    _, _, cells = precision_run
+    assert cells.loc[("tvm", "fp16"), "executes_as"] == "fp16"
+    assert cells.loc[("tvm", "int8"), "executes_as"] == "fp32 (int8 weights dequantized; float kernels)"
+    assert "int8" in cells.loc[("onnxruntime", "int8"), "executes_as"]
+    # ONNX Runtime's CPU provider casts most fp16 compute back to fp32; the row reports what ran.
+    assert cells.loc[("onnxruntime", "fp16"), "executes_as"] in ("fp32", "fp16") or \
+        cells.loc[("onnxruntime", "fp16"), "executes_as"].startswith("mixed")
+    assert cells.loc[("onnxruntime", "fp32"), "executes_as"] == "fp32"
+
+
+def test_a_deliberately_tight_tolerance_fails(models_dir, tmp_path):
+    tight = {p: {"atol": 1e-7, "rtol": 1e-7} for p in ("fp16", "int8")}
+    cfg = _cfg(precisions=["fp16", "int8"], backends=["onnxruntime"], tolerances=tight)
+    cells = pd.read_csv(execute(plan(cfg, models_dir), tmp_path / "r", isolate=False, cache_dir=tmp_path / "c") / "cells.csv")
+    assert set(cells["status"]) == {"ok"} and not cells["accuracy_ok"].any()
+    assert cells["accuracy_note"].str.contains("beyond atol=1e-07").all()
+
+
+def test_warm_cache_hits_and_gives_the_same_outputs(precision_run, models_dir):
+    work, cache, cold = precision_run
+    warm = pd.read_csv(execute(plan(_cfg(), models_dir), work / "results", run_id="warm", isolate=False,
+                               cache_dir=cache) / "cells.csv").set_index(["backend", "precision"])
+    assert not cold["cache_hit"].any()
+    converted = [("onnxruntime", "fp16"), ("onnxruntime", "int8"), ("tvm", "fp32"), ("tvm", "fp16"), ("tvm", "int8")]
+    assert warm.loc[converted, "cache_hit"].all()
+    assert (warm.loc[("tvm", "fp32"), "compile_s"] < cold.loc[("tvm", "fp32"), "compile_s"] / 3)
+    pd.testing.assert_series_equal(warm["max_abs_err"], cold["max_abs_err"])
+
+
+def test_corrupt_cache_entries_are_rebuilt_never_used(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    builds = []
+
+    def build(d):
+        builds.append(d)
+        (d / "lib.so").write_bytes(b"compiled")
+
+    key = {"model": "x", "precision": "fp32"}
+    first, hit = cache.get_or_build("k", key, build)
+    assert not hit and (first / "lib.so").read_bytes() == b"compiled"
+    assert cache.get_or_build("k", key, build) == (first, True)
+    (first / "lib.so").write_bytes(b"truncat")  # same size games don't fool the hash either
+    again, hit = cache.get_or_build("k", key, build)
+    assert not hit and (again / "lib.so").read_bytes() == b"compiled" and len(builds) == 2
+    (again / "entry.json").write_text("{not json")
+    assert cache.get_or_build("k", key, build)[1] is False and len(builds) == 3
+    assert [e["kind"] for e in cache.entries()] == ["k"]
+    assert cache.clear() == 1 and cache.entries() == []
+
+
+def test_disabled_cache_builds_every_time_and_keeps_nothing(tmp_path):
+    cache = ArtifactCache(tmp_path / "root", enabled=False, scratch=tmp_path / "scratch")
+    n = []
+    for _ in range(2):
+        d, hit = cache.get_or_build("k", {"a": 1}, lambda d: n.append((d / "f").write_text("x")))
+        assert not hit and d.is_relative_to(tmp_path / "scratch")
+    assert len(n) == 2 and not (tmp_path / "root").exists()
+
+
+def test_tensorrt_profile_spans_the_grid_batch_sizes():
+    shapes = {"input": (4, 3, 224, 224), "scale": (3,)}
+    prof = profile_shapes(shapes, batch_sizes=(1, 4, 32), batch=4)
+    assert prof["input"] == ((1, 3, 224, 224), (4, 3, 224, 224), (32, 3, 224, 224))
+    assert prof["scale"] == ((3,), (3,), (3,))
+    assert profile_shapes({"x": (2, 8)}, batch_sizes=(), batch=2)["x"] == ((2, 8),) * 3
+
+
+def test_tensorrt_builder_flags():
+    assert builder_flags("fp32", {}) == {"fp16": False, "int8": False, "tf32": False}
+    assert builder_flags("fp16", {})["fp16"] is True
+    f = builder_flags("int8", {"workspace_mb": 512, "builder_optimization_level": 5})
+    assert f["int8"] and f["fp16"]  # int8 engines fall back to fp16, not fp32, where int8 has no kernel
+    assert f["memory_pool_limits"] == {"workspace": 512 << 20} and f["builder_optimization_level"] == 5
+    with pytest.raises(ValueError):
+        builder_flags("fp8", {})
+
+
+def test_tensorrt_says_why_it_is_unavailable():
+    a = TensorrtBackend().availability()
+    if a.usable:
+        pytest.skip("a GPU with TensorRT is present")
+    assert a.reason.startswith(("tensorrt is not installed", "no CUDA device", "the CUDA runtime library"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not TensorrtBackend().availability().usable, reason=TensorrtBackend().availability().reason or "n/a")
+def test_tensorrt_engine_runs_and_validates(models_dir, tmp_path):
+    cfg = _cfg(backends=["tensorrt"], batch_sizes=[1, 4])
+    cells = pd.read_csv(execute(plan(cfg, models_dir), tmp_path / "r", cache_dir=tmp_path / "c") / "cells.csv")
+    assert set(cells["status"]) == {"ok"} and cells["accuracy_ok"].all()
