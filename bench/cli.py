@@ -272,6 +272,35 @@ def golden_save(
         _fail(e)
 
 
+@app.command()
+def tune(
+    config: Path = typer.Argument(..., help="YAML config whose cells to compile"),
+    models_dir: Path = typer.Option(Path("models"), help="cache of exported zoo models"),
+    cache_dir: Optional[Path] = typer.Option(None, help="artifact cache location (default: $BENCH_CACHE_DIR or ~/.cache/bench)"),
+) -> None:
+    """Compile every cell into the artifact cache, tuning where a backend tunes (tvm_tuned), timing nothing.
+    A later `bench run` of the same config finds everything built."""
+    import tempfile
+
+    from bench.config import load_config
+    from bench.runner import compile_all, plan
+
+    try:
+        p = plan(load_config(config), models_dir, config)
+    except BenchError as e:
+        _fail(e)
+    reporter = _RichReporter(err)
+    with tempfile.TemporaryDirectory(prefix="bench-tune-") as work:
+        rows = compile_all(p, Path(work), reporter, cache_dir)
+    reporter.stop()
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    cols = [c for c in ("model", "backend", "precision", "batch_size", "status", "variant", "compile_s", "cache_hit",
+                        "tuning_trials", "tuning_failed_trials", "tuning_s", "executes_as", "error") if c in df.columns]
+    out.print(_cells_table(df[cols].fillna("–"), cols, "compiled"))
+
+
 cache_app = typer.Typer(help="The artifact cache: converted models, compiled libraries, tuning databases, engines.")
 app.add_typer(cache_app, name="cache")
 

@@ -50,10 +50,24 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
 ShapeDim = Union[int, Literal["batch"]]
 
 
+class ImageData(_Frozen):
+    """A folder of JPEG/PNG images, preprocessed the usual way: shorter side resized to `resize`,
+    centre crop to the input's height and width, scaled to [0, 1], normalized, NCHW."""
+
+    images: str
+    resize: int = Field(default=256, ge=1)
+    mean: list[float] = Field(default_factory=lambda: [0.485, 0.456, 0.406], min_length=3, max_length=3)
+    std: list[float] = Field(default_factory=lambda: [0.229, 0.224, 0.225], min_length=3, max_length=3)
+
+
 class ModelSpec(_Frozen):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     source: str = Field(description="zoo:<arch> or a path to an .onnx file")
     input_shapes: dict[str, list[ShapeDim]] = Field(default_factory=dict)
+    data: ImageData | None = Field(default=None, description="real images for validation and int8 calibration")
+    tolerances: dict[Precision, Tolerance] = Field(default_factory=dict, description="overrides for this model")
+    output_tolerances: dict[str, dict[Precision, Tolerance]] = Field(
+        default_factory=dict, description="overrides for single outputs of this model")
 
     @field_validator("source")
     @classmethod
@@ -245,7 +259,13 @@ class Config(_Frozen):
             if self.threads_for(b) > cores
         ]
 
-    def tolerance(self, precision: str) -> Tolerance:
+    def tolerance(self, precision: str, model: str | None = None, output: str | None = None) -> Tolerance:
+        """The most specific tolerance: per output, per model, per config, then the defaults."""
+        spec = self.model(model) if model is not None else None
+        if spec is not None and output is not None and precision in spec.output_tolerances.get(output, {}):
+            return spec.output_tolerances[output][precision]  # type: ignore[index]
+        if spec is not None and precision in spec.tolerances:
+            return spec.tolerances[precision]  # type: ignore[index]
         return self.tolerances.get(precision, DEFAULT_TOLERANCES[precision])  # type: ignore[index]
 
     def model(self, name: str) -> ModelSpec:

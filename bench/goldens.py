@@ -21,7 +21,7 @@ import numpy as np
 from bench import atomic
 
 FORMAT_VERSION = 1
-MATCH_KEYS = ("model_sha256", "seed", "batch_size", "iterations", "input_shapes")
+MATCH_KEYS = ("model_sha256", "seed", "batch_size", "iterations", "input_shapes", "input_source")
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 
 import numpy as np
 
+from bench.config import ImageData
+from bench.errors import BenchError
 from bench.models.prepare import ModelInfo
 
 
@@ -34,3 +37,69 @@ def seeded_feeds(info: ModelInfo, batch_size: int, seed: int, iterations: int) -
 def calibration_feeds(info: ModelInfo, seed: int, samples: int) -> list[dict[str, np.ndarray]]:
     """Batch-1 inputs for int8 calibration, from a stream of their own: never the validation inputs."""
     return seeded_feeds(info, 1, seed + 1_000_003, samples)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def check_image_data(info: ModelInfo, data: ImageData, where: str) -> None:
+    """Raise BenchError when the image folder can't feed this model."""
+    folder = Path(data.images)
+    if not folder.is_dir():
+        raise BenchError(f"{where}.data.images: {folder} is not a directory")
+    if not image_files(folder):
+        raise BenchError(f"{where}.data.images: {folder} holds no {', '.join(IMAGE_SUFFIXES)} files")
+    float_inputs = [i for i in info.inputs if np.dtype(i.dtype).kind == "f"]
+    if len(info.inputs) != 1 or not float_inputs or len(info.inputs[0].dims) != 4 or info.inputs[0].dims[1] != 3:
+        raise BenchError(f"{where}.data: image folders feed models with one float NCHW input of 3 channels; "
+                         f"this one takes {[(i.name, list(i.dims)) for i in info.inputs]}")
+    h, w = info.inputs[0].dims[2:]
+    if min(h, w) > data.resize:
+        raise BenchError(f"{where}.data.resize: {data.resize} is smaller than the input's {h}x{w} crop")
+
+
+def _load_image(path: Path, data: ImageData, hw: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        w, h = img.size
+        scale = data.resize / min(w, h)
+        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+        w, h = img.size
+        top, left = (h - hw[0]) // 2, (w - hw[1]) // 2
+        img = img.crop((left, top, left + hw[1], top + hw[0]))
+        arr = np.asarray(img, dtype=np.float32) / 255.0
+    arr = (arr - np.asarray(data.mean, np.float32)) / np.asarray(data.std, np.float32)
+    return arr.transpose(2, 0, 1)
+
+
+def image_feeds(info: ModelInfo, data: ImageData, batch_size: int, count: int, offset: int = 0) -> list[dict[str, np.ndarray]]:
+    """`count` batches of images from the folder, in name order, wrapping around; `offset` skips images."""
+    files = image_files(Path(data.images))
+    inp = info.inputs[0]
+    hw = tuple(inp.shape(batch_size)[2:])
+    feeds, k = [], offset
+    for _ in range(count):
+        batch = [_load_image(files[(k + j) % len(files)], data, hw) for j in range(batch_size)]
+        k += batch_size
+        feeds.append({inp.name: np.stack(batch).astype(inp.dtype)})
+    return feeds
+
+
+def validation_feeds(info: ModelInfo, data: ImageData | None, batch_size: int, seed: int, iterations: int) -> list[dict[str, np.ndarray]]:
+    if data is None:
+        return seeded_feeds(info, batch_size, seed, iterations)
+    return image_feeds(info, data, batch_size, iterations)
+
+
+def calibration_set(info: ModelInfo, data: ImageData | None, seed: int, samples: int) -> list[dict[str, np.ndarray]]:
+    """The int8 calibration set: from the image folder when there is one (starting after the
+    images validation uses first), else seeded random inputs of a stream of their own."""
+    if data is None:
+        return calibration_feeds(info, seed, samples)
+    return image_feeds(info, data, 1, samples, offset=samples)

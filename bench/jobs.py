@@ -18,7 +18,7 @@ from bench.backends import get_backend
 from bench.backends.base import Compiled, CompileRequest, Unsupported
 from bench.config import Cell, Config
 from bench.cache import ArtifactCache
-from bench.inputs import calibration_feeds, seeded_feeds
+from bench.inputs import calibration_set, validation_feeds
 from bench.models.prepare import ModelInfo, PreparedModel, materialize
 from bench.timing import measure
 from bench.validate import compare, run_outputs
@@ -41,14 +41,20 @@ def output_meta(config: Config, model: PreparedModel, batch: int) -> dict[str, A
         "batch_size": batch,
         "iterations": config.validation.iterations,
         "input_shapes": {k: list(v) for k, v in model.info.shapes(batch).items()},
+        "input_source": _input_source(config, model.name),
     }
+
+
+def _input_source(config: Config, model: str) -> str:
+    data = config.model(model).data
+    return "seeded-random" if data is None else f"images:{Path(data.images).resolve()}|{data.model_dump_json()}"
 
 
 def _request(config: Config, backend: str, model: PreparedModel, precision: str, batch: int, work: Path,
              cache: ArtifactCache) -> CompileRequest:
     return CompileRequest(
         model, precision, batch, model.info.shapes(batch), config.threads_for(backend), work, cache,
-        calibration=lambda: calibration_feeds(model.info, config.seed, config.calibration.samples),
+        calibration=lambda: calibration_set(model.info, config.model(model.name).data, config.seed, config.calibration.samples),
         options=config.backend_options.get(backend, {}), batch_sizes=tuple(config.batch_sizes),
     )
 
@@ -63,7 +69,8 @@ def reference_job(config: Config, info: ModelInfo, batch: int, out_path: Path, w
         raise RuntimeError(f"reference backend {ref.backend} is unavailable: {avail.reason}")
     compiled = backend.compile(_request(config, ref.backend, model, ref.precision, batch, work_dir, cache))
     try:
-        results = run_outputs(compiled, f"reference:{ref.backend}/{ref.precision}", seeded_feeds(info, batch, config.seed, config.validation.iterations))
+        results = run_outputs(compiled, f"reference:{ref.backend}/{ref.precision}",
+                              validation_feeds(info, config.model(info.name).data, batch, config.seed, config.validation.iterations))
     finally:
         compiled.release()
     meta = {**output_meta(config, model, batch), "producer": f"{ref.backend}/{ref.precision}",
@@ -83,11 +90,13 @@ def cell_job(
     work_dir: Path,
     cache: ArtifactCache,
     on_phase: Callable[[str], None] = lambda phase: None,
+    compile_only: bool = False,
 ) -> dict[str, Any]:
     """Build, compile, validate (when asked) and time one cell. Returns {"row": {...}, "samples_ns": [...]}.
 
     The row holds what this process learned; timing statistics are the parent's to compute."""
-    tol = config.tolerance(cell.precision)
+    tol = config.tolerance(cell.precision, cell.model)
+    per_output = {o: config.tolerance(cell.precision, cell.model, o) for o in config.model(cell.model).output_tolerances}
     row: dict[str, Any] = {"status": "ok", "error": None, "phase": None}
     samples: list[int] = []
     backend = get_backend(cell.backend)
@@ -113,8 +122,10 @@ def cell_job(
         compiled = backend.compile(_request(config, cell.backend, model, cell.precision, cell.batch_size, work_dir, cache))
         row["compile_s"] = time.perf_counter() - t0
         row.update(compiled.facts)
+        if compile_only:
+            return {"row": row, "samples_ns": samples}
 
-        feeds = seeded_feeds(info, cell.batch_size, config.seed, config.validation.iterations)
+        feeds = validation_feeds(info, config.model(cell.model).data, cell.batch_size, config.seed, config.validation.iterations)
         if validate:
             phase = "validate"
             on_phase(phase)
@@ -133,7 +144,7 @@ def cell_job(
                 else:
                     reference = stored.run_results(f"reference:{stored.meta.get('producer')}")
             if reference is not None:
-                drift = compare(reference, outputs, tol, info.task)
+                drift = compare(reference, outputs, tol, info.task, per_output)
                 row.update(drift.as_row(), validated=True, accuracy_note=drift.reason or None)
 
         phase = "time"
@@ -168,6 +179,7 @@ def execute_job(job: dict[str, Any], on_phase: Callable[[str], None] = lambda ph
     return cell_job(
         config, info, Cell(**job["cell"]), job.get("reference_path"), job.get("reference_note"), job["validate"],
         Path(job["outputs_path"]) if job.get("outputs_path") else None, work, cache, on_phase,
+        bool(job.get("compile_only")),
     )
 
 

@@ -28,6 +28,7 @@ from bench.cache import default_root as default_cache_root
 from bench.config import Cell, Config
 from bench.environment import environment
 from bench.errors import BenchError
+from bench.inputs import check_image_data
 from bench.jobs import encode
 from bench.models.prepare import ModelInfo, inspect_model
 from bench.timing import UNSTABLE_CV, summarize
@@ -49,6 +50,9 @@ def plan(config: Config, models_dir: Path | str, config_path: str | Path | None 
         m.name: inspect_model(m, i, config.seed, config.batch_sizes, Path(models_dir), config_dir)
         for i, m in enumerate(config.models)
     }
+    for i, m in enumerate(config.models):
+        if m.data is not None:
+            check_image_data(infos[m.name], m.data, f"models[{i}] ({m.name})")
     if config.goldens is not None and not Path(config.goldens).is_dir():
         raise BenchError(f"goldens: {config.goldens} is not a directory; create it with `bench golden save CONFIG`")
     return Plan(config, infos, config.grid(), str(config_path) if config_path else None)
@@ -166,7 +170,7 @@ class _Sweep:
 
     def run_cell(self, cell: Cell) -> tuple[dict[str, Any], list[int]]:
         cfg = self.config
-        tol = cfg.tolerance(cell.precision)
+        tol = cfg.tolerance(cell.precision, cell.model)
         info = self.plan.models[cell.model]
         row: dict[str, Any] = {
             "run_id": self.run_id, "model": cell.model, "backend": cell.backend, "precision": cell.precision,
@@ -311,3 +315,27 @@ def save_goldens(p: Plan, out_dir: Path | str, isolate: bool = True, cache_dir: 
         written.append(path)
     shutil.rmtree(out / ".work", ignore_errors=True)
     return written
+
+
+def compile_all(p: Plan, work_dir: Path | str, reporter: Reporter | None = None, cache_dir: Path | str | None = None,
+                isolate: bool = True) -> list[dict[str, Any]]:
+    """Compile every cell into the artifact cache (tuning where a backend tunes), timing nothing."""
+    reporter = reporter or Reporter()
+    work = Path(work_dir)
+    sweep = _Sweep(p, "compile", work, reporter, isolate, Path(cache_dir) if cache_dir else default_cache_root(), True)
+    rows = []
+    reporter.start(len(p.cells), "compile")
+    for i, cell in enumerate(p.cells):
+        reporter.cell(i, cell)
+        job = encode("cell", p.config, p.models[cell.model], cell=cell, reference_path=None, reference_note=None,
+                     validate=False, outputs_path=None, work_dir=work, cache_dir=sweep.cache_dir, use_cache=True,
+                     compile_only=True)
+        outcome = sweep._run(job, f"compile-{_slug(cell)}", cell)
+        row = {"model": cell.model, "backend": cell.backend, "precision": cell.precision, "batch_size": cell.batch_size}
+        if outcome.status == "done" and outcome.value is not None:
+            row.update({k: v for k, v in outcome.value["row"].items() if k != "traceback"})
+        else:
+            row.update(status="failed" if outcome.status == "done" else outcome.status, error=outcome.error)
+        rows.append(row)
+        reporter.done(row)
+    return rows

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -85,8 +85,12 @@ def _class_axis(ref: np.ndarray, task: str) -> int | None:
     return None
 
 
-def compare(reference: Any, candidate: Any, tolerance: Tolerance, task: str = "unknown") -> Drift:
-    """Drift of `candidate` against `reference` (Polygraphy RunResults, one runner each)."""
+def compare(reference: Any, candidate: Any, tolerance: Tolerance, task: str = "unknown",
+            per_output: Mapping[str, Tolerance] | None = None) -> Drift:
+    """Drift of `candidate` against `reference` (Polygraphy RunResults, one runner each).
+
+    `per_output` overrides atol and rtol for named outputs (Polygraphy takes them per output);
+    cosine is judged on all outputs together, against the strictest min_cosine given."""
     from polygraphy.comparator import Comparator, RunResults
     from polygraphy.comparator.compare import SimpleCompareFunc
 
@@ -97,9 +101,18 @@ def compare(reference: Any, candidate: Any, tolerance: Tolerance, task: str = "u
     with np.errstate(all="ignore"):  # NaN and Inf outputs fail validation; they need no warning
         verdict = Comparator.compare_accuracy(
             combined,
-            compare_func=SimpleCompareFunc(atol=tolerance.atol, rtol=tolerance.rtol, check_error_stat="elemwise"),
+            compare_func=SimpleCompareFunc(atol=_per_output(tolerance.atol, per_output, "atol"),
+                                           rtol=_per_output(tolerance.rtol, per_output, "rtol"), check_error_stat="elemwise"),
         )
+        if per_output:
+            tolerance = tolerance.model_copy(update={"min_cosine": max([tolerance.min_cosine, *(t.min_cosine for t in per_output.values())])})
         return _drift(ref_iters, cand_iters, tolerance, task, bool(verdict))
+
+
+def _per_output(default: float, per_output: Mapping[str, Tolerance] | None, field: str) -> float | dict[str, float]:
+    if not per_output:
+        return default
+    return {"": default, **{name: getattr(t, field) for name, t in per_output.items()}}
 
 
 def _drift(ref_iters: Any, cand_iters: Any, tolerance: Tolerance, task: str, within_tolerance: bool) -> Drift:

@@ -7,6 +7,7 @@ import pytest
 
 from bench.backends import BACKENDS, get_backend
 from bench.backends.base import Backend, Compiled, CompileRequest
+from bench.cache import ArtifactCache
 from bench.config import ModelSpec
 from bench.inputs import seeded_feeds
 from bench.models.prepare import inspect_model, materialize
@@ -18,6 +19,9 @@ def _usable(name):
 
 
 BACKEND_PARAMS = [_usable(n) for n in BACKENDS]
+# Tuning costs a builder pool start (~40 s here) per batch of trials: a handful, on one model.
+OPTIONS = {"tvm_tuned": {"trials": 2, "max_trials_per_task": 2, "trials_per_iter": 2}}
+TUNING = {"tvm_tuned"}
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +32,9 @@ def tiny_models(models_dir, mlp_onnx):
     return out
 
 
-def _request(model, batch, tmp_path, precision="fp32"):
-    return CompileRequest(model, precision, batch, model.info.shapes(batch), threads=2, work_dir=tmp_path)
+def _request(model, batch, tmp_path, backend, precision="fp32"):
+    return CompileRequest(model, precision, batch, model.info.shapes(batch), threads=2, work_dir=tmp_path,
+                          cache=ArtifactCache(tmp_path / "cache"), options=OPTIONS.get(backend, {}))
 
 
 def _onnx_reference(model, feeds):
@@ -42,11 +47,13 @@ def _onnx_reference(model, feeds):
 @pytest.mark.parametrize("backend_name", BACKEND_PARAMS)
 @pytest.mark.parametrize("model_name, batch", [("cnn", 2), ("seg", 1), ("mlp", 2)])
 def test_backend_contract(backend_name, model_name, batch, tiny_models, tmp_path):
+    if backend_name in TUNING and model_name != "cnn":
+        pytest.skip("tuning is exercised on the cnn model only, to keep the suite fast")
     backend = get_backend(backend_name)
     assert isinstance(backend, Backend)
     assert "fp32" in backend.precisions
     model = tiny_models[model_name]
-    compiled = backend.compile(_request(model, batch, tmp_path))
+    compiled = backend.compile(_request(model, batch, tmp_path, backend_name))
     try:
         assert isinstance(compiled, Compiled)
         for key in ("variant", "provider", "threads", "backend_version", "executes_as"):
@@ -78,5 +85,25 @@ def test_availability_reports_versions(backend_name):
 
 
 def test_unknown_backend_names_valid_ones():
-    with pytest.raises(KeyError, match="valid: onnxruntime, tvm, "):
+    with pytest.raises(KeyError, match="valid: onnxruntime, tvm, tvm_tuned, "):
         get_backend("tensorrtx")
+
+
+def test_tuned_tvm_rows_record_trials_and_never_retune(models_dir, tmp_path):
+    import pandas as pd
+
+    from bench.config import config_from_dict
+    from bench.runner import execute, plan
+    from tests.conftest import FAST_TIMING
+
+    cfg = config_from_dict({"name": "t", "models": [{"name": "cnn", "source": "zoo:resnet18-tiny"}],
+                            "backends": ["tvm_tuned"], "batch_sizes": [1], "timing": FAST_TIMING,
+                            "backend_options": {"tvm_tuned": OPTIONS["tvm_tuned"]}})
+    first = pd.read_csv(execute(plan(cfg, models_dir), tmp_path / "r", run_id="a", cache_dir=tmp_path / "c") / "cells.csv").iloc[0]
+    assert first.status == "ok" and first.variant == "tuned" and first.accuracy_ok
+    assert first.tuning_trials == 2 and first.tuning_budget == 2 and first.tuning_s > 0 and not first.cache_hit
+    db = next((tmp_path / "c" / "tvm-tuning").iterdir())
+    records = (db / "database_tuning_record.json").read_text()
+    second = pd.read_csv(execute(plan(cfg, models_dir), tmp_path / "r", run_id="b", cache_dir=tmp_path / "c") / "cells.csv").iloc[0]
+    assert second.cache_hit and second.compile_s < 5 and second.tuning_trials == 2
+    assert (db / "database_tuning_record.json").read_text() == records  # nothing re-tuned

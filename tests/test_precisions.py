@@ -128,3 +128,57 @@ def test_tensorrt_engine_runs_and_validates(models_dir, tmp_path):
     cfg = _cfg(backends=["tensorrt"], batch_sizes=[1, 4])
     cells = pd.read_csv(execute(plan(cfg, models_dir), tmp_path / "r", cache_dir=tmp_path / "c") / "cells.csv")
     assert set(cells["status"]) == {"ok"} and cells["accuracy_ok"].all()
+
+
+def test_image_folder_feeds_validation_and_calibration(models_dir, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from bench.inputs import calibration_set, validation_feeds
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (48 + i, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("ignored")
+    cfg = _cfg(backends=["onnxruntime"], precisions=["fp32", "int8"],
+               models=[{"name": "cnn", "source": "zoo:resnet18-tiny", "data": {"images": str(folder), "resize": 36}}],
+               calibration={"samples": 4})
+    p = plan(cfg, models_dir)
+    info, data = p.models["cnn"], cfg.model("cnn").data
+    feeds = validation_feeds(info, data, 2, 0, 2)
+    x = feeds[0]["input"]
+    assert x.shape == (2, 3, 32, 32) and x.dtype == np.float32
+    # ImageNet normalization of values in [0, 1]: the range is about [-2.1, 2.6]
+    assert -2.2 < x.min() < -1.5 and 2.0 < x.max() < 2.7
+    np.testing.assert_array_equal(feeds[1]["input"][1], validation_feeds(info, data, 1, 0, 4)[3]["input"][0])
+    cal = calibration_set(info, data, 0, 4)
+    assert len(cal) == 4 and cal[0]["input"].shape == (1, 3, 32, 32)
+    cells = pd.read_csv(execute(p, tmp_path / "r", isolate=False, cache_dir=tmp_path / "c") / "cells.csv")
+    assert set(cells["status"]) == {"ok"} and cells["validated"].all()
+
+
+def test_bad_image_folder_is_a_clear_error(models_dir, tmp_path):
+    from bench.errors import BenchError
+
+    cfg = _cfg(models=[{"name": "cnn", "source": "zoo:resnet18-tiny", "data": {"images": str(tmp_path / "none")}}])
+    with pytest.raises(BenchError, match=r"models\[0\] \(cnn\).data.images: .*none is not a directory"):
+        plan(cfg, models_dir)
+    (tmp_path / "empty").mkdir()
+    cfg = _cfg(models=[{"name": "cnn", "source": "zoo:resnet18-tiny", "data": {"images": str(tmp_path / "empty")}}])
+    with pytest.raises(BenchError, match="holds no .jpg, .jpeg, .png files"):
+        plan(cfg, models_dir)
+
+
+def test_model_and_output_tolerances_override_the_config(models_dir, tmp_path):
+    cfg = _cfg(backends=["onnxruntime"], precisions=["int8"], tolerances={"int8": {"atol": 1e-7, "rtol": 1e-7}},
+               models=[{"name": "cnn", "source": "zoo:resnet18-tiny", "tolerances": {"int8": {"atol": 5, "rtol": 5}}}])
+    assert cfg.tolerance("int8", "cnn").atol == 5 and cfg.tolerance("int8").atol == 1e-7
+    (row,) = pd.read_csv(execute(plan(cfg, models_dir), tmp_path / "a", isolate=False, cache_dir=tmp_path / "c") / "cells.csv").itertuples()
+    assert row.accuracy_ok and row.atol == 5
+    cfg = _cfg(backends=["onnxruntime"], precisions=["int8"],
+               models=[{"name": "cnn", "source": "zoo:resnet18-tiny",
+                        "output_tolerances": {"output": {"int8": {"atol": 1e-7, "rtol": 1e-7}}}}])
+    (row,) = pd.read_csv(execute(plan(cfg, models_dir), tmp_path / "b", isolate=False, cache_dir=tmp_path / "c") / "cells.csv").itertuples()
+    assert not row.accuracy_ok and "beyond atol" in row.accuracy_note
