@@ -25,6 +25,7 @@ benchmark: $(STAMP)
 	$(BIN)/python -m pytest -q benchmarks --benchmark-only --benchmark-columns=median,mean,stddev,rounds
 	$(BIN)/python -m benchmarks.overhead
 	$(BIN)/python -m benchmarks.stability
+	$(BIN)/python -m benchmarks.cache_and_int8
 
 doctor: $(STAMP)
 	$(BIN)/bench doctor

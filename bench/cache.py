@@ -99,6 +99,16 @@ class ArtifactCache:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
+    def lookup(self, kind: str, key: dict[str, Any]) -> Path | None:
+        """The entry's directory when a valid one exists (a corrupt one is removed), else None."""
+        final = self.root / kind / digest(key)
+        if not self.enabled or not final.is_dir():
+            return None
+        if self._check(final, key):
+            shutil.rmtree(final, ignore_errors=True)
+            return None
+        return final
+
     def entries(self) -> list[dict[str, Any]]:
         out = []
         if not self.root.is_dir():

@@ -41,11 +41,11 @@ def output_meta(config: Config, model: PreparedModel, batch: int) -> dict[str, A
         "batch_size": batch,
         "iterations": config.validation.iterations,
         "input_shapes": {k: list(v) for k, v in model.info.shapes(batch).items()},
-        "input_source": _input_source(config, model.name),
+        "input_source": input_source(config, model.name),
     }
 
 
-def _input_source(config: Config, model: str) -> str:
+def input_source(config: Config, model: str) -> str:
     data = config.model(model).data
     return "seeded-random" if data is None else f"images:{Path(data.images).resolve()}|{data.model_dump_json()}"
 

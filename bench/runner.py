@@ -24,13 +24,14 @@ import numpy as np
 
 from bench import goldens, results
 from bench.backends import describe
+from bench.cache import ArtifactCache
 from bench.cache import default_root as default_cache_root
 from bench.config import Cell, Config
 from bench.environment import environment
 from bench.errors import BenchError
 from bench.inputs import check_image_data
-from bench.jobs import encode
-from bench.models.prepare import ModelInfo, inspect_model
+from bench.jobs import encode, input_source
+from bench.models.prepare import ModelInfo, file_sha256, inspect_model
 from bench.timing import UNSTABLE_CV, summarize
 from bench.worker import Outcome, run_isolated, run_job
 
@@ -129,16 +130,21 @@ class _Sweep:
 
     def reference(self, info: ModelInfo, batch: int) -> tuple[str | None, str | None]:
         """(path to reference outputs, or None and why), computed once per model and batch size."""
-        key = (info.name, batch)
-        if key in self.references:
-            return self.references[key]
+        if (info.name, batch) in self.references:
+            return self.references[(info.name, batch)]
         fname = goldens.file_name(info.name, batch)
         if self.config.goldens is not None:
             path = Path(self.config.goldens) / fname
             got = (str(path), None) if path.is_file() else (None, f"no golden outputs at {path}; run `bench golden save`")
         else:
             path = self.run_dir / "references" / fname
+            key = self._reference_key(info, batch)
+            hit = self.cache.lookup("reference-outputs", key) if key else None
             if path.is_file():  # a resumed run keeps the references it already computed
+                got = (str(path), None)
+            elif hit is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(hit / "outputs.npz", path)
                 got = (str(path), None)
             else:
                 name = f"reference-{info.name}-b{batch}"
@@ -148,8 +154,25 @@ class _Sweep:
                 self._log(name, outcome.traceback)
                 ok = outcome.status == "done" and outcome.error is None
                 got = (str(path), None) if ok else (None, f"reference {outcome.status if outcome.status != 'done' else 'failed'}: {outcome.error}")
-        self.references[key] = got
+                key = key or self._reference_key(info, batch)  # a zoo model exists once the worker built it
+                if ok and key:
+                    self.cache.get_or_build("reference-outputs", key, lambda d: shutil.copyfile(path, d / "outputs.npz"))
+        self.references[(info.name, batch)] = got
         return got
+
+    @property
+    def cache(self) -> ArtifactCache:
+        return ArtifactCache(self.cache_dir, self.use_cache, scratch=self.run_dir / "work")
+
+    def _reference_key(self, info: ModelInfo, batch: int) -> dict[str, Any] | None:
+        """What reference outputs depend on; None while the model file does not exist yet."""
+        if not info.path.is_file():
+            return None
+        ref = self.config.reference
+        return {"model_sha256": file_sha256(info.path), "batch_size": batch, "seed": self.config.seed,
+                "iterations": self.config.validation.iterations, "input_source": input_source(self.config, info.name),
+                "reference": f"{ref.backend}/{ref.precision}", "threads": self.config.threads_for(ref.backend),
+                "versions": describe(ref.backend)["versions"]}
 
     def _cell_run(self, cell: Cell, ref: tuple[str | None, str | None], validate: bool, name: str) -> tuple[dict[str, Any], list[int], Outcome]:
         info = self.plan.models[cell.model]

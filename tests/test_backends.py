@@ -1,6 +1,5 @@
 """One contract, run against every backend that is usable here, on tiny real models."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,9 +31,26 @@ def tiny_models(models_dir, mlp_onnx):
     return out
 
 
-def _request(model, batch, tmp_path, backend, precision="fp32"):
+def _request(model, batch, tmp_path, backend, cache_root, precision="fp32"):
     return CompileRequest(model, precision, batch, model.info.shapes(batch), threads=2, work_dir=tmp_path,
-                          cache=ArtifactCache(tmp_path / "cache"), options=OPTIONS.get(backend, {}))
+                          cache=ArtifactCache(cache_root), options=OPTIONS.get(backend, {}))
+
+
+@pytest.fixture(scope="module")
+def tuned_run(models_dir, tmp_path_factory):
+    """One real tuning (a handful of trials) of the cnn at batch 2, shared by the tests that need it."""
+    import pandas as pd
+
+    from bench.config import config_from_dict
+    from bench.runner import execute, plan
+    from tests.conftest import FAST_TIMING
+
+    work = tmp_path_factory.mktemp("tuned")
+    cfg = config_from_dict({"name": "t", "models": [{"name": "cnn", "source": "zoo:resnet18-tiny"}],
+                            "backends": ["tvm_tuned"], "batch_sizes": [2], "timing": FAST_TIMING,
+                            "backend_options": {"tvm_tuned": OPTIONS["tvm_tuned"]}})
+    run = lambda rid: pd.read_csv(execute(plan(cfg, models_dir), work / "r", run_id=rid, cache_dir=work / "c") / "cells.csv").iloc[0]  # noqa: E731
+    return work / "c", run
 
 
 def _onnx_reference(model, feeds):
@@ -46,14 +62,18 @@ def _onnx_reference(model, feeds):
 
 @pytest.mark.parametrize("backend_name", BACKEND_PARAMS)
 @pytest.mark.parametrize("model_name, batch", [("cnn", 2), ("seg", 1), ("mlp", 2)])
-def test_backend_contract(backend_name, model_name, batch, tiny_models, tmp_path):
+def test_backend_contract(backend_name, model_name, batch, tiny_models, tmp_path, request):
     if backend_name in TUNING and model_name != "cnn":
         pytest.skip("tuning is exercised on the cnn model only, to keep the suite fast")
+    cache_root = tmp_path / "cache"
+    if backend_name in TUNING:
+        cache_root, run = request.getfixturevalue("tuned_run")
+        run("contract")  # tunes once, or finds it tuned
     backend = get_backend(backend_name)
     assert isinstance(backend, Backend)
     assert "fp32" in backend.precisions
     model = tiny_models[model_name]
-    compiled = backend.compile(_request(model, batch, tmp_path, backend_name))
+    compiled = backend.compile(_request(model, batch, tmp_path, backend_name, cache_root))
     try:
         assert isinstance(compiled, Compiled)
         for key in ("variant", "provider", "threads", "backend_version", "executes_as"):
@@ -89,21 +109,13 @@ def test_unknown_backend_names_valid_ones():
         get_backend("tensorrtx")
 
 
-def test_tuned_tvm_rows_record_trials_and_never_retune(models_dir, tmp_path):
-    import pandas as pd
-
-    from bench.config import config_from_dict
-    from bench.runner import execute, plan
-    from tests.conftest import FAST_TIMING
-
-    cfg = config_from_dict({"name": "t", "models": [{"name": "cnn", "source": "zoo:resnet18-tiny"}],
-                            "backends": ["tvm_tuned"], "batch_sizes": [1], "timing": FAST_TIMING,
-                            "backend_options": {"tvm_tuned": OPTIONS["tvm_tuned"]}})
-    first = pd.read_csv(execute(plan(cfg, models_dir), tmp_path / "r", run_id="a", cache_dir=tmp_path / "c") / "cells.csv").iloc[0]
+def test_tuned_tvm_rows_record_trials_and_never_retune(tuned_run):
+    cache_root, run = tuned_run
+    first = run("a")
     assert first.status == "ok" and first.variant == "tuned" and first.accuracy_ok
-    assert first.tuning_trials == 2 and first.tuning_budget == 2 and first.tuning_s > 0 and not first.cache_hit
-    db = next((tmp_path / "c" / "tvm-tuning").iterdir())
+    assert first.tuning_trials == 2 and first.tuning_budget == 2 and first.tuning_s > 0
+    db = next((cache_root / "tvm-tuning").iterdir())
     records = (db / "database_tuning_record.json").read_text()
-    second = pd.read_csv(execute(plan(cfg, models_dir), tmp_path / "r", run_id="b", cache_dir=tmp_path / "c") / "cells.csv").iloc[0]
+    second = run("b")
     assert second.cache_hit and second.compile_s < 5 and second.tuning_trials == 2
     assert (db / "database_tuning_record.json").read_text() == records  # nothing re-tuned

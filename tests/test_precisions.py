@@ -1,7 +1,6 @@
 """fp16 and int8 for real on ONNX Runtime and TVM with a tiny CNN; the artifact cache; TensorRT's
 pure parts (its GPU paths are marked and skipped without a device)."""
 
-import os
 
 import pandas as pd
 import pytest
