@@ -34,7 +34,7 @@ def digest(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -44,7 +44,7 @@ def _sha256(path: Path) -> str:
 
 def _files(d: Path) -> dict[str, dict[str, Any]]:
     return {
-        str(p.relative_to(d)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        str(p.relative_to(d)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
         for p in sorted(d.rglob("*"))
         if p.is_file() and p.name != ENTRY
     }
@@ -68,7 +68,7 @@ class ArtifactCache:
             return "key mismatch"
         for name, want in meta.get("files", {}).items():
             p = d / name
-            if not p.is_file() or p.stat().st_size != want["size"] or _sha256(p) != want["sha256"]:
+            if not p.is_file() or p.stat().st_size != want["size"] or file_sha256(p) != want["sha256"]:
                 return f"{name} changed or missing"
         return ""
 

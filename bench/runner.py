@@ -24,14 +24,14 @@ import numpy as np
 
 from bench import goldens, results
 from bench.backends import describe
-from bench.cache import ArtifactCache
+from bench.cache import ArtifactCache, file_sha256
 from bench.cache import default_root as default_cache_root
 from bench.config import Cell, Config
 from bench.environment import environment
 from bench.errors import BenchError
 from bench.inputs import check_image_data
 from bench.jobs import encode, input_source
-from bench.models.prepare import ModelInfo, file_sha256, inspect_model
+from bench.models.prepare import ModelInfo, inspect_model
 from bench.timing import UNSTABLE_CV, summarize
 from bench.worker import Outcome, run_isolated, run_job
 
@@ -138,7 +138,7 @@ class _Sweep:
             got = (str(path), None) if path.is_file() else (None, f"no golden outputs at {path}; run `bench golden save`")
         else:
             path = self.run_dir / "references" / fname
-            key = self._reference_key(info, batch)
+            key = None if path.is_file() else self._reference_key(info, batch)
             hit = self.cache.lookup("reference-outputs", key) if key else None
             if path.is_file():  # a resumed run keeps the references it already computed
                 got = (str(path), None)

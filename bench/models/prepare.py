@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.cache import file_sha256
 from bench.config import BATCH, ModelSpec
 from bench.errors import BenchError
 from bench.models.zoo import ARCHITECTURES, ZOO_VERSION
@@ -162,14 +163,6 @@ def inspect_model(spec: ModelSpec, index: int, seed: int, batch_sizes: list[int]
     if spec.is_zoo:
         return _zoo_info(spec, where, seed, models_dir)
     return _onnx_info(spec, where, config_dir, batch_sizes)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export_zoo(info: ModelInfo) -> None:
