@@ -7,6 +7,7 @@ backend through this protocol alone; it never asks which backend it holds.
 
 from __future__ import annotations
 
+import importlib
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -89,3 +90,13 @@ class Backend(Protocol):
 
 
 HOST_CLOCK: Callable[[], int] = time.perf_counter_ns
+
+
+def import_framework(module: str, package: str, hint: str) -> tuple[Any, Availability | None]:
+    """(the module, None), or (None, why it is unusable): not installed, or broken on import."""
+    try:
+        return importlib.import_module(module), None
+    except ImportError as e:
+        return None, Availability(False, f"{package} is not installed ({e}); {hint}")
+    except Exception as e:  # a broken native library raises all sorts
+        return None, Availability(False, f"{package} failed to import: {type(e).__name__}: {e}")

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.backends.base import HOST_CLOCK, Availability, CompileRequest, Feeds, execution_summary
+from bench.backends.base import HOST_CLOCK, Availability, CompileRequest, Feeds, execution_summary, import_framework
 from bench.precision import onnx_for
 
 COMPUTE_OPS = {"Conv", "FusedConv", "NhwcFusedConv", "ConvTranspose", "MatMul", "Gemm", "FusedMatMul", "FusedGemm"}
@@ -48,10 +48,9 @@ class OnnxRuntimeBackend:
     package_hint = "pip install 'bench[cpu]'"
 
     def availability(self) -> Availability:
-        try:
-            import onnxruntime as ort
-        except ImportError as e:
-            return Availability(False, f"onnxruntime is not installed ({e}); {self.package_hint}")
+        ort, unusable = import_framework("onnxruntime", "onnxruntime", self.package_hint)
+        if unusable:
+            return unusable
         available = ort.get_available_providers()
         if self.provider not in available:
             return Availability(False, f"{self.provider} is not in this onnxruntime build (it has {', '.join(available)}); {self.package_hint}")

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from bench.backends.base import Availability, CompileRequest, Feeds
+from bench.backends.base import Availability, CompileRequest, Feeds, import_framework
 
 
 def profile_shapes(shapes: Mapping[str, tuple[int, ...]], batch_sizes: tuple[int, ...], batch: int) -> dict[str, tuple[tuple[int, ...], ...]]:
@@ -95,12 +95,9 @@ class TensorrtBackend:
     precisions = ("fp32", "fp16", "int8")
 
     def availability(self) -> Availability:
-        try:
-            import tensorrt as trt
-        except ImportError as e:
-            return Availability(False, f"tensorrt is not installed ({e}); pip install 'bench[gpu]' on a machine with CUDA")
-        except Exception as e:
-            return Availability(False, f"tensorrt failed to import: {type(e).__name__}: {e}")
+        trt, unusable = import_framework("tensorrt", "tensorrt", "pip install 'bench[gpu]' on a machine with CUDA")
+        if unusable:
+            return unusable
         device, why = cuda_device()
         if device is None:
             return Availability(False, why)

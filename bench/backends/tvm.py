@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.backends.base import HOST_CLOCK, Availability, CompileRequest, Feeds, execution_summary
+from bench.backends.base import HOST_CLOCK, Availability, CompileRequest, Feeds, execution_summary, import_framework
 from bench.cache import digest
 from bench.precision import onnx_for
 
@@ -49,12 +49,9 @@ class TvmBackend:
     precisions = ("fp32", "fp16", "int8")
 
     def availability(self) -> Availability:
-        try:
-            import tvm
-        except ImportError as e:
-            return Availability(False, f"apache-tvm is not installed ({e}); pip install 'bench[cpu]'")
-        except Exception as e:  # a broken native library raises all sorts
-            return Availability(False, f"apache-tvm failed to import: {type(e).__name__}: {e}")
+        tvm, unusable = import_framework("tvm", "apache-tvm", "pip install 'bench[cpu]'")
+        if unusable:
+            return unusable
         if not tvm.runtime.enabled("llvm"):
             return Availability(False, "this TVM build has no LLVM backend, so it cannot compile for the CPU")
         import importlib.metadata as md
