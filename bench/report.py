@@ -97,11 +97,16 @@ def _speedup_plot(cells: pd.DataFrame, baseline: str, path: Path) -> None:
         im = ax.imshow(data, cmap="RdYlGn", vmin=-lim, vmax=lim, aspect="auto")
         ax.set_xticks(range(m.shape[1]), m.columns, rotation=20, ha="right", fontsize=8)
         ax.set_yticks(range(m.shape[0]), [f"{mdl} b{bs}" for mdl, bs in m.index], fontsize=8)
+        ok = _ok(cells)
+        ok["marked"] = _unvalidated(ok)
+        marked = ok.pivot_table(index=["model", "batch_size"], columns="series", values="marked", aggfunc="first")
+        marked = marked.reindex(index=m.index, columns=m.columns)
         for (i, j), v in np.ndenumerate(m.to_numpy(dtype=float)):
             if np.isfinite(v):
-                ax.text(j, i, f"{v:.3g}x", ha="center", va="center", fontsize=8)
+                flag = " *" if marked.iat[i, j] is True or marked.iat[i, j] == 1 else ""
+                ax.text(j, i, f"{v:.3g}x{flag}", ha="center", va="center", fontsize=8)
         fig.colorbar(im, ax=ax, label="log2 speedup")
-        ax.set_title(f"speedup over {baseline} (p50 latency ratio)", fontsize=10)
+        ax.set_title(f"speedup over {baseline} (p50 latency ratio; * outputs drifted or not validated)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
