@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import functools
 import json
 import os
 import secrets
@@ -172,7 +173,11 @@ class _Sweep:
         return {"model_sha256": file_sha256(info.path), "batch_size": batch, "seed": self.config.seed,
                 "iterations": self.config.validation.iterations, "input_source": input_source(self.config, info.name),
                 "reference": f"{ref.backend}/{ref.precision}", "threads": self.config.threads_for(ref.backend),
-                "versions": describe(ref.backend)["versions"]}
+                "versions": self.reference_versions}
+
+    @functools.cached_property
+    def reference_versions(self) -> dict[str, str]:
+        return describe(self.config.reference.backend)["versions"]
 
     def _cell_run(self, cell: Cell, ref: tuple[str | None, str | None], validate: bool, name: str) -> tuple[dict[str, Any], list[int], Outcome]:
         info = self.plan.models[cell.model]

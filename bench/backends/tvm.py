@@ -30,9 +30,10 @@ _DTYPES = {"float32": "fp32", "float16": "fp16", "int8": "int8", "uint8": "int8"
 
 def executed_precision(mod: Any) -> str:
     """Element types produced by the convolutions and matmuls of a Relax module."""
-    counts = Counter(_DTYPES.get(m, m) for m in _COMPUTE.findall(mod.script()))
+    script = mod.script()  # printing a full-size model takes seconds: once
+    counts = Counter(_DTYPES.get(m, m) for m in _COMPUTE.findall(script))
     summary = execution_summary(counts)
-    if "dequantize" in mod.script() and "int8" not in counts:
+    if "dequantize" in script and "int8" not in counts:
         summary += " (int8 weights dequantized; float kernels)"
     return summary
 
