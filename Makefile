@@ -5,12 +5,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install bench test benchmark doctor clean
+.PHONY: install bench test benchmark doctor gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[cpu,models,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[cpu,models,dev,cuda-compile]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,6 +26,13 @@ benchmark: $(STAMP)
 	$(BIN)/python -m benchmarks.overhead
 	$(BIN)/python -m benchmarks.stability
 	$(BIN)/python -m benchmarks.cache_and_int8
+
+# TVM for CUDA (sm_90), compiled here without a GPU, bundled with a runtime-only TVM for Python 3.12:
+# copy build/gpu-bundle to a CUDA machine (numpy is all it needs) and run the command printed last.
+gpu-check: $(STAMP)
+	rm -rf build/gpu-bundle
+	$(BIN)/bench bundle configs/gpu_check.yaml -o build/gpu-bundle --python 3.12
+	@echo "on the CUDA machine: python3 build/gpu-bundle/run.py"
 
 doctor: $(STAMP)
 	$(BIN)/bench doctor

@@ -1,4 +1,4 @@
-"""The `bench` command line: run, report, gate, compare, export, golden save, doctor.
+"""The `bench` command line: run, report, gate, compare, export, golden save, tune, bundle, inspect, cache, doctor.
 
 Exit codes: 0 when the command did its job (a sweep that completed, whatever its cells' statuses),
 1 for a failing verdict (gate: drift; compare: regression), 2 on bad input (one line per problem,
@@ -70,7 +70,7 @@ def _print_summary(cells) -> None:
 
     table = Table(show_lines=False, header_style="bold")
     for h in SUMMARY_HEADER:
-        table.add_column(h, justify="right" if h in ("batch", "p50 ms", "p50 95% CI", "mean ± std ms", "items/s", "max abs err") else "left")
+        table.add_column(h, justify="right" if h in ("batch", "p50 ms", "p50 95% CI", "mean ± std ms", "items/s", "GFLOP/s", "% peak", "max abs err") else "left")
     style = {"ok": "green", "DRIFTED": "bold red", "not validated": "yellow", "stable": "green", "UNSTABLE": "yellow"}
     for row in summary_table(cells):
         row = [escape(c) for c in row]
@@ -95,6 +95,7 @@ def run(
     isolate: bool = typer.Option(True, help="run each cell in a worker process of its own (--no-isolate: in this process, for debugging)"),
     cache: bool = typer.Option(True, help="reuse compiled variants from the artifact cache (--no-cache: build everything afresh)"),
     cache_dir: Optional[Path] = typer.Option(None, help="artifact cache location (default: $BENCH_CACHE_DIR or ~/.cache/bench)"),
+    compile_only: bool = typer.Option(False, "--compile-only", help="compile (and tune) every cell into the cache, time nothing (= bench tune)"),
 ) -> None:
     """Benchmark every cell of CONFIG's grid: compile, validate against the reference, time."""
     from bench.config import load_config
@@ -105,6 +106,9 @@ def run(
         p = plan(cfg, models_dir, config)
     except BenchError as e:
         _fail(e)
+    if compile_only:
+        _compile_all(p, cache_dir)
+        return
     if dry_run:
         for cell in p.cells:
             info = p.models[cell.model]
@@ -280,25 +284,91 @@ def tune(
 ) -> None:
     """Compile every cell into the artifact cache, tuning where a backend tunes (tvm_tuned), timing nothing.
     A later `bench run` of the same config finds everything built."""
-    import tempfile
-
     from bench.config import load_config
-    from bench.runner import compile_all, plan
+    from bench.runner import plan
 
     try:
         p = plan(load_config(config), models_dir, config)
     except BenchError as e:
         _fail(e)
+    _compile_all(p, cache_dir)
+
+
+def _compile_all(p, cache_dir: Optional[Path]) -> None:
+    import tempfile
+
+    import pandas as pd
+
+    from bench.runner import compile_all
+
     reporter = _RichReporter(err)
     with tempfile.TemporaryDirectory(prefix="bench-tune-") as work:
         rows = compile_all(p, Path(work), reporter, cache_dir)
     reporter.stop()
-    import pandas as pd
-
     df = pd.DataFrame(rows)
     cols = [c for c in ("model", "backend", "precision", "batch_size", "status", "variant", "compile_s", "cache_hit",
-                        "tuning_trials", "tuning_failed_trials", "tuning_s", "executes_as", "error") if c in df.columns]
+                        "tuning_trials", "tuning_failed_trials", "tuning_s", "arch", "executes_as", "error") if c in df.columns]
     out.print(_cells_table(df[cols].fillna("–"), cols, "compiled"))
+
+
+@app.command("bundle")
+def bundle_cmd(
+    config: Path = typer.Argument(..., help="YAML config whose TVM cells to bundle"),
+    out_dir: Path = typer.Option(..., "-o", "--out", help="a new directory for the bundle"),
+    python: Optional[str] = typer.Option(None, help="Python version of the machine that will run it, e.g. 3.12 (default: this one)"),
+    models_dir: Path = typer.Option(Path("models"), help="cache of exported zoo models"),
+    cache_dir: Optional[Path] = typer.Option(None, help="artifact cache location (default: $BENCH_CACHE_DIR or ~/.cache/bench)"),
+) -> None:
+    """Compiled libraries, seeded inputs, reference outputs, a runtime-only TVM and a numpy-only runner:
+    measure the config's TVM cells on a machine that has neither bench nor TVM's compiler."""
+    from bench import bundle
+    from bench.config import load_config
+    from bench.runner import plan
+
+    try:
+        p = plan(load_config(config), models_dir, config)
+        reporter = _RichReporter(err)
+        manifest = bundle.build(p, out_dir, cache_dir, python, reporter)
+        reporter.stop()
+    except BenchError as e:
+        _fail(e)
+    for c in manifest["cells"]:
+        out.print(f"bundled  {c['model']} {c['backend']} {c['precision']} b{c['batch_size']} ({c['device']}"
+                  + (f" {c['arch']}" if c.get("arch") else "") + ")", highlight=False)
+    for c in manifest["not_bundled"]:
+        out.print(f"[yellow]not bundled[/] {escape(c['cell'])}: {escape(str(c['why']))}", highlight=False)
+    sizes = manifest["sizes_mb"]
+    out.print(f"{out_dir}: {sizes['total']} MiB (runtime {sizes['runtime']}, libraries {sizes['libraries']}, "
+              f"inputs and references {sizes['data']})", highlight=False)
+    out.print(f"run it where it will run: python3 {out_dir}/run.py   (needs Python {manifest['created']['runtime']['python']} and numpy)",
+              highlight=False)
+
+
+@app.command("inspect")
+def inspect_cmd(
+    model: Path = typer.Argument(..., help="an .onnx file"),
+    dim: list[str] = typer.Option([], "--dim", help="NAME=SIZE for a named dynamic dimension (repeatable)"),
+    shape: list[str] = typer.Option([], "--shape", help="INPUT=d0,d1,... ('batch' allowed) fixing an input by position (repeatable)"),
+    batch: int = typer.Option(1, min=1, help="batch size for the FLOP count"),
+    as_json: bool = typer.Option(False, "--json", help="print the description as JSON"),
+) -> None:
+    """Inputs and outputs (dtypes, dynamic dims), opset, operators, parameters, the FLOPs of one forward
+    pass at given shapes, and the `input_shapes:` block to paste into a config."""
+    import json
+
+    from pydantic import ValidationError
+
+    from bench.models.describe import describe, parse_dims, parse_shapes, render
+
+    try:
+        if not model.is_file():
+            raise BenchError(f"{model}: no such file")
+        desc = describe(model, parse_shapes(shape), parse_dims(dim), batch)
+    except BenchError as e:
+        _fail(e)
+    except ValidationError as e:
+        _fail(BenchError("; ".join(f"{'.'.join(str(p) for p in x['loc'])}: {x['msg']}" for x in e.errors())))
+    print(json.dumps(desc, indent=2, default=str) if as_json else render(desc))
 
 
 cache_app = typer.Typer(help="The artifact cache: converted models, compiled libraries, tuning databases, engines.")

@@ -64,6 +64,9 @@ class ModelSpec(_Frozen):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     source: str = Field(description="zoo:<arch> or a path to an .onnx file")
     input_shapes: dict[str, list[ShapeDim]] = Field(default_factory=dict)
+    dims: dict[str, int] = Field(default_factory=dict, description="values for the model's named dynamic dimensions")
+    input_ranges: dict[str, list[float]] = Field(
+        default_factory=dict, description="[low, high) of the seeded values per input (integer ids, say)")
     data: ImageData | None = Field(default=None, description="real images for validation and int8 calibration")
     tolerances: dict[Precision, Tolerance] = Field(default_factory=dict, description="overrides for this model")
     output_tolerances: dict[str, dict[Precision, Tolerance]] = Field(
@@ -92,6 +95,28 @@ class ModelSpec(_Frozen):
                 if isinstance(d, int) and d < 1:
                     raise ValueError(f"input {name!r}: dimension {d} must be >= 1 or 'batch'")
         return v
+
+    @field_validator("dims")
+    @classmethod
+    def _dims(cls, v: dict[str, int]) -> dict[str, int]:
+        for name, d in v.items():
+            if d < 1:
+                raise ValueError(f"dimension {name!r}: {d} must be >= 1")
+        return v
+
+    @field_validator("input_ranges")
+    @classmethod
+    def _ranges(cls, v: dict[str, list[float]]) -> dict[str, list[float]]:
+        for name, r in v.items():
+            if len(r) != 2 or not r[0] < r[1]:
+                raise ValueError(f"input {name!r}: a range is [low, high) with low < high, got {r}")
+        return v
+
+    @model_validator(mode="after")
+    def _zoo_has_no_dims(self) -> "ModelSpec":
+        if self.is_zoo and (self.dims or self.input_ranges):
+            raise ValueError("dims and input_ranges are for ONNX files; zoo models take input_shapes")
+        return self
 
     @property
     def is_zoo(self) -> bool:

@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from bench.models.flops import cpu_peak
+
 LIBRARIES = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "apache-tvm", "apache-tvm-ffi",
              "polygraphy", "tensorrt", "torch", "pandas", "pydantic")
 
@@ -59,4 +61,5 @@ def environment(threads: int) -> dict[str, Any]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "libraries": library_versions(),
+        "cpu_peak": cpu_peak(),
     }

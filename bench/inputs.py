@@ -7,26 +7,29 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.config import ImageData
+from bench.config import BATCH, ImageData
 from bench.errors import BenchError
 from bench.models.prepare import ModelInfo
 
 
 def seeded_feeds(info: ModelInfo, batch_size: int, seed: int, iterations: int) -> list[dict[str, np.ndarray]]:
     """`iterations` feed dicts, ordered as the model's inputs. Floats are N(0, 1), like normalized
-    images; integers are small non-negative values; booleans are fair coin flips."""
+    images; integers are in [0, 10); booleans are fair coin flips. An input's `value_range`
+    (config: input_ranges) makes floats uniform and integers uniform in [low, high)."""
     rng = np.random.default_rng([seed, batch_size, zlib.crc32(info.name.encode())])
     feeds = []
     for _ in range(iterations):
         feed = {}
         for inp in info.inputs:
-            shape, dtype = inp.shape(batch_size), np.dtype(inp.dtype)
+            shape, dtype, lo_hi = inp.shape(batch_size), np.dtype(inp.dtype), inp.value_range
             if dtype.kind == "f":
-                arr = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+                arr = (rng.standard_normal(shape, dtype=np.float32) if lo_hi is None
+                       else rng.uniform(lo_hi[0], lo_hi[1], size=shape)).astype(dtype)
             elif dtype.kind == "b":
                 arr = rng.random(shape) < 0.5
             elif dtype.kind in "iu":
-                arr = rng.integers(0, 10, size=shape).astype(dtype)
+                low, high = (0, 10) if lo_hi is None else (int(np.ceil(lo_hi[0])), int(np.ceil(lo_hi[1])))
+                arr = rng.integers(low, high, size=shape).astype(dtype)
             else:
                 raise ValueError(f"input {inp.name!r}: cannot generate data of type {dtype}")
             feed[inp.name] = arr
@@ -97,9 +100,19 @@ def validation_feeds(info: ModelInfo, data: ImageData | None, batch_size: int, s
     return image_feeds(info, data, batch_size, iterations)
 
 
-def calibration_set(info: ModelInfo, data: ImageData | None, seed: int, samples: int) -> list[dict[str, np.ndarray]]:
+def calibration_set(info: ModelInfo, data: ImageData | None, seed: int, samples: int, batch_size: int = 1) -> list[dict[str, np.ndarray]]:
     """The int8 calibration set: from the image folder when there is one (starting after the
-    images validation uses first), else seeded random inputs of a stream of their own."""
-    if data is None:
-        return calibration_feeds(info, seed, samples)
-    return image_feeds(info, data, 1, samples, offset=samples)
+    images validation uses first), else seeded random inputs of a stream of their own.
+
+    The samples are the same for every batch size; for a model frozen to `batch_size` they are
+    grouped into batches of that size, the last one filled by wrapping around (min/max calibration
+    is unchanged by a sample seen twice)."""
+    single = calibration_feeds(info, seed, samples) if data is None else image_feeds(info, data, 1, samples, offset=samples)
+    if batch_size == 1:
+        return single
+    batches = []
+    for start in range(0, len(single), batch_size):
+        group = [single[(start + j) % len(single)] for j in range(batch_size)]
+        batches.append({i.name: np.concatenate([g[i.name] for g in group], axis=i.dims.index(BATCH))
+                        if BATCH in i.dims else group[0][i.name] for i in info.inputs})
+    return batches

@@ -15,11 +15,11 @@ from typing import Any, Callable
 
 from bench import goldens
 from bench.backends import get_backend
-from bench.backends.base import Compiled, CompileRequest, Unsupported
+from bench.backends.base import Backend, Compiled, CompileRequest, Unsupported
 from bench.config import Cell, Config
 from bench.cache import ArtifactCache
 from bench.inputs import calibration_set, validation_feeds
-from bench.models.prepare import ModelInfo, PreparedModel, materialize
+from bench.models.prepare import ModelInfo, PreparedModel, for_cell, materialize
 from bench.timing import measure
 from bench.validate import compare, run_outputs
 
@@ -50,30 +50,41 @@ def input_source(config: Config, model: str) -> str:
     return "seeded-random" if data is None else f"images:{Path(data.images).resolve()}|{data.model_dump_json()}"
 
 
-def _request(config: Config, backend: str, model: PreparedModel, precision: str, batch: int, work: Path,
+def _request(config: Config, backend: Backend, model: PreparedModel, precision: str, batch: int, work: Path,
              cache: ArtifactCache) -> CompileRequest:
+    # A model frozen to the cell's batch is calibrated with batches of that size; an engine that
+    # keeps the batch axis dynamic, with single samples.
+    calib_batch = 1 if backend.keeps_dynamic_batch else batch
     return CompileRequest(
-        model, precision, batch, model.info.shapes(batch), config.threads_for(backend), work, cache,
-        calibration=lambda: calibration_set(model.info, config.model(model.name).data, config.seed, config.calibration.samples),
-        options=config.backend_options.get(backend, {}), batch_sizes=tuple(config.batch_sizes),
+        model, precision, batch, model.info.shapes(batch), config.threads_for(backend.name), work, cache,
+        calibration=lambda: calibration_set(model.info, config.model(model.name).data, config.seed, config.calibration.samples,
+                                            calib_batch),
+        options=config.backend_options.get(backend.name, {}), batch_sizes=tuple(config.batch_sizes),
     )
+
+
+def prepared_facts(source: PreparedModel, prepared: PreparedModel) -> dict[str, Any]:
+    """What a row records of the model: the file the config named, and what the backend got."""
+    return {"model_sha256": source.sha256, "prepared_sha256": prepared.sha256, "gflop": prepared.facts.get("gflop"),
+            "prepared_nodes": f"{prepared.facts.get('nodes_before')} -> {prepared.facts.get('nodes_after')}"}
 
 
 def reference_job(config: Config, info: ModelInfo, batch: int, out_path: Path, work_dir: Path, cache: ArtifactCache) -> dict[str, Any]:
     """Run the reference backend on the seeded inputs and store its outputs (the golden format)."""
     ref = config.reference
-    model = materialize(info)
+    source = materialize(info)
     backend = get_backend(ref.backend)
     avail = backend.availability()
     if not avail.usable:
         raise RuntimeError(f"reference backend {ref.backend} is unavailable: {avail.reason}")
-    compiled = backend.compile(_request(config, ref.backend, model, ref.precision, batch, work_dir, cache))
+    model = for_cell(source, batch, cache, backend.keeps_dynamic_batch)
+    compiled = backend.compile(_request(config, backend, model, ref.precision, batch, work_dir, cache))
     try:
         results = run_outputs(compiled, f"reference:{ref.backend}/{ref.precision}",
                               validation_feeds(info, config.model(info.name).data, batch, config.seed, config.validation.iterations))
     finally:
         compiled.release()
-    meta = {**output_meta(config, model, batch), "producer": f"{ref.backend}/{ref.precision}",
+    meta = {**output_meta(config, source, batch), "producer": f"{ref.backend}/{ref.precision}",
             "backend_version": compiled.facts.get("backend_version")}
     goldens.save(out_path, goldens.from_run_results(results), meta)
     return {"path": str(out_path)}
@@ -113,17 +124,23 @@ def cell_job(
     compiled: Compiled | None = None
     try:
         on_phase(phase)
-        model = materialize(info)
-        row["model_sha256"] = model.sha256
+        source = materialize(info)
+        row["model_sha256"] = source.sha256
+        phase = "prepare"
+        on_phase(phase)
+        model = for_cell(source, cell.batch_size, cache, backend.keeps_dynamic_batch)
+        row.update(prepared_facts(source, model))
 
         phase = "compile"
         on_phase(phase)
         t0 = time.perf_counter()
-        compiled = backend.compile(_request(config, cell.backend, model, cell.precision, cell.batch_size, work_dir, cache))
+        compiled = backend.compile(_request(config, backend, model, cell.precision, cell.batch_size, work_dir, cache))
         row["compile_s"] = time.perf_counter() - t0
         row.update(compiled.facts)
         if compile_only:
             return {"row": row, "samples_ns": samples}
+        if getattr(compiled, "cannot_run", ""):
+            raise Unsupported(compiled.cannot_run)
 
         feeds = validation_feeds(info, config.model(cell.model).data, cell.batch_size, config.seed, config.validation.iterations)
         if validate:
@@ -132,13 +149,13 @@ def cell_job(
             outputs = run_outputs(compiled, cell.label, feeds)
             if outputs_path is not None:
                 goldens.save(outputs_path, goldens.from_run_results(outputs),
-                             {**output_meta(config, model, cell.batch_size), "producer": f"{cell.backend}/{cell.precision}"})
+                             {**output_meta(config, source, cell.batch_size), "producer": f"{cell.backend}/{cell.precision}"})
             reference = None
             if reference_path is None:
                 row["accuracy_note"] = reference_note or "no reference"
             else:
                 stored = goldens.load(Path(reference_path))
-                stale = stored.mismatch(output_meta(config, model, cell.batch_size))
+                stale = stored.mismatch(output_meta(config, source, cell.batch_size))
                 if stale:
                     row["accuracy_note"] = f"reference outputs do not match this model's inputs: {stale}"
                 else:

@@ -37,15 +37,31 @@ def feeds_digest(feeds: Iterable[Mapping[str, np.ndarray]]) -> str:
     return h.hexdigest()[:16]
 
 
+def _retype_casts(model: Any) -> Any:
+    """onnxconverter-common retypes a Cast's output to float16 but leaves the node's `to=FLOAT`
+    (a bool mask cast to float, say), which no runtime loads: make the two agree."""
+    from onnx import TensorProto
+
+    outputs = {o.name for o in model.graph.output}  # kept float32 (keep_io_types)
+    fp16_values = {vi.name for vi in model.graph.value_info
+                   if vi.type.tensor_type.elem_type == TensorProto.FLOAT16 and vi.name not in outputs}
+    for node in model.graph.node:
+        if node.op_type == "Cast" and node.output[0] in fp16_values:
+            for attr in node.attribute:
+                if attr.name == "to" and attr.i == TensorProto.FLOAT:
+                    attr.i = TensorProto.FLOAT16
+    return model
+
+
 def fp16_onnx(src: Path, sha256: str, cache: ArtifactCache) -> tuple[Path, bool]:
     def build(d: Path) -> None:
         import onnx
         from onnxconverter_common import float16
 
-        model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+        model = _retype_casts(float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True))
         onnx.save(model, str(d / "model.onnx"))
 
-    key = {"transform": "fp16", "model_sha256": sha256, "keep_io_types": True,
+    key = {"transform": "fp16", "version": 2, "model_sha256": sha256, "keep_io_types": True,
            "onnxconverter-common": _version("onnxconverter-common"), "onnx": _version("onnx")}
     d, hit = cache.get_or_build("onnx-fp16", key, build)
     return d / "model.onnx", hit

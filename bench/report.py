@@ -164,6 +164,8 @@ def summary_table(cells: pd.DataFrame) -> list[list[str]]:
             f"{_fmt(r['p50_ci_low_ms'], '.4g')} – {_fmt(r['p50_ci_high_ms'], '.4g')}" if timed else "–",
             f"{_fmt(r['mean_ms'], '.4g')} ± {_fmt(r['std_ms'], '.2g')}" if timed else "–",
             _fmt(r["throughput_ips"], ".4g") if timed else "–",
+            _fmt(r.get("achieved_gflops"), ".3g") if timed else "–",
+            _fmt(r.get("pct_of_peak"), ".2g") if timed else "–",
             _fmt(r["max_abs_err"], ".2e"),
             accuracy_mark(r) if r["status"] == "ok" else "–",
             stability_mark(r) if timed else "–",
@@ -172,7 +174,7 @@ def summary_table(cells: pd.DataFrame) -> list[list[str]]:
 
 
 SUMMARY_HEADER = ["model", "backend", "precision", "batch", "variant", "status", "p50 ms", "p50 95% CI",
-                  "mean ± std ms", "items/s", "max abs err", "accuracy", "stability"]
+                  "mean ± std ms", "items/s", "GFLOP/s", "% peak", "max abs err", "accuracy", "stability"]
 
 
 def stability_mark(row: Any) -> str:
@@ -243,6 +245,8 @@ def _markdown(run: StoredRun, baseline: str) -> str:
             ["CPU", _fmt(env.get("cpu_model"))], ["cores (affinity)", f"{env.get('cpu_count')} ({env.get('cpu_affinity')})"],
             ["threads", _fmt(env.get("threads"))], ["OS", _fmt(env.get("os"))], ["Python", _fmt(env.get("python"))],
             ["bench", f"{env.get('bench_version')} ({env.get('git_commit') or 'no git'})"],
+            ["fp32 peak (theoretical)", f"{_fmt(env.get('cpu_peak', {}).get('fp32_peak_gflops'))} GFLOP/s: "
+                                        f"{env.get('cpu_peak', {}).get('peak_basis', 'unknown')}"],
         ] + [[k, v] for k, v in sorted(env.get("libraries", {}).items())]),
         "",
         "Timing: " + ", ".join(f"{k}={v}" for k, v in cfg.get("timing", {}).items())

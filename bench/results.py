@@ -26,11 +26,12 @@ STATUSES = ("ok", "failed", "skipped", "crashed", "timeout")
 COLUMNS = [
     "run_id", "model", "backend", "precision", "batch_size", "variant", "status", "error", "phase",
     "compile_s", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ms", "max_ms", "std_ms", "cv",
-    "throughput_ips", "iterations", "p50_ci_low_ms", "p50_ci_high_ms", "outliers", "unstable", "unstable_reason",
+    "throughput_ips", "gflop", "achieved_gflops", "pct_of_peak", "iterations", "p50_ci_low_ms", "p50_ci_high_ms", "outliers", "unstable", "unstable_reason",
     "repeats", "repeat_p50_spread", "peak_rss_mb",
     "validated", "accuracy_ok", "accuracy_note", "max_abs_err", "max_rel_err", "mean_abs_err", "p99_abs_err",
     "cosine", "top1_agreement", "atol", "rtol", "min_cosine", "reference",
     "provider", "executes_as", "threads", "backend_version", "cache_hit", "options", "input_shapes", "model_sha256",
+    "prepared_sha256", "prepared_nodes", "device",
 ]
 KEY = ["model", "backend", "precision", "batch_size", "variant"]
 

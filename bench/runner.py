@@ -25,13 +25,15 @@ import numpy as np
 
 from bench import goldens, results
 from bench.backends import describe
-from bench.cache import ArtifactCache, file_sha256
+from bench.cache import ArtifactCache
 from bench.cache import default_root as default_cache_root
 from bench.config import Cell, Config
 from bench.environment import environment
 from bench.errors import BenchError
 from bench.inputs import check_image_data
 from bench.jobs import encode, input_source
+from bench.models.flops import cpu_peak
+from bench.models.freeze import PREPARE_VERSION, model_sha256
 from bench.models.prepare import ModelInfo, inspect_model
 from bench.timing import UNSTABLE_CV, summarize
 from bench.worker import Outcome, run_isolated, run_job
@@ -170,10 +172,14 @@ class _Sweep:
         if not info.path.is_file():
             return None
         ref = self.config.reference
-        return {"model_sha256": file_sha256(info.path), "batch_size": batch, "seed": self.config.seed,
+        return {"model_sha256": model_sha256(info.path), "prepared": PREPARE_VERSION, "batch_size": batch, "seed": self.config.seed,
                 "iterations": self.config.validation.iterations, "input_source": input_source(self.config, info.name),
                 "reference": f"{ref.backend}/{ref.precision}", "threads": self.config.threads_for(ref.backend),
                 "versions": self.reference_versions}
+
+    @functools.cached_property
+    def peak(self) -> dict[str, Any]:
+        return cpu_peak()
 
     @functools.cached_property
     def reference_versions(self) -> dict[str, str]:
@@ -227,6 +233,7 @@ class _Sweep:
         pooled = [s for p in per_process for s in p]
         if pooled:
             row.update(summarize(pooled, cell.batch_size).as_row(), repeats=len(per_process))
+            row.update(work_rate(row, self.peak))
             if len(per_process) > 1:
                 medians = [float(np.median(p)) / 1e6 for p in per_process]
                 spread = (max(medians) - min(medians)) / float(np.median(medians))
@@ -236,6 +243,20 @@ class _Sweep:
                     row["unstable_reason"] = "; ".join(filter(None, [row.get("unstable_reason"), why]))
                     row["unstable"] = True
         return row, pooled
+
+
+def work_rate(row: dict[str, Any], peak: dict[str, Any]) -> dict[str, Any]:
+    """achieved_gflops (gflop / median seconds) and, for a cell computed on this host's CPU, its
+    share of the host's theoretical fp32 peak for the threads the cell used."""
+    gflop, p50_ms = row.get("gflop"), row.get("p50_ms")
+    if not gflop or not p50_ms:
+        return {"achieved_gflops": None, "pct_of_peak": None}
+    achieved = gflop / (p50_ms / 1e3)
+    per_core, threads = peak.get("fp32_peak_gflops_per_core"), row.get("threads")
+    pct = None
+    if row.get("device") == "cpu" and per_core and threads:
+        pct = 100.0 * achieved / (per_core * min(int(threads), peak.get("cores") or int(threads)))
+    return {"achieved_gflops": achieved, "pct_of_peak": pct}
 
 
 class _RunLock:

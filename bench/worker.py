@@ -41,6 +41,17 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+PHASE_ENV = "BENCH_PHASE_FILE"
+
+
+def announce_progress(line: str) -> None:
+    """From any process under a worker: show `line` as the cell's current phase (and log it)."""
+    print(line, flush=True)
+    path = os.environ.get(PHASE_ENV)
+    if path:
+        atomic.write_text(Path(path), line)
+
+
 def run_job(job: dict[str, Any], on_phase: Callable[[str], None] = lambda phase: None) -> Outcome:
     """The job in this process: exceptions become data, nothing else is caught."""
     from bench.jobs import error_text, execute_job
@@ -127,6 +138,9 @@ def main(argv: list[str]) -> int:
     job_path, result_path = Path(argv[0]), Path(argv[1])
     job = json.loads(job_path.read_text())
     phase_path = Path(job["phase_path"]) if job.get("phase_path") else None
+    if phase_path is not None:
+        # processes this job starts (a tuning run) report progress through the same file
+        os.environ[PHASE_ENV] = str(phase_path)
 
     def announce(phase: str) -> None:
         if phase_path is not None:

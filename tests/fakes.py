@@ -52,6 +52,7 @@ class FakeBackend:
     (the worker dies by a signal while compiling), fake_hang (compile never returns)."""
 
     variant = "fake"
+    keeps_dynamic_batch = False
     precisions = ("fp32",)
 
     def __init__(self, name: str):

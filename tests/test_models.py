@@ -59,10 +59,13 @@ def test_user_onnx_batch_axis_inferred(mlp_onnx):
 
 def test_user_onnx_dynamic_dims_need_input_shapes(tmp_path):
     path = make_mlp_onnx(tmp_path / "dyn.onnx", extra_dynamic=True)
-    with pytest.raises(BenchError, match=r"models\[0\] \(m\): input 'x' of dyn.onnx has dynamic dimensions \['batch', 'features'\]; fix them with input_shapes"):
+    with pytest.raises(BenchError, match=r"models\[0\] \(m\): input 'x' of dyn.onnx has dynamic dimensions \[batch, features\] "
+                                         r"\(1: 'features' unfixed\); fix them by position with input_shapes: \{x: \[batch, <features>\]\} "
+                                         r"or by name with dims: \{features: ...\}"):
         inspect_model(_spec(source=str(path)), 0, 0, [1], tmp_path)
     info = inspect_model(_spec(source=str(path), input_shapes={"x": ["batch", 8]}), 0, 0, [1], tmp_path)
     assert info.shapes(2) == {"x": (2, 8)}
+    assert inspect_model(_spec(source=str(path), dims={"features": 8}), 0, 0, [1], tmp_path).shapes(2) == {"x": (2, 8)}
 
 
 def test_user_onnx_shape_mistakes(tmp_path, mlp_onnx):

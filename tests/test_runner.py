@@ -178,6 +178,8 @@ def test_report_from_stored_run_marks_drift_and_skips(fake_backends, mlp_onnx, t
     for name in PLOTS.values():
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "report.md").read_text()
-    assert "| mlp | fake_drift | fp32 | 1 | fake | ok | 1 | 1 – 1 | 1 ± 0 | 1000 | 5.00e-01 | DRIFTED | stable |" in md
+    # GFLOP/s: the mlp's two MatMuls are 2 x (8 x 16 + 16 x 4) = 384 FLOPs per sample, at 1 ms; a fake
+    # backend names no device, so no share of the CPU's peak
+    assert "| mlp | fake_drift | fp32 | 1 | fake | ok | 1 | 1 – 1 | 1 ± 0 | 1000 | 0.000384 | – | 5.00e-01 | DRIFTED | stable |" in md
     assert "fake_absent is not installed here" in md
     assert "outputs **DRIFTED**" in md

@@ -13,6 +13,7 @@ BACKENDS: dict[str, str | Callable[[], Backend]] = {
     "onnxruntime": "bench.backends.ort:OnnxRuntimeBackend",
     "tvm": "bench.backends.tvm:TvmBackend",
     "tvm_tuned": "bench.backends.tvm:TvmTunedBackend",
+    "tvm_cuda": "bench.backends.tvm_cuda:TvmCudaBackend",
     "onnxruntime_cuda": "bench.backends.ort:OnnxRuntimeCudaBackend",
     "onnxruntime_trt": "bench.backends.ort:OnnxRuntimeTensorrtBackend",
     "tensorrt": "bench.backends.tensorrt:TensorrtBackend",

@@ -83,6 +83,9 @@ class Backend(Protocol):
     name: str
     variant: str  # the kind of variant compile builds, e.g. "untuned"; also reported by Compiled.facts
     precisions: tuple[str, ...]  # precisions this backend can build
+    # True for an engine built once for every batch size (TensorRT profiles): its model keeps a
+    # dynamic batch axis. Otherwise the model is frozen to the cell's shapes (bench.models.freeze).
+    keeps_dynamic_batch: bool
 
     def availability(self) -> Availability: ...
 
@@ -100,3 +103,33 @@ def import_framework(module: str, package: str, hint: str) -> tuple[Any, Availab
         return None, Availability(False, f"{package} is not installed ({e}); {hint}")
     except Exception as e:  # a broken native library raises all sorts
         return None, Availability(False, f"{package} failed to import: {type(e).__name__}: {e}")
+
+
+def offending_node(exc: BaseException) -> Any | None:
+    """The ONNX node an importer was converting when it raised: the innermost frame of the
+    traceback holding a local `node` that is an onnx NodeProto (TVM's and most converters' loops
+    name it so). None when no frame does."""
+    try:
+        from onnx import NodeProto
+    except ImportError:
+        return None
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        node = tb.tb_frame.f_locals.get("node")
+        if isinstance(node, NodeProto):
+            found = node
+        tb = tb.tb_next
+    return found
+
+
+class ImportFailed(RuntimeError):
+    """A backend's importer refused the model; the message names the first offending node."""
+
+    @classmethod
+    def wrap(cls, importer: str, exc: BaseException) -> "ImportFailed":
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip() and not ln.strip().startswith("#")]
+        message = (lines[-1] if lines else type(exc).__name__)[:300]
+        node = offending_node(exc)
+        where = f" at node {node.name or '<unnamed>'!r} ({node.op_type})" if node is not None else ""
+        return cls(f"{importer} failed{where}: {type(exc).__name__}: {message}")

@@ -43,6 +43,7 @@ def executed_precision(optimized_path: str) -> str:
 class OnnxRuntimeBackend:
     name = "onnxruntime"
     variant = "default"
+    keeps_dynamic_batch = False
     precisions = ("fp32", "fp16", "int8")
     provider = "CPUExecutionProvider"
     package_hint = "pip install 'bench[cpu]'"
@@ -93,6 +94,7 @@ class OnnxRuntimeBackend:
         facts = {
             "variant": self.variant,
             "provider": ",".join(used),
+            "device": "cpu" if self.provider == "CPUExecutionProvider" else "cuda",
             "threads": request.threads,
             "backend_version": ort.__version__,
             "executes_as": executes_as,

@@ -92,6 +92,7 @@ class CudaEventClock:
 class TensorrtBackend:
     name = "tensorrt"
     variant = "engine"
+    keeps_dynamic_batch = True  # one engine, one optimization profile spanning the grid's batch sizes
     precisions = ("fp32", "fp16", "int8")
 
     def availability(self) -> Availability:
@@ -125,7 +126,7 @@ class TensorrtBackend:
                "options": dict(request.options)}
         entry, hit = request.cache.get_or_build("trt-engine", key, build)
         engine = EngineFromBytes((entry / "engine.plan").read_bytes())()
-        facts = {"variant": self.variant, "provider": "TensorRT", "threads": request.threads,
+        facts = {"variant": self.variant, "provider": "TensorRT", "device": "cuda", "threads": request.threads,
                  "backend_version": trt.__version__, "executes_as": request.precision, "cache_hit": hit}
         return TrtCompiled(engine, facts, request.shapes)
 

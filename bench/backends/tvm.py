@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.backends.base import HOST_CLOCK, Availability, CompileRequest, Feeds, execution_summary, import_framework
+from bench.backends.base import HOST_CLOCK, Availability, CompileRequest, Feeds, ImportFailed, execution_summary, import_framework
 from bench.cache import digest
 from bench.precision import onnx_for
 
@@ -47,6 +47,7 @@ def host_target(threads: int) -> Any:
 class TvmBackend:
     name = "tvm"
     variant = "untuned"
+    keeps_dynamic_batch = False
     precisions = ("fp32", "fp16", "int8")
 
     def availability(self) -> Availability:
@@ -70,7 +71,10 @@ class TvmBackend:
 
         path, hit = onnx_for(request)
         model = onnx.load(str(path))
-        mod = from_onnx(model, shape_dict={k: list(v) for k, v in request.shapes.items()}, keep_params_in_input=False)
+        try:
+            mod = from_onnx(model, shape_dict={k: list(v) for k, v in request.shapes.items()}, keep_params_in_input=False)
+        except Exception as e:
+            raise ImportFailed.wrap("TVM's ONNX importer", e) from None
         return mod, hit, [o.name for o in model.graph.output]
 
     def _optimize(self, mod: Any, target: Any, request: CompileRequest) -> tuple[Any, dict[str, Any]]:
@@ -84,36 +88,61 @@ class TvmBackend:
                 "shapes": {k: list(v) for k, v in request.shapes.items()}, "target": str(target),
                 "tvm": tvm.__version__, "variant": self.variant}
 
+    # --- the steps a device variant (bench.backends.tvm_cuda) overrides ---------------------------
+
+    cache_kind = "tvm-lib"
+
+    def _target(self, request: CompileRequest) -> Any:
+        return host_target(request.threads)
+
+    def _provider(self, target: Any) -> str:
+        return f"llvm -mcpu={target.attrs['mcpu']}"
+
+    def _after_compile(self, executable: Any, target: Any, d: Path) -> dict[str, Any]:
+        """Extra artifacts beside lib.so, and facts about them for info.json."""
+        return {}
+
+    def _load(self, entry: Path, info: dict[str, Any], request: CompileRequest) -> "TvmCompiled":
+        import tvm
+        from tvm import relax
+
+        vm = relax.VirtualMachine(tvm.runtime.load_module(str(entry / "lib.so")), tvm.cpu())
+        return TvmCompiled(vm, {"device": "cpu", "threads": int(tvm.runtime.num_threads())}, info["outputs"])
+
     def compile(self, request: CompileRequest) -> "TvmCompiled":
         # The runtime's thread pool reads this once, on first use: each cell runs in a fresh worker.
         os.environ.setdefault("TVM_NUM_THREADS", str(request.threads))
         import tvm
-        from tvm import relax
 
-        target = host_target(request.threads)
-        extra: dict[str, Any] = {}
+        target = self._target(request)
 
         def build(d: Path) -> None:
             mod, _, outputs = self._import(request)
+            # Read before scheduling: a tuned module's compute is TIR, no longer Relax operators.
+            executes_as = executed_precision(mod)
             mod, info = self._optimize(mod, target, request)
-            extra.update(info)
-            executable = tvm.compile(mod, target=target)
+            try:
+                executable = tvm.compile(mod, target=target)
+            except Exception as e:
+                raise ImportFailed.wrap("tvm.compile", e) from None
             executable.export_library(str(d / "lib.so"))
-            (d / "info.json").write_text(json.dumps({"outputs": outputs, "executes_as": executed_precision(mod), **info}))
+            info = {**info, **self._after_compile(executable, target, d)}
+            (d / "info.json").write_text(json.dumps({"outputs": outputs, "executes_as": executes_as, **info}))
 
-        entry, hit = request.cache.get_or_build("tvm-lib", self._cache_key(request, target), build)
+        entry, hit = request.cache.get_or_build(self.cache_kind, self._cache_key(request, target), build)
         info = json.loads((entry / "info.json").read_text())
-        vm = relax.VirtualMachine(tvm.runtime.load_module(str(entry / "lib.so")), tvm.cpu())
-        facts = {
+        compiled = self._load(entry, info, request)
+        compiled.facts = {
             "variant": self.variant,
-            "provider": f"llvm -mcpu={target.attrs['mcpu']}",
-            "threads": int(tvm.runtime.num_threads()),
+            "provider": self._provider(target),
             "backend_version": tvm.__version__,
             "executes_as": info["executes_as"],
             "cache_hit": hit,
+            "artifact_dir": str(entry),
+            **compiled.facts,
             **{k: v for k, v in info.items() if k not in ("outputs", "executes_as")},
         }
-        return TvmCompiled(vm, facts, info["outputs"])
+        return compiled
 
 
 def _load_tensor_intrinsics() -> None:
@@ -142,21 +171,26 @@ def _records(work_dir: Path) -> tuple[int, int]:
 
 
 class TvmTunedBackend(TvmBackend):
-    """MetaSchedule before building. backend_options.tvm_tuned: trials (total budget, default 64),
-    max_trials_per_task (default: trials), trials_per_iter (default 64), builder_timeout_s (300).
+    """MetaSchedule before building, every task covered (bench.backends.tvm_tuning).
+    backend_options.tvm_tuned: trials (total budget, default 64), min_trials_per_task (default 2;
+    a budget below tasks x minimum is raised to it, and the row says so), trials_per_iter (default
+    16), builder_timeout_s (300), search (evolutionary, MetaSchedule's default; replay-trace samples
+    schedules at random, far cheaper per trial and weaker: for tests and smoke runs).
 
     The tuning database lives in the artifact cache, keyed by model, precision, shapes, target and
     TVM version; it is extended, never redone: a budget already spent tunes nothing, a larger one
-    tunes only the difference. Rows record the trials the database holds and the tuning time."""
+    tunes only the difference. Rows record trials, tuning time, and how many of the model's tasks
+    have a tuned schedule (`tuned_tasks` of `total_tasks`); a cell with untuned tasks says so in
+    its variant, `tuned (17/33 tasks)`: those tasks run TVM's fallback code."""
 
     name = "tvm_tuned"
     variant = "tuned"
 
     def _budget(self, request: CompileRequest) -> dict[str, int]:
         o = request.options
-        trials = int(o.get("trials", 64))
-        return {"trials": trials, "max_trials_per_task": int(o.get("max_trials_per_task", trials)),
-                "trials_per_iter": int(o.get("trials_per_iter", 64)), "builder_timeout_s": int(o.get("builder_timeout_s", 300))}
+        return {"trials": int(o.get("trials", 64)), "min_trials_per_task": int(o.get("min_trials_per_task", 2)),
+                "trials_per_iter": int(o.get("trials_per_iter", 16)), "builder_timeout_s": int(o.get("builder_timeout_s", 300)),
+                "search": str(o.get("search", "evolutionary"))}
 
     def _cache_key(self, request: CompileRequest, target: Any) -> dict[str, Any]:
         return {**super()._cache_key(request, target), **self._budget(request)}
@@ -169,11 +203,14 @@ class TvmTunedBackend(TvmBackend):
         import tvm
         from tvm.relax import transform
 
+        from bench.backends.tvm_tuning import CURVE, coverage
+
         budget = self._budget(request)
         db_key = {k: v for k, v in super()._cache_key(request, target).items() if k != "variant"}
         db_dir = request.cache.root / "tvm-tuning" / digest(db_key)
         db_dir.mkdir(parents=True, exist_ok=True)
         (db_dir / "key.json").write_text(json.dumps(db_key, default=str))
+        tuning_mod = _tuning_input(mod, target)
         with open(db_dir / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # two runs tuning the same model take turns
             state_path = db_dir / "state.json"
@@ -182,28 +219,35 @@ class TvmTunedBackend(TvmBackend):
             if remaining > 0:
                 # Tuning runs in a process of its own: its builder and runner pools must not share
                 # a process with the timed loop (measured here: 20 ms a call instead of 0.27 ms).
-                before, _ = _records(db_dir)
                 t0 = time.perf_counter()
                 onnx_path, _ = onnx_for(request)
-                proc = multiprocessing.get_context("spawn").Process(target=_tune_process, args=(
-                    str(onnx_path), {k: list(v) for k, v in request.shapes.items()}, str(target), str(db_dir),
-                    remaining, min(budget["max_trials_per_task"], remaining), budget["trials_per_iter"],
-                    budget["builder_timeout_s"], request.threads))
+                ctx = multiprocessing.get_context("spawn")
+                result = ctx.Queue()
+                proc = ctx.Process(target=_tune_process, args=(
+                    str(onnx_path), {k: list(v) for k, v in request.shapes.items()}, str(target), str(db_dir), remaining,
+                    budget["min_trials_per_task"] if state["trials_spent"] == 0 else 0, budget["trials_per_iter"],
+                    budget["builder_timeout_s"], request.threads, budget["search"], result))
                 proc.start()
                 proc.join()
                 if proc.exitcode != 0:
                     raise RuntimeError(f"the MetaSchedule tuning process exited with code {proc.exitcode}")
-                after, _ = _records(db_dir)
-                # Count what was measured; a budget the search space cannot fill is spent all the same.
-                state["trials_spent"] += max(after - before, remaining if after == before else 0)
+                summary = result.get(timeout=5)
+                state["trials_spent"] += summary["trials"]
                 state["tuning_s"] += time.perf_counter() - t0
+                state["trials_per_minute"] = summary["trials_per_minute"]
+                state["builder_pool_starts"] = summary["builder_pool_starts"]
                 state_path.write_text(json.dumps(state))
             records, failed = _records(db_dir)
-        mod = _tuning_input(mod, target)
+            covered = coverage(db_dir, tuning_mod, target)
+            curve = (db_dir / CURVE).read_text() if (db_dir / CURVE).is_file() else "[]"
         with tvm.target.Target(target), tvm.transform.PassContext(opt_level=3):
-            mod = transform.MetaScheduleApplyDatabase(str(db_dir))(mod)
-        return mod, {"tuning_trials": records, "tuning_failed_trials": failed,
-                     "tuning_s": round(state["tuning_s"], 1), "tuning_budget": budget["trials"]}
+            mod = transform.MetaScheduleApplyDatabase(str(db_dir))(tuning_mod)
+        tuned, total = covered["tuned_tasks"], covered["total_tasks"]
+        return mod, {"variant": self.variant if tuned == total else f"{self.variant} ({tuned}/{total} tasks)",
+                     "tuning_trials": records, "tuning_failed_trials": failed, "tuning_s": round(state["tuning_s"], 1),
+                     "tuning_budget": budget["trials"], "tuning_trials_spent": state["trials_spent"],
+                     "tuned_tasks": tuned, "total_tasks": total, "tuning_estimated_ms": covered["estimated_ms"],
+                     "tuning_trials_per_minute": state.get("trials_per_minute"), "tuning_curve": curve}
 
 
 def _tuning_input(mod: Any, target: Any) -> Any:
@@ -217,20 +261,22 @@ def _tuning_input(mod: Any, target: Any) -> Any:
                                          relax.get_pipeline("zero")])(mod)
 
 
-def _tune_process(onnx_path: str, shapes: dict, target_json: str, db_dir: str, trials: int, per_task: int,
-                  per_iter: int, builder_timeout_s: int, threads: int) -> None:
-    """Child process: import the model as the parent does, then tune it into db_dir."""
+def _tune_process(onnx_path: str, shapes: dict, target_json: str, db_dir: str, trials: int, min_per_task: int,
+                  per_iter: int, builder_timeout_s: int, threads: int, search: str, result: Any) -> None:
+    """Child process: import the model as the parent does, then tune every task into db_dir."""
     import onnx
     import tvm
     from tvm.relax.frontend.onnx import from_onnx
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.relax_integration import tune_relax
+
+    from bench.backends.tvm_tuning import tune
 
     target = tvm.target.Target(json.loads(target_json))
     mod = _tuning_input(from_onnx(onnx.load(onnx_path), shape_dict=shapes, keep_params_in_input=False), target)
-    builder = ms.builder.LocalBuilder(max_workers=threads, timeout_sec=builder_timeout_s, initializer=_load_tensor_intrinsics)
-    tune_relax(mod, params={}, target=target, work_dir=db_dir, max_trials_global=trials, max_trials_per_task=per_task,
-               num_trials_per_iter=per_iter, builder=builder, seed=0)
+    from bench.worker import announce_progress
+
+    summary = tune(mod, target, Path(db_dir), trials, min_per_task, per_iter, builder_timeout_s, threads,
+                   _load_tensor_intrinsics, log=lambda line: announce_progress(f"tune {line}"), strategy=search)
+    result.put(summary)
 
 
 def _to_numpy(out: Any) -> list[np.ndarray]:
@@ -241,17 +287,19 @@ def _to_numpy(out: Any) -> list[np.ndarray]:
 
 class TvmCompiled:
     clock = staticmethod(HOST_CLOCK)
+    cannot_run = ""  # why this variant cannot run here (compiled for a device this machine lacks)
 
-    def __init__(self, vm: Any, facts: dict[str, Any], output_names: list[str]):
+    def __init__(self, vm: Any, facts: dict[str, Any], output_names: list[str], device: Any = None):
         self.vm = vm
         self.facts = facts
         self._main = vm["main"]
         self._outputs = output_names
+        self._device = device
 
     def _args(self, feeds: Feeds) -> list[Any]:
         import tvm
 
-        return [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in feeds.values()]
+        return [tvm.runtime.tensor(np.ascontiguousarray(a), device=self._device or tvm.cpu()) for a in feeds.values()]
 
     def run(self, feeds: Feeds) -> dict[str, np.ndarray]:
         arrays = _to_numpy(self._main(*self._args(feeds)))

@@ -11,14 +11,16 @@ import hashlib
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
-from bench.cache import file_sha256
+from bench.cache import ArtifactCache, file_sha256
 from bench.config import BATCH, ModelSpec
 from bench.errors import BenchError
+from bench.models.freeze import model_sha256
 from bench.models.zoo import ARCHITECTURES, ZOO_VERSION
 
 OPSET = 17
@@ -29,6 +31,7 @@ class InputInfo:
     name: str
     dtype: str  # numpy dtype name
     dims: tuple  # ints and "batch"
+    value_range: tuple[float, float] | None = None  # [low, high) of seeded values, when the config gives one
 
     def shape(self, batch: int) -> tuple[int, ...]:
         return tuple(batch if d == BATCH else int(d) for d in self.dims)
@@ -54,21 +57,28 @@ class ModelInfo:
         """JSON-ready, for handing to a worker process."""
         return {"name": self.name, "source": self.source, "task": self.task, "path": str(self.path),
                 "arch": self.arch, "seed": self.seed, "opset": self.opset,
-                "inputs": [{"name": i.name, "dtype": i.dtype, "dims": list(i.dims)} for i in self.inputs]}
+                "inputs": [{"name": i.name, "dtype": i.dtype, "dims": list(i.dims), "value_range": i.value_range}
+                           for i in self.inputs]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelInfo":
-        inputs = tuple(InputInfo(i["name"], i["dtype"], tuple(i["dims"])) for i in d["inputs"])
+        inputs = tuple(InputInfo(i["name"], i["dtype"], tuple(i["dims"]), tuple(i["value_range"]) if i.get("value_range") else None)
+                       for i in d["inputs"])
         return cls(d["name"], d["source"], inputs, d["task"], Path(d["path"]), d["arch"], d["seed"], d["opset"])
 
 
 @dataclass(frozen=True)
 class PreparedModel:
+    """An ONNX file a backend can be given. After `for_cell`, `path` and `sha256` are those of the
+    model frozen to the cell's shapes, and `source_sha256` that of the file the config named."""
+
     info: ModelInfo
     path: Path
     sha256: str
     opset: int
     outputs: tuple[str, ...] = field(default_factory=tuple)
+    source_sha256: str = ""
+    facts: dict = field(default_factory=dict)  # what preparation did: nodes before/after, gflop
 
     @property
     def name(self) -> str:
@@ -122,40 +132,84 @@ def _onnx_info(spec: ModelSpec, where: str, config_dir: Path | None, batch_sizes
     initializers = {i.name for i in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in initializers]
     names = [i.name for i in graph_inputs]
-    unknown = set(spec.input_shapes) - set(names)
-    if unknown:
-        raise BenchError(f"{where}.input_shapes: {sorted(unknown)} not inputs of {path.name}; its inputs: {names}")
+    for key, what in (("input_shapes", spec.input_shapes), ("input_ranges", spec.input_ranges)):
+        unknown = set(what) - set(names)
+        if unknown:
+            raise BenchError(f"{where}.{key}: {sorted(unknown)} not inputs of {path.name}; its inputs: {names}")
+    declared = {inp.name: model_dims(inp) for inp in graph_inputs}
+    named = {d for dims in declared.values() for d in dims if isinstance(d, str) and d != "?"}
+    unknown_dims = set(spec.dims) - named
+    if unknown_dims:
+        raise BenchError(f"{where}.dims: {sorted(unknown_dims)} are not dynamic dimensions of {path.name}; "
+                         f"its named dynamic dimensions: {sorted(named) or 'none'}")
     inputs = []
     for inp in graph_inputs:
         ttype = inp.type.tensor_type
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(ttype.elem_type)).name
-        model_dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in ttype.shape.dim]
+        declared_dims = declared[inp.name]
         given = spec.input_shapes.get(inp.name)
         if given is None:
-            # The usual export: the leading axis is the batch, and the only dynamic one.
-            dims = [BATCH if i == 0 else d for i, d in enumerate(model_dims)]
-            loose = [i for i, d in enumerate(dims) if not isinstance(d, int) and d != BATCH]
+            # Named dynamic dims take their value from `dims`; the leading axis, when still
+            # dynamic, is the batch (the usual export); anything else left dynamic is an error.
+            dims = [spec.dims.get(d, d) if isinstance(d, str) else d for d in declared_dims]
+            if dims and not (isinstance(declared_dims[0], str) and declared_dims[0] in spec.dims):
+                dims[0] = BATCH  # a fixed leading axis must then equal every batch size (checked below)
+            loose = [f"{i}: {d!r}" for i, d in enumerate(dims) if isinstance(d, str) and d != BATCH]
             if loose:
                 raise BenchError(
-                    f"{where}: input {inp.name!r} of {path.name} has dynamic dimensions {model_dims}; "
-                    f"fix them with input_shapes: {{{inp.name}: [batch, ...]}}"
+                    f"{where}: input {inp.name!r} of {path.name} has dynamic dimensions {dim_list(declared_dims)} "
+                    f"({', '.join(loose)} unfixed); fix them by position with input_shapes: "
+                    f"{{{inp.name}: {dim_list(suggest(declared_dims))}}}" + (
+                        f" or by name with dims: {{{', '.join(f'{d}: ...' for d in declared_dims[1:] if isinstance(d, str) and d != '?')}}}"
+                        if any(isinstance(d, str) and d != "?" for d in declared_dims[1:]) else "")
                 )
         else:
             dims = list(given)
-            if len(dims) != len(model_dims):
-                raise BenchError(f"{where}.input_shapes.{inp.name}: rank {len(dims)} given, the model's input has shape {model_dims}")
-            for i, (g, m) in enumerate(zip(dims, model_dims)):
+            if len(dims) != len(declared_dims):
+                raise BenchError(f"{where}.input_shapes.{inp.name}: rank {len(dims)} given, the model's input has shape {dim_list(declared_dims)}")
+            for i, (g, m) in enumerate(zip(dims, declared_dims)):
                 if isinstance(m, int) and isinstance(g, int) and g != m:
                     raise BenchError(f"{where}.input_shapes.{inp.name}[{i}]: {g} given, the model fixes it at {m}")
-        for i, (d, m) in enumerate(zip(dims, model_dims)):
+        for i, (d, m) in enumerate(zip(dims, declared_dims)):
             if d == BATCH and isinstance(m, int) and any(b != m for b in batch_sizes):
                 raise BenchError(
                     f"{where}: input {inp.name!r} of {path.name} has a fixed batch dimension {m}; "
                     f"batch_sizes {batch_sizes} need a dynamic one (re-export with a dynamic axis 0)"
                 )
-        inputs.append(InputInfo(inp.name, dtype, tuple(dims)))
+        rng = spec.input_ranges.get(inp.name)
+        inputs.append(InputInfo(inp.name, dtype, tuple(dims), (float(rng[0]), float(rng[1])) if rng else None))
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     return ModelInfo(spec.name, spec.source, tuple(inputs), "unknown", path, None, 0, opset)
+
+
+def model_dims(value_info: Any) -> list[int | str]:
+    """An input's dimensions: ints where fixed; the dim_param name, or "?", where dynamic. Exporters
+    write "dynamic" as a dim_param, as an empty dim, or as `dim_value: -1` (or 0): all are dynamic."""
+    dims: list[int | str] = []
+    for d in value_info.type.tensor_type.shape.dim:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(int(d.dim_value))
+        else:
+            dims.append(d.dim_param or "?")
+    return dims
+
+
+def dim_list(dims: Sequence[Any]) -> str:
+    return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
+def suggest(dims: Sequence[int | str]) -> list[int | str]:
+    """A shape to paste into input_shapes: the leading dynamic axis as `batch`, other dynamic axes
+    as a placeholder to replace (`224`, say, for height and width)."""
+    out: list[int | str] = []
+    for i, d in enumerate(dims):
+        if isinstance(d, int):
+            out.append(d)
+        elif i == 0:
+            out.append(BATCH)
+        else:
+            out.append(f"<{d}>" if d != "?" else "<size>")
+    return out
 
 
 def inspect_model(spec: ModelSpec, index: int, seed: int, batch_sizes: list[int], models_dir: Path, config_dir: Path | None = None) -> ModelInfo:
@@ -206,4 +260,20 @@ def materialize(info: ModelInfo) -> PreparedModel:
         export_zoo(info)
     model = onnx.load(str(info.path), load_external_data=False)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    return PreparedModel(info, info.path, file_sha256(info.path), opset, tuple(o.name for o in model.graph.output))
+    sha = model_sha256(info.path)
+    return PreparedModel(info, info.path, sha, opset, tuple(o.name for o in model.graph.output), source_sha256=sha)
+
+
+def for_cell(model: PreparedModel, batch: int, cache: ArtifactCache, keep_batch_dynamic: bool = False) -> PreparedModel:
+    """The model a backend gets for a cell: frozen to the cell's shapes and constant-folded (see
+    bench.models.freeze), with the batch axis left dynamic for a backend that builds one engine
+    for every batch size. Its facts carry `gflop`, counted on the fully static graph."""
+    from bench.models.freeze import prepare
+
+    static_shapes = model.info.shapes(batch)
+    path, hit, facts = prepare(model.path, model.source_sha256, static_shapes, cache)
+    if keep_batch_dynamic:
+        dynamic = {i.name: [BATCH if d == BATCH else int(d) for d in i.dims] for i in model.info.inputs}
+        path, hit, dyn_facts = prepare(model.path, model.source_sha256, dynamic, cache)
+        facts = {**dyn_facts, "gflop": facts.get("gflop")}
+    return replace(model, path=path, sha256=file_sha256(path), facts={**facts, "prepared_cache_hit": hit})

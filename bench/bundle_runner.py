@@ -1,0 +1,175 @@
+"""The runner inside a `bench bundle`: needs Python, numpy and the runtime-only TVM beside it, nothing
+else (no bench, no TVM compiler, no NVRTC). It loads each compiled library, runs the bundle's seeded
+inputs, checks the outputs against the stored reference outputs, times the forward pass and prints
+one table; results.json gets every figure.
+
+    python3 run.py [--min-time-s 1.0] [--warmup 10] [--out results.json]
+
+This file is copied into the bundle as run.py; it must not import bench.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+MANIFEST = "bundle.json"
+
+
+def _import_tvm():
+    sys.path.insert(0, str(HERE / "runtime"))
+    import tvm  # the runtime-only copy beside this file
+    from tvm.runtime import vm
+
+    return tvm, vm
+
+
+def _load_npz(path: Path) -> list[dict[str, np.ndarray]]:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(bytes(z["__meta__"]).decode())
+        its: list[dict[str, np.ndarray]] = [{} for _ in range(meta["iterations"])]
+        for key in z.files:
+            if key != "__meta__":
+                i, name = key.split("/", 1)
+                its[int(i)][name] = z[key]
+    return its
+
+
+def _serve_cubins(cubin_dir: Path) -> None:
+    """TVM compiles CUDA source when a library loads; answer it with the cubins built ahead of time."""
+    import tvm_ffi
+
+    cubins = {p.stem: p for p in cubin_dir.glob("*.cubin")}
+
+    def callback(code, *_):
+        key = hashlib.sha256(code.encode()).hexdigest()
+        path = cubins.get(key) or (next(iter(cubins.values())) if len(cubins) == 1 else None)
+        if path is None:
+            raise RuntimeError(f"no cubin for this CUDA module in {cubin_dir}")
+        return bytearray(path.read_bytes())
+
+    tvm_ffi.register_global_func("tvm_callback_cuda_compile", callback, override=True)
+
+
+def _flatten(out) -> list[np.ndarray]:
+    if hasattr(out, "numpy"):
+        return [out.numpy()]
+    return [a for item in out for a in _flatten(item)]
+
+
+def judge(ref: np.ndarray, got: np.ndarray, tol: dict) -> dict:
+    """Polygraphy's elementwise rule (within atol or within rtol) and a cosine floor; an all-zero
+    reference is judged elementwise alone (its cosine is undefined)."""
+    ref64, got64 = ref.astype(np.float64).ravel(), got.astype(np.float64).ravel()
+    if ref64.shape != got64.shape:
+        return {"ok": False, "why": f"shape {got.shape} != reference {ref.shape}"}
+    if not np.all(np.isfinite(got64)):
+        return {"ok": False, "why": "NaN or Inf in the outputs"}
+    abs_err = np.abs(got64 - ref64)
+    rel_err = abs_err / np.maximum(np.abs(ref64), 1e-12)
+    elementwise = bool(np.all((abs_err <= tol["atol"]) | (rel_err <= tol["rtol"])))
+    nr, ng = np.linalg.norm(ref64), np.linalg.norm(got64)
+    cosine = float(ref64 @ got64 / (nr * ng)) if nr > 0 and ng > 0 else (1.0 if nr == ng == 0 else 0.0)
+    ok = elementwise and (nr == 0 or cosine >= tol["min_cosine"])
+    why = "" if ok else ("elementwise" if not elementwise else f"cosine {cosine:.6f} < {tol['min_cosine']}")
+    return {"ok": ok, "why": why, "max_abs_err": float(abs_err.max()) if abs_err.size else 0.0, "cosine": cosine}
+
+
+def run_cell(tvm, vm, cell: dict, args) -> dict:
+    row = {k: cell[k] for k in ("model", "backend", "precision", "batch_size", "device", "arch")}
+    dev = tvm.cuda(0) if cell["device"] == "cuda" else tvm.cpu(0)
+    if not dev.exist:
+        return {**row, "status": "skipped", "error": f"no {cell['device']} device here"}
+    if cell["device"] == "cuda":
+        seen = "sm_" + dev.compute_version.replace(".", "")
+        if seen != cell["arch"]:
+            return {**row, "status": "skipped", "error": f"built for {cell['arch']}, this device is {seen}"}
+        row.update(device_name=dev.device_name, driver=str(dev.driver_version))
+        _serve_cubins(HERE / cell["library"] / "cubins")
+    machine = vm.VirtualMachine(tvm.runtime.load_module(str(HERE / cell["library"] / "lib.so")), dev)
+    main = machine["main"]
+    inputs, refs = _load_npz(HERE / cell["inputs"]), _load_npz(HERE / cell["reference"])
+    verdicts = []
+    for feed, ref in zip(inputs, refs):
+        args_ = [tvm.runtime.tensor(np.ascontiguousarray(feed[name]), device=dev) for name in cell["input_names"]]
+        outs = _flatten(main(*args_))
+        for name, got in zip(cell["output_names"], outs):
+            verdicts.append(judge(ref[name], got, cell["tolerance"]))
+    row["accuracy_ok"] = all(v["ok"] for v in verdicts)
+    row["max_abs_err"] = max(v.get("max_abs_err", float("inf")) for v in verdicts)
+    row["cosine"] = min(v.get("cosine", 0.0) for v in verdicts)
+    row["accuracy_note"] = "; ".join(v["why"] for v in verdicts if v["why"])
+    # Timing: inputs resident on the device; the clock waits for the device before every read.
+    resident = [tvm.runtime.tensor(np.ascontiguousarray(inputs[0][name]), device=dev) for name in cell["input_names"]]
+
+    def clock() -> int:
+        dev.sync()
+        return time.perf_counter_ns()
+
+    for _ in range(args.warmup):
+        main(*resident)
+    samples: list[int] = []
+    start = clock()
+    while len(samples) < args.min_iterations or clock() - start < args.min_time_s * 1e9:
+        t0 = clock()
+        main(*resident)
+        samples.append(clock() - t0)
+        if len(samples) >= args.max_iterations:
+            break
+    ms = np.asarray(samples, dtype=np.int64) / 1e6
+    row.update(status="ok", iterations=len(samples), p50_ms=float(np.median(ms)), p90_ms=float(np.percentile(ms, 90)),
+               min_ms=float(ms.min()), mean_ms=float(ms.mean()),
+               throughput_ips=cell["batch_size"] / float(np.median(ms) / 1e3))
+    if cell.get("gflop"):
+        row["achieved_gflops"] = cell["gflop"] / (row["p50_ms"] / 1e3)
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--min-iterations", type=int, default=20)
+    ap.add_argument("--max-iterations", type=int, default=100_000)
+    ap.add_argument("--min-time-s", type=float, default=1.0)
+    ap.add_argument("--out", type=Path, default=HERE / "results.json")
+    args = ap.parse_args()
+    manifest = json.loads((HERE / MANIFEST).read_text())
+    tvm, vm = _import_tvm()
+    rows = []
+    for cell in manifest["cells"]:
+        try:
+            row = run_cell(tvm, vm, cell, args)
+        except Exception as e:  # one cell never loses the rest
+            row = {k: cell[k] for k in ("model", "backend", "precision", "batch_size", "device", "arch")}
+            row.update(status="failed", error=f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"[:300])
+        rows.append(row)
+        print(_line(row), flush=True)
+    env = {"python": platform.python_version(), "machine": platform.machine(), "tvm": getattr(tvm, "__version__", "?"),
+           "runtime_only": bool(getattr(tvm.base, "_RUNTIME_ONLY", False)), "numpy": np.__version__}
+    args.out.write_text(json.dumps({"environment": env, "bundle": manifest["created"], "rows": rows}, indent=2))
+    print(f"environment: {env}")
+    bad = [r for r in rows if r["status"] == "ok" and not r["accuracy_ok"]]
+    return 1 if bad else 0
+
+
+def _line(r: dict) -> str:
+    head = f"{r['model']:<22} {r['backend']:<9} {r['precision']:<5} b{r['batch_size']:<3} {r['device']:<4} {r.get('arch') or '':<6}"
+    if r["status"] != "ok":
+        return f"{head} {r['status']}: {r.get('error')}"
+    acc = "ok" if r["accuracy_ok"] else f"DRIFTED ({r['accuracy_note']})"
+    gf = f" {r['achieved_gflops']:.1f} GFLOP/s" if r.get("achieved_gflops") else ""
+    return (f"{head} p50 {r['p50_ms']:.4f} ms  p90 {r['p90_ms']:.4f} ms  n={r['iterations']}  "
+            f"{r['throughput_ips']:.1f} items/s{gf}  max_abs_err {r['max_abs_err']:.2e}  cosine {r['cosine']:.6f}  {acc}"
+            + (f"  [{r.get('device_name')}]" if r.get("device_name") else ""))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The model-preparation stage: a user's ONNX file frozen to one cell's concrete input shapes.
+
+Other exporters leave shape-computing subgraphs (`Shape -> Gather -> Concat -> Reshape`, `Shape ->
+Slice -> Sub`, `Range`, `Expand`, `Resize` with computed sizes), dynamic spatial dimensions and
+`dim_value: -1` in their files. ONNX Runtime copes; TVM's importer and ONNX Runtime's own
+quantization pre-processing (symbolic shape inference) do not. So before any backend sees a
+model, it is frozen here with Polygraphy, the same steps as `polygraphy surgeon sanitize
+--override-input-shapes ... --fold-constants`: input shapes overridden, shapes inferred, constants
+folded until nothing changes. Shape subgraphs become constants and every tensor gets a static shape.
+
+One normalization is added: an optional input given as an empty constant tensor (`Resize`'s `roi`
+and `scales`, as older exporters write them) is dropped to the empty name the ONNX spec uses for
+"absent"; TVM's importer reads an empty `scales` as given and refuses `sizes` beside it.
+
+A backend that builds one engine for every batch size (TensorRT's optimization profiles) keeps
+the batch axis dynamic (`keeps_dynamic_batch`); every other dimension is still frozen.
+
+Prepared models are cached by (source hash, shapes, preparation version, library versions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from bench.cache import ArtifactCache, file_sha256
+
+# Bump when the preparation steps change: it is part of every prepared model's cache key.
+PREPARE_VERSION = 1
+# Above this serialized size a prepared model is written with external data (protobuf's 2 GB limit).
+EXTERNAL_DATA_THRESHOLD = 1 << 30
+
+# Optional inputs that mean "absent" when given as an empty tensor, by op type and input index.
+_EMPTY_MEANS_ABSENT = {"Resize": (1, 2), "Upsample": ()}
+
+
+def _version(pkg: str) -> str:
+    try:
+        return md.version(pkg)
+    except md.PackageNotFoundError:
+        return "none"
+
+
+def external_files(path: Path) -> list[Path]:
+    """The external-data files an ONNX model refers to (weights stored beside the .onnx file)."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    locations = sorted({ExternalDataInfo(t).location for t in _get_all_tensors(model) if uses_external_data(t)})
+    return [path.parent / loc for loc in locations]
+
+
+def model_sha256(path: Path) -> str:
+    """sha256 of the .onnx file, and of every external-data file it refers to (so a change to the
+    weights beside the graph changes the hash)."""
+    extra = external_files(path)
+    if not extra:
+        return file_sha256(path)
+    h = hashlib.sha256(file_sha256(path).encode())
+    for f in extra:
+        if not f.is_file():
+            raise FileNotFoundError(f"{path.name} refers to external data {f.name}, which is missing beside it")
+        h.update(f.name.encode() + b"\0" + file_sha256(f).encode())
+    return h.hexdigest()
+
+
+def _drop_empty_optional_inputs(graph: Any) -> int:
+    """Replace empty constant tensors in optional input slots by the absent input. Returns how many."""
+    import onnx_graphsurgeon as gs
+
+    dropped = 0
+    for node in graph.nodes:
+        for idx in _EMPTY_MEANS_ABSENT.get(node.op, ()):
+            if idx < len(node.inputs):
+                t = node.inputs[idx]
+                if isinstance(t, gs.Constant) and t.values.size == 0:
+                    node.inputs[idx] = gs.Variable.empty()
+                    dropped += 1
+    return dropped
+
+
+def freeze(model: Any, shapes: Mapping[str, Sequence[int | str]]) -> tuple[Any, dict[str, Any]]:
+    """The ONNX model with its inputs fixed to `shapes` (a str dim stays dynamic, under that name),
+    shapes inferred and constants folded. Returns (model, facts about what changed)."""
+    import onnx_graphsurgeon as gs
+    from polygraphy.backend.onnx import extract_subgraph, fold_constants, gs_from_onnx, infer_shapes
+    from polygraphy.common import TensorMetadata
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.module_severity = G_LOGGER.ERROR
+    nodes_before = len(model.graph.node)
+    graph = gs_from_onnx(model)
+    meta = TensorMetadata()
+    for t in graph.inputs:
+        meta.add(t.name, t.dtype, list(shapes.get(t.name, t.shape)))
+    # Polygraphy's --override-input-shapes: keep every input, in order, with the new shapes, and
+    # forget intermediate shapes inferred for the old ones.
+    graph = extract_subgraph(graph, meta)
+    for t in graph.tensors().values():
+        if isinstance(t, gs.Variable) and t not in graph.inputs:
+            t.shape = None
+    dropped = _drop_empty_optional_inputs(graph)
+    model = infer_shapes(gs.export_onnx(graph.cleanup()), allow_onnxruntime=True)
+    model = fold_constants(model, error_ok=True, allow_onnxruntime_shape_inference=True)
+    model = infer_shapes(model, allow_onnxruntime=True)
+    return model, {"nodes_before": nodes_before, "nodes_after": len(model.graph.node), "empty_inputs_dropped": dropped}
+
+
+def save_model(model: Any, path: Path) -> None:
+    import onnx
+
+    if model.ByteSize() > EXTERNAL_DATA_THRESHOLD:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.stem + ".data")
+    else:
+        onnx.save(model, str(path))
+
+
+def prepare(source: Path, source_sha256: str, shapes: Mapping[str, Sequence[int | str]], cache: ArtifactCache) -> tuple[Path, bool, dict[str, Any]]:
+    """(path of the prepared model, cache hit, facts), built once per (source, shapes)."""
+    import json
+
+    import onnx
+
+    def build(d: Path) -> None:
+        from bench.models.flops import count_flops
+
+        model, facts = freeze(onnx.load(str(source)), shapes)
+        counted = count_flops(model)
+        # A count that leaves work out would flatter the engine: none, rather than too few.
+        facts["gflop"] = None if counted["uncounted"] else counted["flops"] / 1e9
+        save_model(model, d / "model.onnx")
+        (d / "facts.json").write_text(json.dumps(facts))
+
+    key = {"transform": "freeze", "version": PREPARE_VERSION, "source_sha256": source_sha256,
+           "shapes": {k: list(v) for k, v in shapes.items()}, "polygraphy": _version("polygraphy"),
+           "onnx-graphsurgeon": _version("onnx-graphsurgeon"), "onnx": _version("onnx"),
+           "onnxruntime": _version("onnxruntime")}
+    d, hit = cache.get_or_build("onnx-prepared", key, build)
+    return d / "model.onnx", hit, json.loads((d / "facts.json").read_text())
