@@ -24,8 +24,12 @@ from bench.errors import BenchError
 from bench.inputs import validation_feeds
 from bench.runner import Plan, Reporter, compile_all, save_goldens
 
-# What a runtime-only TVM leaves out: the compiler library and the sources and headers beside it.
-RUNTIME_EXCLUDE = ("lib/libtvm_compiler.so", "3rdparty", "src", "include")
+# What a runtime-only TVM leaves out: the compiler library, the sources and headers beside it, and
+# the compiler's Python packages, which `import tvm` does not load in runtime-only mode (checked by
+# the bundle test, which runs the bundle in an environment holding only numpy).
+RUNTIME_EXCLUDE = ("lib/libtvm_compiler.so", "3rdparty", "src", "include", "relax", "topi", "s_tir", "web", "contrib",
+                   "testing", "cmake", "exec")
+FFI_EXCLUDE = ("include", "3rdparty", "src", "cython")
 
 
 def _package_dir(name: str) -> Path:
@@ -58,7 +62,8 @@ def _tvm_ffi_for(python: str, dst: Path) -> str:
             raise BenchError(f"bundle: no apache-tvm-ffi {version} wheel for Python {python}: {res.stderr.strip()[-300:]}")
         with zipfile.ZipFile(wheels[0]) as z:
             for member in z.namelist():
-                if member.startswith("tvm_ffi/"):
+                parts = member.split("/")
+                if parts[0] == "tvm_ffi" and not (len(parts) > 2 and parts[1] in FFI_EXCLUDE):
                     z.extract(member, dst)
         return wheels[0].name
 
@@ -70,7 +75,7 @@ def runtime_only_tvm(dst: Path, python: str | None = None) -> dict[str, Any]:
     _copy_tree(_package_dir("tvm"), dst / "tvm", RUNTIME_EXCLUDE)
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     if python is None or python == here:
-        _copy_tree(_package_dir("tvm_ffi"), dst / "tvm_ffi")
+        _copy_tree(_package_dir("tvm_ffi"), dst / "tvm_ffi", FFI_EXCLUDE)
         source = f"installed (Python {here})"
     else:
         source = _tvm_ffi_for(python, dst)

@@ -98,6 +98,10 @@ class TvmBackend:
     def _provider(self, target: Any) -> str:
         return f"llvm -mcpu={target.attrs['mcpu']}"
 
+    def _pipeline(self, target: Any) -> tuple[Any, dict[str, Any]]:
+        """The Relax pipeline for tvm.compile, and facts it gathers while it runs (filled in then)."""
+        return "default", {}
+
     def _after_compile(self, executable: Any, target: Any, d: Path) -> dict[str, Any]:
         """Extra artifacts beside lib.so, and facts about them for info.json."""
         return {}
@@ -121,12 +125,13 @@ class TvmBackend:
             # Read before scheduling: a tuned module's compute is TIR, no longer Relax operators.
             executes_as = executed_precision(mod)
             mod, info = self._optimize(mod, target, request)
+            pipeline, gathered = self._pipeline(target)
             try:
-                executable = tvm.compile(mod, target=target)
+                executable = tvm.compile(mod, target=target, relax_pipeline=pipeline)
             except Exception as e:
                 raise ImportFailed.wrap("tvm.compile", e) from None
             executable.export_library(str(d / "lib.so"))
-            info = {**info, **self._after_compile(executable, target, d)}
+            info = {**info, **gathered, **self._after_compile(executable, target, d)}
             (d / "info.json").write_text(json.dumps({"outputs": outputs, "executes_as": executes_as, **info}))
 
         entry, hit = request.cache.get_or_build(self.cache_kind, self._cache_key(request, target), build)

@@ -185,7 +185,11 @@ class TvmCudaBackend(TvmBackend):
         return f"cuda -arch={target.attrs['arch']} (NVRTC {nvrtc_version()}, cubin)"
 
     def _cache_key(self, request: CompileRequest, target: Any) -> dict[str, Any]:
-        return {**super()._cache_key(request, target), "arch": str(target.attrs["arch"]), "nvrtc": nvrtc_version()}
+        return {**super()._cache_key(request, target), "arch": str(target.attrs["arch"]), "nvrtc": nvrtc_version(),
+                "pipeline": "default-cuda, tolerant dlight rules, v1"}
+
+    def _pipeline(self, target: Any) -> tuple[Any, dict[str, Any]]:
+        return cuda_pipeline(target)
 
     def _after_compile(self, executable: Any, target: Any, d: Path) -> dict[str, Any]:
         arch = str(target.attrs["arch"])
@@ -208,6 +212,48 @@ class TvmCudaBackend(TvmBackend):
         compiled = TvmCompiled(vm, facts, info["outputs"], device=dev)
         compiled.clock = synced_clock(dev.sync)
         return compiled
+
+
+def cuda_pipeline(target: Any) -> tuple[Any, dict[str, Any]]:
+    """TVM's default CUDA pipeline, except that a dlight rule that raises on a function (dlight's
+    Matmul rule asserts on some fused epilogues, e.g. MobileNetV2's classifier) is passed over so
+    that the next rule, at worst dlight's Fallback, schedules it. The facts count the functions
+    that fell through and name the first (`dlight_fallbacks`), so the row says so."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cuda import pipeline as cuda
+    from tvm.s_tir import dlight as dl
+
+    fell: list[str] = []
+    facts: dict[str, Any] = {}
+
+    class Tolerant(dl.ScheduleRule):
+        def __init__(self, rule: Any):
+            self.rule = rule
+
+        def apply(self, func: Any, target: Any, tunable: bool) -> Any:
+            try:
+                return self.rule.apply(func, target, tunable)
+            except Exception:
+                name = func.attrs["global_symbol"] if func.attrs and "global_symbol" in func.attrs else "?"
+                fell.append(f"{type(self.rule).__name__} on {name}")
+                return None
+
+    legalize = [p for p in cuda.legalize_passes(target) if not isinstance(p, dl.ApplyDefaultSchedule)]
+    rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction()]
+
+    @tvm.transform.module_pass(opt_level=0)
+    def pipeline(mod: Any, _ctx: Any) -> Any:
+        with target:
+            mod = tvm.transform.Sequential(
+                cuda.library_dispatch_passes(target) + legalize
+                + [dl.ApplyDefaultSchedule(*[Tolerant(r) for r in rules], dl.gpu.Fallback())]
+                + cuda.dataflow_lower_passes(target) + cuda.finalize_passes(target))(mod)
+        facts["dlight_fallbacks"] = f"{len(fell)}: {fell[0]}" + (" ..." if len(fell) > 1 else "") if fell else "0"
+        return mod
+
+    del relax
+    return pipeline, facts
 
 
 def synced_clock(sync: Callable[[], Any]) -> Callable[[], int]:
