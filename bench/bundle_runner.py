@@ -22,6 +22,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 MANIFEST = "bundle.json"
+CUDA_LOAD_ERROR = ""
 
 
 def _import_tvm():
@@ -29,7 +30,25 @@ def _import_tvm():
     import tvm  # the runtime-only copy beside this file
     from tvm.runtime import vm
 
+    global CUDA_LOAD_ERROR
+    CUDA_LOAD_ERROR = load_cuda_runtime(tvm)
     return tvm, vm
+
+
+def load_cuda_runtime(tvm) -> str:
+    """A runtime-only TVM does not load its CUDA runtime library (the full package loads it while
+    registering its CUDA backend): load it, so that tvm.cuda() exists. Returns why not, if it fails
+    (no driver, no libcudart: then CUDA cells are skipped)."""
+    import ctypes
+
+    if "tvm_runtime_cuda" in tvm.base._LOADED_LIBS:
+        return ""
+    lib = Path(tvm.base._LOADED_LIBS["tvm_runtime"]._name).resolve().parent / "libtvm_runtime_cuda.so"
+    try:
+        tvm.base._LOADED_LIBS["tvm_runtime_cuda"] = ctypes.CDLL(str(lib), mode=ctypes.RTLD_LOCAL)
+        return ""
+    except OSError as e:
+        return str(e)
 
 
 def _load_npz(path: Path) -> list[dict[str, np.ndarray]]:
@@ -87,7 +106,8 @@ def run_cell(tvm, vm, cell: dict, args) -> dict:
     row = {k: cell[k] for k in ("model", "backend", "precision", "batch_size", "device", "arch")}
     dev = tvm.cuda(0) if cell["device"] == "cuda" else tvm.cpu(0)
     if not dev.exist:
-        return {**row, "status": "skipped", "error": f"no {cell['device']} device here"}
+        why = CUDA_LOAD_ERROR if cell["device"] == "cuda" and CUDA_LOAD_ERROR else f"no {cell['device']} device here"
+        return {**row, "status": "skipped", "error": why}
     if cell["device"] == "cuda":
         seen = "sm_" + dev.compute_version.replace(".", "")
         if seen != cell["arch"]:

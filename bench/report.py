@@ -188,7 +188,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _markdown(run: StoredRun, baseline: str) -> str:
+def _markdown(run: StoredRun, baseline: str, tuning_plot: bool = False) -> str:
     cells, meta = run.cells, run.meta
     env = meta.get("environment", {})
     cfg = meta.get("config", {})
@@ -212,6 +212,9 @@ def _markdown(run: StoredRun, baseline: str) -> str:
             if v == "untuned":
                 notes.append(f"**{backend} rows are untuned** (`variant=untuned`): they measure {backend}'s "
                              "default code generation without schedule search, not what tuning would reach.")
+            elif isinstance(v, str) and v.startswith("tuned (") and v.endswith(" tasks)"):
+                notes.append(f"**{backend} rows `{v}` are partly untuned**: the model's other tasks have no tuned "
+                             "schedule and run TVM's fallback code.")
     bad = cells[(cells["status"] == "ok") & _unvalidated(cells)]
     for _, r in bad.iterrows():
         why = r["accuracy_note"] if pd.notna(r["accuracy_note"]) else "not validated"
@@ -239,6 +242,8 @@ def _markdown(run: StoredRun, baseline: str) -> str:
         "",
         f"![accuracy]({PLOTS['accuracy']})",
         "",
+    ] + ([f"![tuning]({TUNING_PLOT})", "", "Tuning: the tuner's estimate of the whole model (sum over tasks of weight × best "
+          "measured latency) and the tasks covered, against trials spent.", ""] if tuning_plot else []) + [
         "## Environment",
         "",
         _md_table(["key", "value"], [
@@ -261,6 +266,44 @@ def _markdown(run: StoredRun, baseline: str) -> str:
     return "\n".join(parts)
 
 
+TUNING_PLOT = "tuning_curve.png"
+
+
+def _tuning_curves(cells: pd.DataFrame) -> list[tuple[str, list[dict[str, Any]]]]:
+    import json
+
+    if "tuning_curve" not in cells.columns:
+        return []
+    out = []
+    for _, r in cells[cells["tuning_curve"].notna()].iterrows():
+        try:
+            points = json.loads(r["tuning_curve"])
+        except (TypeError, ValueError):
+            continue
+        if points:
+            out.append((f"{r['model']} {r['backend']} {r['precision']} b{r['batch_size']}", points))
+    return out
+
+
+def _tuning_plot(curves: list[tuple[str, list[dict[str, Any]]]], path: Path) -> None:
+    """The tuner's whole-model latency estimate against trials spent, one line per tuned cell; the
+    estimate exists once every task has a measured schedule (before that, the task count)."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax_tasks) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, points in curves:
+        est = [(p["trials"], p["estimated_ms"]) for p in points if p.get("estimated_ms") is not None]
+        if est:
+            ax.plot(*zip(*est), marker=".", label=label)
+        ax_tasks.plot([p["trials"] for p in points], [p["tuned_tasks"] for p in points], marker=".", label=label)
+    ax.set(xlabel="trials spent", ylabel="estimated latency (ms, sum over tasks)", title="Tuning curve")
+    ax_tasks.set(xlabel="trials spent", ylabel="tasks with a tuned schedule", title="Coverage")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def build_report(run_dir: str | Path, reports_dir: str | Path) -> Path:
     """Write reports/<run_id>/ (plots and report.md) from results/<run_id>/ alone."""
     import matplotlib
@@ -278,5 +321,8 @@ def build_report(run_dir: str | Path, reports_dir: str | Path) -> Path:
     _per_model_lines(cells, "throughput_ips", "throughput (items/s, log)", "Throughput vs batch size", out / PLOTS["throughput"], logy=True)
     _speedup_plot(cells, baseline, out / PLOTS["speedup"])
     _accuracy_plot(cells, out / PLOTS["accuracy"])
-    (out / "report.md").write_text(_markdown(run, baseline))
+    curves = _tuning_curves(cells)
+    if curves:
+        _tuning_plot(curves, out / TUNING_PLOT)
+    (out / "report.md").write_text(_markdown(run, baseline, bool(curves)))
     return out

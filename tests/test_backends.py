@@ -113,8 +113,10 @@ def test_unknown_backend_names_valid_ones():
         get_backend("tensorrtx")
 
 
-def test_tuned_tvm_covers_every_task_records_it_and_never_retunes(tuned_run):
+def test_tuned_tvm_covers_every_task_records_it_and_never_retunes(tuned_run, tmp_path):
     import json
+
+    from bench.report import TUNING_PLOT, build_report
 
     cache_root, run = tuned_run
     first = run("a")
@@ -127,6 +129,8 @@ def test_tuned_tvm_covers_every_task_records_it_and_never_retunes(tuned_run):
     curve = json.loads(first.tuning_curve)
     assert [p["tuned_tasks"] for p in curve] == list(range(1, first.total_tasks + 1))
     assert curve[-1]["trials"] == first.total_tasks and curve[-1]["estimated_ms"] > 0
+    report = build_report(cache_root.parent / "r" / "a", tmp_path)
+    assert (report / TUNING_PLOT).read_bytes()[:4] == b"\x89PNG" and TUNING_PLOT in (report / "report.md").read_text()
     db = next((cache_root / "tvm-tuning").iterdir())
     records = (db / "database_tuning_record.json").read_text()
     second = run("b")

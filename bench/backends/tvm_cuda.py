@@ -132,6 +132,9 @@ def visible_arch() -> tuple[Any | None, str | None]:
     """(the CUDA device, its sm_XY) when one is visible to TVM, else (None, None)."""
     import tvm
 
+    from bench.bundle_runner import load_cuda_runtime
+
+    load_cuda_runtime(tvm)  # a runtime-only TVM does not load its CUDA library by itself
     try:
         dev = tvm.cuda(0)
         if not dev.exist:
