@@ -62,8 +62,10 @@ def _load_npz(path: Path) -> list[dict[str, np.ndarray]]:
     return its
 
 
-def _serve_cubins(cubin_dir: Path) -> None:
-    """TVM compiles CUDA source when a library loads; answer it with the cubins built ahead of time."""
+def serve_cubins(cubin_dir: Path) -> None:
+    """TVM compiles CUDA source when a library loads; answer it with the cubins built ahead of time
+    (named by the sha256 of the source). A library with a single CUDA module gets its one cubin even
+    if the source text were to differ."""
     import tvm_ffi
 
     cubins = {p.stem: p for p in cubin_dir.glob("*.cubin")}
@@ -113,7 +115,7 @@ def run_cell(tvm, vm, cell: dict, args) -> dict:
         if seen != cell["arch"]:
             return {**row, "status": "skipped", "error": f"built for {cell['arch']}, this device is {seen}"}
         row.update(device_name=dev.device_name, driver=str(dev.driver_version))
-        _serve_cubins(HERE / cell["library"] / "cubins")
+        serve_cubins(HERE / cell["library"] / "cubins")
     machine = vm.VirtualMachine(tvm.runtime.load_module(str(HERE / cell["library"] / "lib.so")), dev)
     main = machine["main"]
     inputs, refs = _load_npz(HERE / cell["inputs"]), _load_npz(HERE / cell["reference"])

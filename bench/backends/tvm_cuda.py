@@ -11,7 +11,7 @@ Why cubins are built here: TVM 0.27 stores CUDA *source* in the exported library
 when the library is loaded (its `tvm_callback_cuda_compile`), which would need NVRTC and the CUDA
 headers on the machine that runs the model and would pay that compile at load. So each CUDA
 module's source is compiled to a cubin for the target architecture at build time and kept beside
-`lib.so` (`cubins/<sha256 of the source>.cubin`); at load, `serve_cubins` answers TVM's callback
+`lib.so` (`cubins/<sha256 of the source>.cubin`); at load, bench.bundle_runner.serve_cubins answers TVM's callback
 from those files. A runtime-only TVM (see `bench bundle`) needs nothing else.
 
 Timing: inputs are placed on the device once; the clock synchronizes the device before every
@@ -112,22 +112,6 @@ def compile_cubins(executable: Any, target: Any, arch: str, out: Path) -> list[s
     return keys
 
 
-def serve_cubins(cubin_dir: Path) -> None:
-    """Answer TVM's load-time CUDA compile callback with the cubins built ahead of time. A library
-    with a single CUDA module gets its one cubin even if the source text were to differ."""
-    import tvm_ffi
-
-    cubins = {p.stem: p for p in Path(cubin_dir).glob("*.cubin")}
-
-    def callback(code: str, *_: Any) -> bytearray:
-        path = cubins.get(source_key(code)) or (next(iter(cubins.values())) if len(cubins) == 1 else None)
-        if path is None:
-            raise RuntimeError(f"no cubin built ahead of time for this CUDA module in {cubin_dir}")
-        return bytearray(path.read_bytes())
-
-    tvm_ffi.register_global_func("tvm_callback_cuda_compile", callback, override=True)
-
-
 def visible_arch() -> tuple[Any | None, str | None]:
     """(the CUDA device, its sm_XY) when one is visible to TVM, else (None, None)."""
     import tvm
@@ -208,6 +192,8 @@ class TvmCudaBackend(TvmBackend):
             return _NotHere(facts, info["outputs"], f"compiled for {info['arch']}, the visible device is {seen}")
         import tvm
         from tvm import relax
+
+        from bench.bundle_runner import serve_cubins
 
         serve_cubins(entry / "cubins")
         vm = relax.VirtualMachine(tvm.runtime.load_module(str(entry / "lib.so")), dev)
