@@ -427,6 +427,11 @@ def doctor() -> None:
 
 
 def main() -> None:
+    import faulthandler
+    import signal
+
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints where a stuck run is
     app()
 
 

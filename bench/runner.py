@@ -36,7 +36,7 @@ from bench.models.flops import cpu_peak
 from bench.models.freeze import PREPARE_VERSION, model_sha256
 from bench.models.prepare import ModelInfo, inspect_model
 from bench.timing import UNSTABLE_CV, summarize
-from bench.worker import Outcome, run_isolated, run_job
+from bench.worker import INTERRUPTS, Outcome, run_isolated, run_job
 
 
 @dataclass(frozen=True)
@@ -327,8 +327,10 @@ def execute(
         results.write_meta(run_dir, meta)
         sweep = _Sweep(p, run_id, run_dir, reporter, isolate, Path(cache_dir) if cache_dir else default_cache_root(), use_cache)
         reporter.start(len(todo), run_id)
+        interrupts = INTERRUPTS.install() if isolate else None
         try:
             for i, cell in enumerate(todo):
+                INTERRUPTS.check()
                 reporter.cell(i, cell)
                 row, samples = sweep.run_cell(cell)
                 results.append_cell(run_dir, row, samples)
@@ -338,6 +340,9 @@ def execute(
             meta["status"] = "interrupted"
             raise
         finally:
+            if interrupts is not None:
+                interrupts.uninstall()
+                interrupts.requested = False
             meta["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
             results.write_meta(run_dir, meta)
             if results.read_journal(run_dir):

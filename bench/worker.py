@@ -77,6 +77,43 @@ def _kill_group(pid: int) -> None:
         pass
 
 
+class Interrupts:
+    """Ctrl-C, made deterministic. While installed, SIGINT only kills the running worker's process
+    group and sets a flag; KeyboardInterrupt is then raised at known points (the worker wait loop,
+    between cells) instead of wherever the main thread happened to be (inside subprocess.Popen, a
+    progress-bar lock, a parquet write), which could leave the parent unable to finish or a worker
+    orphaned."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.active: set[int] = set()
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        for pid in list(self.active):
+            _kill_group(pid)
+
+    def install(self) -> "Interrupts":
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+
+INTERRUPTS = Interrupts()
+
+
 def run_isolated(job: dict[str, Any], work_dir: Path, name: str, timeout_s: float,
                  on_phase: Callable[[str], None] = lambda phase: None) -> Outcome:
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -86,12 +123,17 @@ def run_isolated(job: dict[str, Any], work_dir: Path, name: str, timeout_s: floa
     result_path.unlink(missing_ok=True)
     phase_path.unlink(missing_ok=True)
     with open(err_path, "wb") as err:
+        INTERRUPTS.check()
         proc = subprocess.Popen(
             [sys.executable, "-m", "bench.worker", str(job_path), str(result_path)],
             stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True,
         )
+        INTERRUPTS.active.add(proc.pid)
         try:
+            if INTERRUPTS.requested:  # Ctrl-C while the worker was being started
+                raise KeyboardInterrupt
             rc = _wait(proc, timeout_s, phase_path, on_phase)
+            INTERRUPTS.check()
         except subprocess.TimeoutExpired:
             _kill_group(proc.pid)
             proc.wait()
@@ -101,6 +143,8 @@ def run_isolated(job: dict[str, Any], work_dir: Path, name: str, timeout_s: floa
             _kill_group(proc.pid)
             proc.wait()
             raise
+        finally:
+            INTERRUPTS.active.discard(proc.pid)
         _kill_group(proc.pid)  # anything the worker left running
     if rc == 0 and result_path.is_file():
         out = json.loads(result_path.read_text())
@@ -122,6 +166,7 @@ def _wait(proc: subprocess.Popen, timeout_s: float, phase_path: Path, on_phase: 
         try:
             return proc.wait(timeout=min(POLL_S, max(0.0, deadline - time.monotonic())))
         except subprocess.TimeoutExpired:
+            INTERRUPTS.check()
             if time.monotonic() >= deadline:
                 raise
         try:

@@ -140,7 +140,14 @@ def test_ctrl_c_keeps_finished_cells_and_says_how_to_resume(tmp_path, mlp_onnx, 
     time.sleep(1.0)  # the parent is now waiting on the hanging worker
     workers = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # say where it is stuck (bench's CLI dumps its stacks on SIGUSR1)
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        proc.kill()
+        _, stderr = proc.communicate()
+        raise AssertionError(f"bench run did not exit within 60 s of SIGINT; its stacks:\n{stderr[-6000:]}") from None
     assert proc.returncode == 130
     run_dir = journal.parent
     assert f"bench run {config} --resume {run_dir.name}" in stderr.replace("\n", "")
