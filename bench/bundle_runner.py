@@ -62,6 +62,11 @@ def _load_npz(path: Path) -> list[dict[str, np.ndarray]]:
     return its
 
 
+def source_key(code: str) -> str:
+    """The name of a CUDA module's cubin: the sha256 of its source."""
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
 def serve_cubins(cubin_dir: Path) -> None:
     """TVM compiles CUDA source when a library loads; answer it with the cubins built ahead of time
     (named by the sha256 of the source). A library with a single CUDA module gets its one cubin even
@@ -71,8 +76,7 @@ def serve_cubins(cubin_dir: Path) -> None:
     cubins = {p.stem: p for p in cubin_dir.glob("*.cubin")}
 
     def callback(code, *_):
-        key = hashlib.sha256(code.encode()).hexdigest()
-        path = cubins.get(key) or (next(iter(cubins.values())) if len(cubins) == 1 else None)
+        path = cubins.get(source_key(code)) or (next(iter(cubins.values())) if len(cubins) == 1 else None)
         if path is None:
             raise RuntimeError(f"no cubin for this CUDA module in {cubin_dir}")
         return bytearray(path.read_bytes())

@@ -21,7 +21,6 @@ pass. Outputs stay on the device inside the timed region; `run` copies them out 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import struct
@@ -31,6 +30,7 @@ from typing import Any, Callable, Mapping
 
 from bench.backends.base import Availability, CompileRequest, import_framework
 from bench.backends.tvm import TvmBackend, TvmCompiled
+from bench.bundle_runner import source_key
 
 EM_CUDA = 190  # ELF e_machine of a cubin
 HINT = "pip install 'bench[cuda-compile]' (cuda-bindings, NVRTC and the CUDA headers from PyPI)"
@@ -72,10 +72,6 @@ def cuda_modules(module: Any) -> list[Any]:
             found.append(m)
         stack.extend(m.imports)
     return found
-
-
-def source_key(code: str) -> str:
-    return hashlib.sha256(code.encode()).hexdigest()
 
 
 def compile_cubins(executable: Any, target: Any, arch: str, out: Path) -> list[str]:
@@ -209,7 +205,6 @@ def cuda_pipeline(target: Any) -> tuple[Any, dict[str, Any]]:
     that the next rule, at worst dlight's Fallback, schedules it. The facts count the functions
     that fell through and name the first (`dlight_fallbacks`), so the row says so."""
     import tvm
-    from tvm import relax
     from tvm.relax.backend.cuda import pipeline as cuda
     from tvm.s_tir import dlight as dl
 
@@ -241,7 +236,6 @@ def cuda_pipeline(target: Any) -> tuple[Any, dict[str, Any]]:
         facts["dlight_fallbacks"] = f"{len(fell)}: {fell[0]}" + (" ..." if len(fell) > 1 else "") if fell else "0"
         return mod
 
-    del relax
     return pipeline, facts
 
 

@@ -46,7 +46,7 @@ def allocate_trials(scores: Sequence[float], budget: int, minimum: int) -> list[
 
 
 def _make_persistent_builder() -> Any:
-    from tvm.s_tir.meta_schedule.builder import BuilderResult, LocalBuilder, PyBuilder
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
     from tvm.s_tir.meta_schedule.builder.local_builder import _serialize_params, _worker_func
     from tvm.ir.utils import derived_object
     from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
@@ -92,7 +92,6 @@ def _make_persistent_builder() -> Any:
                 self._pool.shutdown()
                 self._pool = None
 
-    del LocalBuilder
     return PersistentBuilder
 
 
