@@ -55,6 +55,20 @@ def test_a_cell_without_its_device_is_skipped_with_the_reason(models_dir, tmp_pa
     assert row["compile_s"] > 0 and pd.isna(row["p50_ms"])
 
 
+@needs_nvrtc
+def test_cuda_tuning_without_the_device_is_skipped_with_its_coverage(models_dir, tmp_path):
+    cfg = config_from_dict({
+        "name": "cuda", "models": [{"name": "cnn", "source": "zoo:resnet18-tiny"}], "backends": ["tvm_cuda_tuned"],
+        "precisions": ["fp32"], "batch_sizes": [1], "timing": FAST_TIMING,
+        "backend_options": {"tvm_cuda_tuned": {"arch": "sm_90", "trials": 16, "min_trials_per_task": 1}}})
+    (row,) = compile_all(plan(cfg, models_dir), tmp_path / "r", isolate=False)
+    assert row["status"] == "skipped"
+    # The same coverage rules as on the CPU: MetaSchedule's tasks for the CUDA target, none tuned yet.
+    done, total = row["error"].split(" tasks tuned")[0].split()[-1].split("/")
+    assert done == "0" and int(total) > 3, row["error"]
+    assert "16 of 16 trials still to run" in row["error"] and "no CUDA device is visible here" in row["error"]
+
+
 def test_without_an_arch_or_a_device_the_cell_says_what_to_set(models_dir, tmp_path):
     cfg = _cfg("sm_90", backend_options={})
     cells = pd.read_csv(execute(plan(cfg, models_dir), tmp_path / "r", isolate=False) / "cells.csv")

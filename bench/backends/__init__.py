@@ -14,6 +14,7 @@ BACKENDS: dict[str, str | Callable[[], Backend]] = {
     "tvm": "bench.backends.tvm:TvmBackend",
     "tvm_tuned": "bench.backends.tvm:TvmTunedBackend",
     "tvm_cuda": "bench.backends.tvm_cuda:TvmCudaBackend",
+    "tvm_cuda_tuned": "bench.backends.tvm_cuda:TvmCudaTunedBackend",
     "onnxruntime_cuda": "bench.backends.ort:OnnxRuntimeCudaBackend",
     "onnxruntime_trt": "bench.backends.ort:OnnxRuntimeTensorrtBackend",
     "tensorrt": "bench.backends.tensorrt:TensorrtBackend",

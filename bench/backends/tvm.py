@@ -200,6 +200,10 @@ class TvmTunedBackend(TvmBackend):
     def _cache_key(self, request: CompileRequest, target: Any) -> dict[str, Any]:
         return {**super()._cache_key(request, target), **self._budget(request)}
 
+    def _cannot_tune_here(self, target: Any) -> str | None:
+        """Why trials cannot be measured on this machine (None: they can). The CPU always can."""
+        return None
+
     def _optimize(self, mod: Any, target: Any, request: CompileRequest) -> tuple[Any, dict[str, Any]]:
         import fcntl
         import multiprocessing
@@ -221,6 +225,13 @@ class TvmTunedBackend(TvmBackend):
             state_path = db_dir / "state.json"
             state = json.loads(state_path.read_text()) if state_path.is_file() else {"trials_spent": 0, "tuning_s": 0.0}
             remaining = budget["trials"] - state["trials_spent"]
+            blocked = self._cannot_tune_here(target) if remaining > 0 else None
+            if blocked:
+                from bench.backends.base import Unsupported
+
+                have = coverage(db_dir, tuning_mod, target)
+                raise Unsupported(f"{have['tuned_tasks']}/{have['total_tasks']} tasks tuned, {remaining} of "
+                                  f"{budget['trials']} trials still to run, and {blocked}")
             if remaining > 0:
                 # Tuning runs in a process of its own: its builder and runner pools must not share
                 # a process with the timed loop (measured here: 20 ms a call instead of 0.27 ms).

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from bench.backends.base import Availability, CompileRequest, import_framework
-from bench.backends.tvm import TvmBackend, TvmCompiled
+from bench.backends.tvm import TvmBackend, TvmCompiled, TvmTunedBackend
 from bench.bundle_runner import source_key
 
 EM_CUDA = 190  # ELF e_machine of a cubin
@@ -197,6 +197,29 @@ class TvmCudaBackend(TvmBackend):
         compiled = TvmCompiled(vm, facts, info["outputs"], device=dev)
         compiled.clock = synced_clock(dev.sync)
         return compiled
+
+
+class TvmCudaTunedBackend(TvmCudaBackend, TvmTunedBackend):
+    """MetaSchedule for CUDA with tvm_tuned's budget, database and coverage rules
+    (backend_options.tvm_cuda_tuned: arch, trials, min_trials_per_task, trials_per_iter, ...).
+    Every candidate is measured on the device, so tuning needs the device of the target's
+    architecture; with the budget already in the cache's database (tuned on such a machine, the
+    cache directory shared), a machine without it builds the library (`--compile-only`). Functions
+    the database has no schedule for get dlight's, as in `tvm_cuda`, and the variant says how many
+    tasks are tuned."""
+
+    name = "tvm_cuda_tuned"
+    variant = "tuned"
+    cache_kind = "tvm-cuda-lib"
+
+    def _cannot_tune_here(self, target: Any) -> str | None:
+        arch = str(target.attrs["arch"])
+        _, seen = visible_arch()
+        if seen == arch:
+            return None
+        here = f"the visible device is {seen}" if seen else "no CUDA device is visible here"
+        return (f"MetaSchedule measures every candidate on a {arch} device and {here}; tune on a machine with one "
+                "(bench tune, same BENCH_CACHE_DIR) and this machine builds from its database")
 
 
 def cuda_pipeline(target: Any) -> tuple[Any, dict[str, Any]]:
