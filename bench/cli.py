@@ -1,8 +1,9 @@
 """The `bench` command line: run, report, gate, compare, export, golden save, tune, bundle, inspect, cache, doctor.
 
 Exit codes: 0 when the command did its job (a sweep that completed, whatever its cells' statuses),
-1 for a failing verdict (gate: drift; compare: regression), 2 on bad input (one line per problem,
-naming the file and key), 130 on Ctrl-C.
+1 for a failing verdict (gate: drift or missing cells; compare: regression or missing cells), 2 on
+bad input (one line per problem, naming the file and key; a corrupt or partial run directory is bad
+input), 3 for an internal error (a bug; never 1), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -180,14 +181,16 @@ def _cells_table(df, columns: list[str], title: str) -> Table:
 def gate_cmd(
     run_dir: Path = typer.Argument(..., help="a results/<run_id>/ directory"),
     tolerances: Optional[Path] = typer.Option(None, help="YAML {precision: {atol, rtol, min_cosine}} to judge by instead of the run's own"),
-    fail_on_missing: bool = typer.Option(False, help="also fail when a cell was skipped, failed, crashed, timed out or not validated"),
+    allow_missing: bool = typer.Option(False, help="pass although planned cells are missing, skipped, failed, crashed, timed out or not validated"),
+    allow_incomplete: bool = typer.Option(False, help="judge a run that is not complete (interrupted or still running)"),
 ) -> None:
-    """Accuracy gate: exit 0 when every validated cell is within tolerance, 1 when any drifted, 2 on bad input."""
+    """Accuracy gate: exit 0 when every planned cell was validated within tolerance, 1 when any drifted
+    or (unless --allow-missing) is missing or not ok, 2 on bad input (an incomplete run among it)."""
     from bench.verdicts import gate, load_tolerances
 
     run = _load(run_dir)
     try:
-        result = gate(run, load_tolerances(tolerances) if tolerances else None, fail_on_missing)
+        result = gate(run, load_tolerances(tolerances) if tolerances else None, allow_missing, allow_incomplete)
     except BenchError as e:
         _fail(e)
     rows = result.rows
@@ -196,7 +199,7 @@ def gate_cmd(
                                                 "cosine", "atol", "rtol", "min_cosine", "note"], "cells that drifted"))
     if len(result.missing):
         out.print(_cells_table(result.missing, ["model", "backend", "precision", "batch_size", "verdict", "note"],
-                               "cells not judged" + (" (failing the gate)" if fail_on_missing else "")))
+                               "cells not judged" + ("" if allow_missing else " (failing the gate; --allow-missing to pass them)")))
     passed = int((rows["verdict"] == "pass").sum())
     out.print(f"gate: {passed} within tolerance, {len(result.drifted)} drifted, {len(result.missing)} not judged: "
               + ("[bold red]FAIL[/]" if result.exit_code else "[bold green]PASS[/]"))
@@ -208,11 +211,15 @@ def compare_cmd(
     run_a: Path = typer.Argument(..., help="the baseline run directory"),
     run_b: Path = typer.Argument(..., help="the candidate run directory"),
     threshold: str = typer.Option("5%", help="noise threshold: changes whose interval lies within it are 'no change'"),
-    fail_on_regression: Optional[str] = typer.Option(None, help="exit 1 when a cell is verdict 'slower' by more than this, e.g. 5%"),
+    fail_on_regression: Optional[str] = typer.Option(None, help="exit 1 when a cell is verdict 'slower' by more than this, e.g. 5%, or (unless --allow-missing) missing or not ok in either run"),
+    allow_missing: bool = typer.Option(False, help="with --fail-on-regression: do not fail on cells missing or not ok in either run"),
     strict_env: bool = typer.Option(False, help="refuse (exit 2) when the two runs' environments differ"),
 ) -> None:
-    """Latency change per cell of B against A, with a 95% interval and a verdict."""
+    """Latency change per cell of B against A, with a 95% interval (hierarchical bootstrap over worker
+    processes) and a verdict; cells missing or not ok in either run are listed as `missing`."""
     from bench.verdicts import compare_runs, environment_differences, parse_fraction
+
+    import pandas as pd
 
     a, b = _load(run_a), _load(run_b)
     try:
@@ -228,14 +235,22 @@ def compare_cmd(
         err.print(f"[bold yellow]WARNING: environments differ, latencies may not be comparable:[/] {escape(d)}", highlight=False)
     view = table.copy()
     for c in ("change", "ci_low", "ci_high"):
-        view[c] = view[c].map(lambda v: f"{v:+.1%}")
+        view[c] = view[c].map(lambda v: "–" if pd.isna(v) else f"{v:+.1%}")
+    for c in ("p50_a_ms", "p50_b_ms"):
+        view[c] = view[c].map(lambda v: "–" if pd.isna(v) else f"{v:.4g}")
     out.print(_cells_table(view, list(view.columns), f"{b.run_id} against {a.run_id} (noise threshold {thr:.1%})"))
     counts = table["verdict"].value_counts().to_dict()
-    out.print(", ".join(f"{v}: {n}" for v, n in sorted(counts.items())) or "no cell was timed in both runs")
+    out.print(", ".join(f"{v}: {n}" for v, n in sorted(counts.items())))
     if fail_thr is not None:
         regressed = table[(table["verdict"] == "slower") & (table["change"] > fail_thr)]
+        missing = table[table["verdict"] == "missing"]
+        why = []
         if len(regressed):
-            out.print(f"[bold red]FAIL[/]: {len(regressed)} cell(s) slower by more than {fail_thr:.1%}")
+            why.append(f"{len(regressed)} cell(s) slower by more than {fail_thr:.1%}")
+        if len(missing) and not allow_missing:
+            why.append(f"{len(missing)} cell(s) missing or not ok in either run (--allow-missing to pass them)")
+        if why:
+            out.print("[bold red]FAIL[/]: " + "; ".join(why))
             raise typer.Exit(1)
 
 
@@ -426,14 +441,40 @@ def doctor() -> None:
     out.print("libraries: " + ", ".join(f"{k} {v}" for k, v in libs.items()), highlight=False)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Entry point. Exit codes: 0 pass, 1 a failing verdict, 2 bad input, 3 an internal error (a bug:
+    one line here, the traceback in a file), 130 Ctrl-C. Never 1 for a crash."""
     import faulthandler
     import signal
+    import tempfile
+    import traceback
 
     if hasattr(signal, "SIGUSR1"):
-        faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints where a stuck run is
-    app()
+        try:
+            faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints where a stuck run is
+        except (ValueError, OSError):  # stderr is not a file (captured): no stack dumps then
+            pass
+    try:
+        app(args=argv)  # standalone: usage errors exit 2, typer.Exit its code, Ctrl-C 130 (SystemExit)
+        return 0
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]", highlight=False)
+        return 130
+    except BenchError as e:
+        for line in str(e).splitlines():
+            err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        return 2
+    except Exception as e:
+        fd, path = tempfile.mkstemp(prefix="bench-crash-", suffix=".txt")
+        with open(fd, "w") as f:
+            f.write("".join(traceback.format_exception(e)))
+        first = (str(e).splitlines() or [""])[0][:300]
+        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(first)} (a bug in bench; traceback in {path})",
+                  highlight=False, soft_wrap=True)
+        return 3
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

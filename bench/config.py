@@ -209,7 +209,7 @@ class Config(_Frozen):
     seed: int = Field(default=0, ge=0)
     threads: int = Field(default_factory=_default_threads, ge=1)
     backend_threads: dict[str, int] = Field(default_factory=dict, description="per-backend override of threads")
-    repeats: int = Field(default=1, ge=1, description="fresh worker processes timing each cell; samples are pooled")
+    repeats: int = Field(default=3, ge=1, description="fresh worker processes timing each cell: the process is the unit of measurement")
     cell_timeout_s: float = Field(default=1800.0, gt=0, description="a cell's worker is killed after this long")
     goldens: str | None = Field(default=None, description="directory of stored reference outputs (bench golden save)")
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)

@@ -26,8 +26,9 @@ STATUSES = ("ok", "failed", "skipped", "crashed", "timeout")
 COLUMNS = [
     "run_id", "model", "backend", "precision", "batch_size", "variant", "status", "error", "phase",
     "compile_s", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ms", "max_ms", "std_ms", "cv",
-    "throughput_ips", "gflop", "achieved_gflops", "pct_of_peak", "iterations", "p50_ci_low_ms", "p50_ci_high_ms", "outliers", "unstable", "unstable_reason",
-    "repeats", "repeat_p50_spread", "peak_rss_mb",
+    "throughput_ips", "gflop", "achieved_gflops", "pct_of_peak", "iterations", "p50_ci_low_ms", "p50_ci_high_ms", "ci_method",
+    "outliers", "unstable", "unstable_reason", "repeats", "process_p50_ms", "repeat_p50_spread", "dispersion", "timed_region",
+    "peak_rss_mb",
     "validated", "accuracy_ok", "accuracy_note", "max_abs_err", "max_rel_err", "mean_abs_err", "p99_abs_err",
     "cosine", "top1_agreement", "atol", "rtol", "min_cosine", "reference",
     "provider", "executes_as", "threads", "backend_version", "cache_hit", "options", "input_shapes", "model_sha256",
@@ -40,7 +41,14 @@ def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
     atomic.write_text(run_dir / "meta.json", json.dumps(meta, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def append_cell(run_dir: Path, row: dict[str, Any], samples_ns: list[int]) -> None:
+def processes_of(samples_ns: list[Any]) -> list[list[int]]:
+    """A journal entry's samples, one list per worker process (older journals: one flat list)."""
+    if samples_ns and not isinstance(samples_ns[0], list):
+        return [samples_ns]
+    return [p for p in samples_ns if p]
+
+
+def append_cell(run_dir: Path, row: dict[str, Any], samples_ns: list[list[int]]) -> None:
     line = json.dumps({"row": row, "samples_ns": samples_ns}, default=str) + "\n"
     with open(run_dir / "cells.jsonl", "a") as f:
         f.write(line)
@@ -78,11 +86,12 @@ def finalize(run_dir: Path) -> pd.DataFrame:
     cells = cells_frame([e["row"] for e in entries])
     samples = pd.DataFrame(
         [
-            {**{k: e["row"][k] for k in ["run_id", *KEY]}, "iteration": i, "latency_ms": ns / 1e6}
+            {**{k: e["row"][k] for k in ["run_id", *KEY]}, "process": p, "iteration": i, "latency_ms": ns / 1e6}
             for e in entries
-            for i, ns in enumerate(e["samples_ns"])
+            for p, proc in enumerate(processes_of(e["samples_ns"]))
+            for i, ns in enumerate(proc)
         ],
-        columns=["run_id", *KEY, "iteration", "latency_ms"],
+        columns=["run_id", *KEY, "process", "iteration", "latency_ms"],
     )
     atomic.write_text(run_dir / "cells.csv", cells.to_csv(index=False))
     for frame, name in ((cells, "cells.parquet"), (samples, "samples.parquet")):
@@ -90,6 +99,14 @@ def finalize(run_dir: Path) -> pd.DataFrame:
         frame.to_parquet(buf, index=False)
         atomic.write_bytes(run_dir / name, buf.getvalue())
     return cells
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for a torn or foreign file
+        raise BenchError(f"{path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                         f"the run's journal cells.jsonl holds its rows") from None
 
 
 @dataclass(frozen=True)
@@ -115,8 +132,8 @@ def load_run(run_dir: str | os.PathLike) -> StoredRun:
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise BenchError(f"{d / 'meta.json'}: schema_version {meta.get('schema_version')!r}; this bench reads {SCHEMA_VERSION}")
     if (d / "cells.parquet").is_file():
-        cells = pd.read_parquet(d / "cells.parquet")
-        samples = pd.read_parquet(d / "samples.parquet") if (d / "samples.parquet").is_file() else pd.DataFrame()
+        cells = _read_table(d / "cells.parquet")
+        samples = _read_table(d / "samples.parquet") if (d / "samples.parquet").is_file() else pd.DataFrame()
     else:  # an interrupted run that never finalized: its journal is the record
         entries = read_journal(d)
         if not entries:

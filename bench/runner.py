@@ -35,7 +35,7 @@ from bench.jobs import encode, input_source
 from bench.models.flops import cpu_peak
 from bench.models.freeze import PREPARE_VERSION, model_sha256
 from bench.models.prepare import ModelInfo, inspect_model
-from bench.timing import UNSTABLE_CV, summarize
+from bench.timing import summarize
 from bench.worker import INTERRUPTS, Outcome, run_isolated, run_job
 
 
@@ -202,7 +202,7 @@ class _Sweep:
         self._log(name, part.pop("traceback", None))
         return part, list(outcome.value["samples_ns"]), outcome
 
-    def run_cell(self, cell: Cell) -> tuple[dict[str, Any], list[int]]:
+    def run_cell(self, cell: Cell) -> tuple[dict[str, Any], list[list[int]]]:
         cfg = self.config
         tol = cfg.tolerance(cell.precision, cell.model)
         info = self.plan.models[cell.model]
@@ -232,17 +232,9 @@ class _Sweep:
         row["peak_rss_mb"] = max(known) if known else None
         pooled = [s for p in per_process for s in p]
         if pooled:
-            row.update(summarize(pooled, cell.batch_size).as_row(), repeats=len(per_process))
+            row.update(summarize(per_process, cell.batch_size).as_row())
             row.update(work_rate(row, self.peak))
-            if len(per_process) > 1:
-                medians = [float(np.median(p)) / 1e6 for p in per_process]
-                spread = (max(medians) - min(medians)) / float(np.median(medians))
-                row["repeat_p50_spread"] = spread
-                if spread >= UNSTABLE_CV:
-                    why = f"medians of {len(medians)} processes differ by {spread:.0%}"
-                    row["unstable_reason"] = "; ".join(filter(None, [row.get("unstable_reason"), why]))
-                    row["unstable"] = True
-        return row, pooled
+        return row, per_process
 
 
 def work_rate(row: dict[str, Any], peak: dict[str, Any]) -> dict[str, Any]:

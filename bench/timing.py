@@ -7,9 +7,11 @@ and the minimum duration are reached. `summarize` turns samples into the publish
 
 from __future__ import annotations
 
+import gc
+import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -17,7 +19,21 @@ from bench.config import TimingConfig
 
 
 def measure(fn: Callable[[], object], clock: Callable[[], int], timing: TimingConfig) -> list[int]:
-    """Raw per-call latencies in nanoseconds."""
+    """Raw per-call latencies in nanoseconds. The garbage collector is frozen and disabled for the
+    loop (a collection inside a sample times Python's heap, not the engine)."""
+    gc.collect()
+    gc.freeze()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _loop(fn, clock, timing)
+    finally:
+        if enabled:
+            gc.enable()
+        gc.unfreeze()
+
+
+def _loop(fn: Callable[[], object], clock: Callable[[], int], timing: TimingConfig) -> list[int]:
     for _ in range(timing.warmup):
         fn()
     samples: list[int] = []
@@ -35,30 +51,33 @@ def measure(fn: Callable[[], object], clock: Callable[[], int], timing: TimingCo
             return samples
 
 
-# Stability thresholds, after pyperf (std dev >= 10% of the mean) and hyperfine (outliers, extremes).
-UNSTABLE_CV = 0.10
-UNSTABLE_EXTREME = 0.50  # min or max this far from the median, as a fraction of it
+# Stability, judged per process (as pyperf does): the spread of the processes' medians, and each
+# process's robust dispersion (IQR / median). Never the raw min/max of pooled samples: one scheduler
+# hiccup among thousands of calls says nothing about the figure.
+UNSTABLE_SPREAD = 0.10  # (max - min) of per-process medians, as a fraction of their median
+UNSTABLE_DISPERSION = 0.10  # IQR / median within a process (the worst process)
 CONFIDENCE = 0.95
+RESAMPLES = 1000
+MAX_PER_PROCESS = 4000  # a bootstrap resamples at most this many samples of one process (seeded subsample)
 
 
 def median_ci_ranks(n: int, confidence: float = CONFIDENCE) -> tuple[int, int]:
     """0-based order-statistic ranks (lo, hi) bracketing the median with at least `confidence`.
 
-    Distribution-free: the count of samples below the true median is Binomial(n, 1/2), so
-    [x_(lo), x_(hi)] covers it with probability sum_{k=lo+1}^{hi} C(n, k) / 2^n. Exact for n <= 1000,
-    the normal approximation beyond."""
+    Distribution-free for independent samples: the count below the true median is Binomial(n, 1/2).
+    Successive calls are not independent, so the published interval is hierarchical_ci's; this one
+    remains for a single sample set."""
     if n < 6:  # no pair of ranks reaches 95% below six samples: the whole range is the honest answer
         return 0, n - 1
     if n > 1000:
         half = 1.959963984540054 * math.sqrt(n) / 2
         return max(0, int(math.floor(n / 2 - half)) - 1), min(n - 1, int(math.ceil(n / 2 + half)))
-    # cdf[k] = P(X <= k) for X ~ Binomial(n, 1/2); choose the largest lo with P(X <= lo) <= alpha/2.
     alpha = 1 - confidence
     total, cum, lo = 2**n, 0, 0
     for k in range(n + 1):
         cum += math.comb(n, k)
         if cum / total > alpha / 2:
-            lo = k  # P(X < k) <= alpha/2: x_(k) (1-based) is the lower bound, rank k-1 0-based
+            lo = k
             break
     return max(0, lo - 1), min(n - 1, n - lo)
 
@@ -69,16 +88,52 @@ def tukey_outliers(ms: np.ndarray) -> int:
     return int(np.count_nonzero((ms < q1 - 1.5 * iqr) | (ms > q3 + 1.5 * iqr)))
 
 
-def stability(mean: float, p50: float, cv: float, lo: float, hi: float) -> str:
+def robust_dispersion(ms: np.ndarray) -> float:
+    """IQR / median of one process's samples."""
+    q1, med, q3 = np.percentile(ms, [25, 50, 75])
+    return float((q3 - q1) / med) if med > 0 else float("nan")
+
+
+def stability(process_medians: Sequence[float], dispersions: Sequence[float]) -> str:
     """Why the figures are unstable, or an empty string when they are not."""
     reasons = []
-    if cv >= UNSTABLE_CV:
-        reasons.append(f"std dev is {cv:.0%} of the mean (>= {UNSTABLE_CV:.0%})")
-    if p50 > 0 and (hi - p50) / p50 >= UNSTABLE_EXTREME:
-        reasons.append(f"max is {(hi - p50) / p50:.0%} above the median")
-    if p50 > 0 and (p50 - lo) / p50 >= UNSTABLE_EXTREME:
-        reasons.append(f"min is {(p50 - lo) / p50:.0%} below the median")
+    med = float(np.median(process_medians)) if len(process_medians) else 0.0
+    if len(process_medians) > 1 and med > 0:
+        spread = (max(process_medians) - min(process_medians)) / med
+        if spread >= UNSTABLE_SPREAD:
+            reasons.append(f"medians of {len(process_medians)} processes differ by {spread:.0%} (>= {UNSTABLE_SPREAD:.0%})")
+    worst = max((d for d in dispersions if d == d), default=0.0)
+    if worst >= UNSTABLE_DISPERSION:
+        reasons.append(f"IQR is {worst:.0%} of the median within a process (>= {UNSTABLE_DISPERSION:.0%})")
     return "; ".join(reasons)
+
+
+def _thin(processes: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    return [p if p.size <= MAX_PER_PROCESS else rng.choice(p, MAX_PER_PROCESS, replace=False) for p in processes]
+
+
+def hierarchical_medians(processes: Sequence[np.ndarray], resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """Bootstrap distribution of the pooled median: each resample draws processes with replacement,
+    then samples with replacement within each drawn process. Most of the variance on a shared
+    machine lies between processes, which resampling pooled calls would ignore."""
+    rng = np.random.default_rng(seed)
+    procs = _thin([np.asarray(p, dtype=np.float64) for p in processes if len(p)], rng)
+    if not procs:
+        raise ValueError("no samples to resample")
+    k = len(procs)
+    out = np.empty(resamples)
+    for b in range(resamples):
+        chosen = rng.integers(0, k, size=k) if k > 1 else np.zeros(1, dtype=np.int64)
+        parts = [procs[c][rng.integers(0, procs[c].size, size=procs[c].size)] for c in chosen]
+        out[b] = np.median(np.concatenate(parts))
+    return out
+
+
+def hierarchical_ci(processes: Sequence[np.ndarray], confidence: float = CONFIDENCE, seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of the pooled median from hierarchical_medians."""
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(hierarchical_medians(processes, seed=seed), [alpha, 1 - alpha])
+    return float(lo), float(hi)
 
 
 @dataclass(frozen=True)
@@ -96,25 +151,41 @@ class Stats:
     throughput_ips: float
     p50_ci_low_ms: float
     p50_ci_high_ms: float
+    ci_method: str
     outliers: int
+    repeats: int
+    process_p50_ms: str  # JSON list, one median per process
+    repeat_p50_spread: float
+    dispersion: float  # the worst process's IQR / median
     unstable: bool
     unstable_reason: str
 
-    def as_row(self) -> dict[str, float]:
+    def as_row(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def summarize(samples_ns: Sequence[int], batch_size: int) -> Stats:
-    if not samples_ns:
+def summarize(samples_ns: Sequence[int] | Sequence[Sequence[int]], batch_size: int) -> Stats:
+    """Statistics of one cell. `samples_ns` is one list per process (or one flat list: one process).
+    Percentiles are over the pooled samples; stability and the median's interval treat the process
+    as the unit (see stability and hierarchical_ci)."""
+    if samples_ns and not isinstance(samples_ns[0], (list, tuple, np.ndarray)):
+        samples_ns = [samples_ns]  # type: ignore[list-item]
+    processes = [np.asarray(p, dtype=np.float64) / 1e6 for p in samples_ns if len(p)]
+    if not processes:
         raise ValueError("no samples to summarize")
-    ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    ms = np.concatenate(processes)
     mean = float(ms.mean())
     std = float(ms.std(ddof=1)) if ms.size > 1 else 0.0
     p50, p90, p95, p99 = (float(v) for v in np.percentile(ms, [50, 90, 95, 99]))
     cv = std / mean if mean > 0 else float("nan")
-    lo_rank, hi_rank = median_ci_ranks(ms.size)
-    ordered = np.sort(ms)
-    reason = stability(mean, p50, cv, float(ms.min()), float(ms.max()))
+    medians = [float(np.median(p)) for p in processes]
+    dispersions = [robust_dispersion(p) for p in processes]
+    spread = (max(medians) - min(medians)) / float(np.median(medians)) if len(medians) > 1 and np.median(medians) > 0 else 0.0
+    if ms.size == 1:
+        lo = hi = p50
+    else:
+        lo, hi = hierarchical_ci(processes)
+    reason = stability(medians, dispersions)
     return Stats(
         iterations=int(ms.size),
         mean_ms=mean,
@@ -127,9 +198,14 @@ def summarize(samples_ns: Sequence[int], batch_size: int) -> Stats:
         p99_ms=p99,
         cv=cv,
         throughput_ips=batch_size / (mean / 1e3) if mean > 0 else float("nan"),
-        p50_ci_low_ms=float(ordered[lo_rank]),
-        p50_ci_high_ms=float(ordered[hi_rank]),
+        p50_ci_low_ms=lo,
+        p50_ci_high_ms=hi,
+        ci_method=f"hierarchical bootstrap, {len(processes)} process{'es' if len(processes) > 1 else ''}",
         outliers=tukey_outliers(ms),
+        repeats=len(processes),
+        process_p50_ms=json.dumps([round(m, 6) for m in medians]),
+        repeat_p50_spread=spread,
+        dispersion=max(dispersions) if dispersions else float("nan"),
         unstable=bool(reason),
         unstable_reason=reason,
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,7 @@ from bench import goldens
 from bench.config import Precision, Tolerance
 from bench.errors import BenchError
 from bench.results import KEY, StoredRun
+from bench.timing import hierarchical_medians
 from bench.validate import compare
 
 # --- the accuracy gate --------------------------------------------------------------------------
@@ -39,8 +40,8 @@ def load_tolerances(path: str | Path) -> dict[str, Tolerance]:
 
 @dataclass(frozen=True)
 class GateResult:
-    rows: pd.DataFrame  # one per cell: key, verdict (pass, drift, unvalidated, <status>), figures
-    fail_on_missing: bool
+    rows: pd.DataFrame  # one per planned cell: key, verdict (pass, drift, unvalidated, missing, <status>), figures
+    allow_missing: bool
 
     @property
     def drifted(self) -> pd.DataFrame:
@@ -52,7 +53,29 @@ class GateResult:
 
     @property
     def exit_code(self) -> int:
-        return 1 if len(self.drifted) or (self.fail_on_missing and len(self.missing)) else 0
+        return 1 if len(self.drifted) or (not self.allow_missing and len(self.missing)) else 0
+
+
+def planned_keys(run: StoredRun) -> list[tuple]:
+    """The cells the run's config planned (model, backend, precision, batch); the table's own cells
+    when the stored config cannot be read back."""
+    from bench.config import Config
+
+    try:
+        grid = Config.model_validate(run.meta.get("config") or {}).grid()
+        planned = [(c.model, c.backend, c.precision, int(c.batch_size)) for c in grid]
+    except Exception:
+        planned = []
+    stored = [(r["model"], r["backend"], r["precision"], int(r["batch_size"])) for _, r in run.cells.iterrows()]
+    return list(dict.fromkeys(planned + stored))
+
+
+def require_complete(run: StoredRun, allowed: bool) -> None:
+    status = run.meta.get("status")
+    if status != "complete" and not allowed:
+        raise BenchError(f"{run.run_dir / 'meta.json'}: the run is {status!r} with {len(run.cells)} of "
+                         f"{len(planned_keys(run))} planned cells; finish it (bench run CONFIG --resume {run.run_id}) "
+                         "or pass --allow-incomplete to judge what is there")
 
 
 def _slug(r: Any) -> str:
@@ -74,10 +97,20 @@ def _rejudge(run: StoredRun, r: Any, tol: Tolerance) -> dict[str, Any]:
             "accuracy_ok": d.accuracy_ok, "accuracy_note": d.reason}
 
 
-def gate(run: StoredRun, tolerances: dict[str, Tolerance] | None = None, fail_on_missing: bool = False) -> GateResult:
-    """Judge every cell: stored verdicts under the run's own tolerances, or re-judged under `tolerances`."""
+def gate(run: StoredRun, tolerances: dict[str, Tolerance] | None = None, allow_missing: bool = False,
+         allow_incomplete: bool = False) -> GateResult:
+    """Judge every planned cell: stored verdicts under the run's own tolerances, or re-judged under
+    `tolerances`. A planned cell absent from the table is `missing`; with anything but pass or drift
+    the gate fails unless `allow_missing`. A run that is not complete is refused unless `allow_incomplete`."""
+    require_complete(run, allow_incomplete)
     out = []
-    for _, r in run.cells.iterrows():
+    by_key = {(r["model"], r["backend"], r["precision"], int(r["batch_size"])): r for _, r in run.cells.iterrows()}
+    for key in planned_keys(run):
+        if key not in by_key:
+            out.append({**dict(zip(KEY[:4], key)), "variant": None, "status": None, "verdict": "missing",
+                        "note": f"planned, absent from {run.run_dir.name}'s table (run {run.meta.get('status')})"})
+            continue
+        r = by_key[key]
         row = {k: r[k] for k in KEY}
         row.update(status=r["status"], max_abs_err=r["max_abs_err"], max_rel_err=r["max_rel_err"], cosine=r["cosine"],
                    atol=r["atol"], rtol=r["rtol"], min_cosine=r["min_cosine"], note=r.get("accuracy_note"))
@@ -95,7 +128,7 @@ def gate(run: StoredRun, tolerances: dict[str, Tolerance] | None = None, fail_on
                 row.update(judged, atol=tol.atol, rtol=tol.rtol, min_cosine=tol.min_cosine, note=judged.pop("accuracy_note"))
             row["verdict"] = "pass" if ok else "drift"
         out.append(row)
-    return GateResult(pd.DataFrame(out), fail_on_missing)
+    return GateResult(pd.DataFrame(out), allow_missing)
 
 
 # --- comparing two runs' latencies ----------------------------------------------------------------
@@ -111,21 +144,14 @@ def environment_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return diffs
 
 
-def ratio_ci(a_ms: np.ndarray, b_ms: np.ndarray, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Bootstrap percentile interval of median(b) / median(a) - 1 (seeded: the same inputs give the same interval)."""
-    rng = np.random.default_rng(seed)
-    ratios = []
-    chunk = max(1, 2_000_000 // max(len(a_ms), len(b_ms)))  # bound the memory of one resampling batch
-    done = 0
-    while done < resamples:
-        k = min(chunk, resamples - done)
-        ma = np.median(a_ms[rng.integers(0, len(a_ms), size=(k, len(a_ms)))], axis=1)
-        mb = np.median(b_ms[rng.integers(0, len(b_ms), size=(k, len(b_ms)))], axis=1)
-        ratios.append(mb / ma - 1)
-        done += k
-    r = np.concatenate(ratios)
+def ratio_ci(a: Sequence[np.ndarray], b: Sequence[np.ndarray], confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of median(b) / median(a) - 1, each median from a hierarchical bootstrap
+    (processes resampled, then samples within each; see bench.timing). Seeded: the same runs give
+    the same interval."""
+    ma = hierarchical_medians(a, seed=seed)
+    mb = hierarchical_medians(b, seed=seed + 1)
     alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(r, [alpha, 1 - alpha])
+    lo, hi = np.quantile(mb / ma - 1, [alpha, 1 - alpha])
     return float(lo), float(hi)
 
 
@@ -141,21 +167,56 @@ def verdict(ci_low: float, ci_high: float, threshold: float) -> str:
     return "inconclusive"
 
 
+def _by_process(samples: pd.DataFrame) -> dict[tuple, list[np.ndarray]]:
+    """Latencies per cell, one array per worker process (runs stored before processes were kept: one)."""
+    proc = samples["process"] if "process" in samples.columns else pd.Series(0, index=samples.index)
+    out: dict[tuple, list[np.ndarray]] = {}
+    for key, g in samples.assign(process=proc).groupby(KEY[:4]):
+        out[key] = [p["latency_ms"].to_numpy() for _, p in g.groupby("process")]
+    return out
+
+
+COMPARE_COLUMNS = [*KEY[:4], "p50_a_ms", "p50_b_ms", "change", "ci_low", "ci_high", "verdict", "note"]
+
+
+def _why_absent(run: StoredRun, name: str, key: tuple, rows: dict[tuple, Any], timed: dict[tuple, Any]) -> str | None:
+    if key in timed:
+        return None
+    if key not in rows:
+        return f"{name}: not in the run (run {run.meta.get('status')})"
+    r = rows[key]
+    if r["status"] != "ok":
+        return f"{name}: {r['status']}" + (f" ({str(r['error'])[:120]})" if pd.notna(r.get("error")) and r.get("error") else "")
+    return f"{name}: no samples"
+
+
 def compare_runs(a: StoredRun, b: StoredRun, threshold: float = 0.05) -> pd.DataFrame:
-    """One row per cell timed in both runs: medians, change, its 95% interval and the verdict."""
+    """One row per cell planned in either run: medians, change, its 95% interval and the verdict for
+    cells timed in both; verdict `missing`, with the reason, for a cell missing, unfinished or not
+    `ok` in either. No cell timed in both runs is bad input."""
     sa, sb = a.samples, b.samples
-    if sa.empty or sb.empty:
-        raise BenchError("both runs need raw samples (samples.parquet) to be compared")
-    ga = {k: g["latency_ms"].to_numpy() for k, g in sa.groupby(KEY[:4])}
-    gb = {k: g["latency_ms"].to_numpy() for k, g in sb.groupby(KEY[:4])}
+    ga = _by_process(sa) if not sa.empty else {}
+    gb = _by_process(sb) if not sb.empty else {}
+    ra = {(r["model"], r["backend"], r["precision"], int(r["batch_size"])): r for _, r in a.cells.iterrows()}
+    rb = {(r["model"], r["backend"], r["precision"], int(r["batch_size"])): r for _, r in b.cells.iterrows()}
+    ta = {k: v for k, v in ga.items() if k in ra and ra[k]["status"] == "ok"}
+    tb = {k: v for k, v in gb.items() if k in rb and rb[k]["status"] == "ok"}
+    if not set(ta) & set(tb):
+        raise BenchError(f"no cell was timed in both runs ({a.run_dir} has {len(ta)} timed cells, {b.run_dir} has {len(tb)}, "
+                         f"{len(set(ra) & set(rb))} in common by name): nothing to compare")
     rows = []
-    for key in sorted(set(ga) & set(gb), key=str):
-        x, y = ga[key], gb[key]
+    for key in dict.fromkeys(planned_keys(a) + planned_keys(b)):
+        key = (key[0], key[1], key[2], int(key[3]))
+        why = [w for w in (_why_absent(a, "A", key, ra, ta), _why_absent(b, "B", key, rb, tb)) if w]
+        if why:
+            rows.append({**dict(zip(KEY[:4], key)), "verdict": "missing", "note": "; ".join(why)})
+            continue
+        x, y = ta[key], tb[key]
         lo, hi = ratio_ci(x, y)
-        pa, pb = float(np.median(x)), float(np.median(y))
+        pa, pb = float(np.median(np.concatenate(x))), float(np.median(np.concatenate(y)))
         rows.append({**dict(zip(KEY[:4], key)), "p50_a_ms": pa, "p50_b_ms": pb, "change": pb / pa - 1,
-                     "ci_low": lo, "ci_high": hi, "verdict": verdict(lo, hi, threshold)})
-    return pd.DataFrame(rows, columns=[*KEY[:4], "p50_a_ms", "p50_b_ms", "change", "ci_low", "ci_high", "verdict"])
+                     "ci_low": lo, "ci_high": hi, "verdict": verdict(lo, hi, threshold), "note": ""})
+    return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
 
 
 def parse_fraction(text: str) -> float:

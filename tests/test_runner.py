@@ -60,7 +60,7 @@ def test_one_bad_cell_never_loses_the_sweep(fake_backends, mlp_onnx, tmp_path):
 
     good = by[("fake", "fp32", 3)]
     assert good.status == "ok" and good.accuracy_ok and good.validated
-    assert (good.iterations, good.mean_ms, good.p99_ms, good.std_ms) == (4, 1.0, 1.0, 0.0)
+    assert (good.repeats, good.iterations, good.mean_ms, good.p99_ms, good.std_ms) == (3, 12, 1.0, 1.0, 0.0)  # 3 processes by default
     assert good.throughput_ips == pytest.approx(3000.0)
     assert good.max_abs_err == 0.0 and good.variant == "fake" and good.provider == "numpy"
 
@@ -81,7 +81,8 @@ def test_samples_and_meta_are_stored(fake_backends, mlp_onnx, tmp_path):
     cfg = _config(mlp_onnx, ["fake"])
     run_dir = _run(cfg, tmp_path)
     samples = pd.read_parquet(run_dir / "samples.parquet")
-    assert len(samples) == 2 * 4  # two timed cells, four samples each
+    assert len(samples) == 2 * 3 * 4  # two timed cells, three processes each (the default), four samples each
+    assert samples.groupby(["batch_size", "process"]).size().to_dict() == {(b, i): 4 for b in (1, 3) for i in range(3)}
     assert set(samples["latency_ms"]) == {1.0}
     assert pd.read_parquet(run_dir / "cells.parquet").shape[0] == 4
     meta = json.loads((run_dir / "meta.json").read_text())

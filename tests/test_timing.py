@@ -67,3 +67,42 @@ def test_summarize_single_sample_and_empty():
     assert s.std_ms == 0.0 and s.cv == 0.0 and s.p99_ms == 2.0
     with pytest.raises(ValueError):
         summarize([], 1)
+
+
+def test_one_hiccup_among_many_calls_is_not_unstable():
+    steady = [1_000_000 + (i % 7) * 1000 for i in range(2000)]
+    steady[500] = 5_000_000  # one scheduler hiccup: max 400% above the median
+    s = summarize([steady, steady, steady], batch_size=1)
+    assert not s.unstable and s.unstable_reason == "" and s.max_ms == 5.0
+    assert s.repeats == 3 and s.dispersion < 0.01 and s.ci_method.startswith("hierarchical bootstrap, 3 processes")
+
+
+def test_processes_that_disagree_or_jitter_are_unstable():
+    a = [1_000_000] * 200
+    b = [1_200_000] * 200
+    s = summarize([a, b, a], batch_size=1)
+    assert s.unstable and "medians of 3 processes differ by 20%" in s.unstable_reason
+    assert s.repeat_p50_spread == pytest.approx(0.2)
+    jitter = [1_000_000, 1_300_000] * 100  # IQR 30% of the median within one process
+    s = summarize([jitter], batch_size=1)
+    assert s.unstable and "IQR is" in s.unstable_reason and s.repeats == 1
+
+
+def test_the_interval_widens_with_disagreeing_processes():
+    rng = np.random.default_rng(0)
+    tight = [list(1_000_000 + rng.integers(0, 10_000, 300)) for _ in range(3)]
+    apart = [list(lv + rng.integers(0, 10_000, 300)) for lv in (950_000, 1_000_000, 1_050_000)]
+    t, w = summarize(tight, 1), summarize(apart, 1)
+    assert (w.p50_ci_high_ms - w.p50_ci_low_ms) > 5 * (t.p50_ci_high_ms - t.p50_ci_low_ms)
+    assert t.p50_ci_low_ms <= t.p50_ms <= t.p50_ci_high_ms
+    assert summarize(tight, 1) == t  # seeded: the same samples give the same interval
+
+
+def test_the_garbage_collector_is_off_inside_the_timed_loop():
+    import gc
+
+    seen = []
+    clock = FakeClock(work=10)
+    samples = measure(lambda: seen.append(gc.isenabled()) or clock.forward(), clock,
+                      TimingConfig(warmup=1, min_iterations=3, min_time_s=0.0))
+    assert len(samples) == 3 and seen == [False] * 4 and gc.isenabled()

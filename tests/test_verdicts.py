@@ -40,8 +40,8 @@ def test_gate_verdicts_and_exit_codes(fake_backends, mlp_onnx, tmp_path):
     drifting = _run(_cfg(mlp_onnx, ["fake", "fake_drift"]), tmp_path, "drifting")
 
     g = gate(load_run(clean))
-    assert g.exit_code == 0 and len(g.missing) == 2 and set(g.missing["verdict"]) == {"skipped"}
-    assert gate(load_run(clean), fail_on_missing=True).exit_code == 1
+    assert g.exit_code == 1 and len(g.missing) == 2 and set(g.missing["verdict"]) == {"skipped"}
+    assert gate(load_run(clean), allow_missing=True).exit_code == 0
 
     g = gate(load_run(drifting))
     assert g.exit_code == 1
@@ -50,8 +50,52 @@ def test_gate_verdicts_and_exit_codes(fake_backends, mlp_onnx, tmp_path):
     proc = bench("gate", drifting, cwd=tmp_path)
     assert proc.returncode == 1
     assert "cells that drifted" in proc.stdout and "fake_drift" in proc.stdout and "FAIL" in proc.stdout
-    assert bench("gate", clean, cwd=tmp_path).returncode == 0
-    assert bench("gate", clean, "--fail-on-missing", cwd=tmp_path).returncode == 1
+    assert bench("gate", clean, cwd=tmp_path).returncode == 1
+    assert bench("gate", clean, "--allow-missing", cwd=tmp_path).returncode == 0
+
+
+def test_gate_refuses_incomplete_runs_and_counts_lost_cells(fake_backends, mlp_onnx, tmp_path):
+    run_dir = _run(_cfg(mlp_onnx, ["fake"], batch_sizes=[1, 2, 3, 4, 5, 6, 7, 8]), tmp_path)
+    assert bench("gate", run_dir, cwd=tmp_path).returncode == 0
+    meta = json.loads((run_dir / "meta.json").read_text())
+    # A run still `running` with 2 of its 8 cells: refused (bad input), judged only when asked.
+    lines = (run_dir / "cells.jsonl").read_text().splitlines(keepends=True)
+    (run_dir / "cells.jsonl").write_text("".join(lines[:2]))
+    finalize(run_dir)
+    write_meta(run_dir, {**meta, "status": "running"})
+    proc = bench("gate", run_dir, cwd=tmp_path)
+    assert proc.returncode == 2 and "'running' with 2 of 8 planned cells" in proc.stderr, proc.stderr
+    proc = bench("gate", run_dir, "--allow-incomplete", cwd=tmp_path)
+    assert proc.returncode == 1 and "6 not judged" in proc.stdout
+    # A `complete` run whose table lost 5 of 8 cells fails: the plan, not the table, says what to judge.
+    (run_dir / "cells.jsonl").write_text("".join(lines[:3]))
+    finalize(run_dir)
+    write_meta(run_dir, meta)
+    g = gate(load_run(run_dir))
+    assert g.exit_code == 1 and (g.rows["verdict"] == "missing").sum() == 5
+    assert gate(load_run(run_dir), allow_missing=True).exit_code == 0
+
+
+def test_corrupt_tables_are_bad_input_on_one_line(fake_backends, mlp_onnx, tmp_path):
+    run_dir = _run(_cfg(mlp_onnx, ["fake"]), tmp_path)
+    (run_dir / "cells.parquet").write_bytes(b"PAR1 torn")
+    for cmd in (["gate", run_dir], ["report", run_dir], ["compare", run_dir, run_dir]):
+        proc = bench(*cmd, cwd=tmp_path)
+        assert proc.returncode == 2, (cmd, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and "cells.parquet: unreadable" in proc.stderr
+
+
+def test_an_internal_error_exits_3_with_one_line(monkeypatch, capsys, tmp_path):
+    import bench.report
+    from bench.cli import main
+
+    def broken(*a, **k):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(bench.report, "build_report", broken)
+    assert main(["report", str(tmp_path)]) == 3
+    err = capsys.readouterr().err
+    assert "internal error: ZeroDivisionError: a bug" in err and "Traceback" not in err
 
 
 def test_gate_rejudges_stored_outputs_under_other_tolerances(fake_backends, mlp_onnx, tmp_path):
@@ -87,16 +131,21 @@ def test_goldens_replace_the_reference_backend(fake_backends, mlp_onnx, tmp_path
     assert cells["accuracy_note"].str.contains("seed: stored 0, needed 7").all()
 
 
-def _synthetic_run(root, name, samples_ms, cpu="cpu A"):
+def _synthetic_run(root, name, samples_ms, cpu="cpu A", status=None):
+    """A stored run; samples_ms per backend: one array (one process), or a list of arrays (processes)."""
     run_dir = root / name
     run_dir.mkdir(parents=True)
     write_meta(run_dir, {"schema_version": SCHEMA_VERSION, "run_id": name, "status": "complete",
                          "environment": {"cpu_model": cpu, "libraries": {"onnxruntime": "1"}}, "config": {}})
     with open(run_dir / "cells.jsonl", "w") as f:
         for backend, ms in samples_ms.items():
+            procs = ms if isinstance(ms, list) else [ms]
+            st = (status or {}).get(backend, "ok")
             row = {"run_id": name, "model": "m", "backend": backend, "precision": "fp32", "batch_size": 1,
-                   "variant": "v", "status": "ok", "p50_ms": float(np.median(ms))}
-            f.write(json.dumps({"row": row, "samples_ns": [int(v * 1e6) for v in ms]}) + "\n")
+                   "variant": "v", "status": st, "error": None if st == "ok" else "worker killed by signal SIGSEGV",
+                   "p50_ms": float(np.median(np.concatenate(procs)))}
+            samples = [[int(v * 1e6) for v in p] for p in procs] if st == "ok" else []
+            f.write(json.dumps({"row": row, "samples_ns": samples}) + "\n")
     finalize(run_dir)
     return run_dir
 
@@ -126,6 +175,40 @@ def test_identical_samples_are_never_slower(tmp_path):
         b = _synthetic_run(tmp_path / str(i), "b", {"x": ms.copy()})
         v = compare_runs(load_run(a), load_run(b)).iloc[0]["verdict"]
         assert v in ("no change", "inconclusive")
+
+
+def test_process_level_noise_is_not_called_a_change(tmp_path):
+    # Each process has its own level (as between processes on a shared machine) and tight samples.
+    # Resampling pooled calls calls this pair `slower`; resampling processes first does not.
+    from bench.verdicts import ratio_ci
+
+    rng = np.random.default_rng(3)
+    a_procs = [lv + rng.normal(0, 0.002, size=500) for lv in (1.00, 1.04, 0.97)]
+    b_procs = [lv + rng.normal(0, 0.002, size=500) for lv in (1.08, 1.05, 1.10)]
+    pooled_lo, pooled_hi = ratio_ci([np.concatenate(a_procs)], [np.concatenate(b_procs)])
+    assert verdict(pooled_lo, pooled_hi, 0.05) == "slower"  # what the pooled bootstrap concluded
+    a = _synthetic_run(tmp_path, "a", {"x": a_procs})
+    b = _synthetic_run(tmp_path, "b", {"x": b_procs})
+    assert sorted(load_run(a).samples["process"].unique()) == [0, 1, 2]
+    row = compare_runs(load_run(a), load_run(b)).iloc[0]
+    assert row["verdict"] == "inconclusive" and row["ci_low"] < 0.05 < row["ci_high"]
+
+
+def test_cells_lost_in_either_run_are_listed_and_fail_the_regression_gate(tmp_path):
+    ms = np.full(50, 1.0)
+    a = _synthetic_run(tmp_path, "a", {"x": ms, "y": ms, "z": ms})
+    b = _synthetic_run(tmp_path, "b", {"x": ms, "y": ms}, status={"y": "crashed"})
+    table = compare_runs(load_run(a), load_run(b)).set_index("backend")
+    assert table.loc["x", "verdict"] == "no change"
+    assert table.loc["y", "verdict"] == "missing" and "B: crashed" in table.loc["y", "note"]
+    assert table.loc["z", "verdict"] == "missing" and "B: not in the run" in table.loc["z", "note"]
+    proc = bench("compare", a, b, "--fail-on-regression", "5%", cwd=tmp_path)
+    assert proc.returncode == 1 and "2 cell(s) missing or not ok" in proc.stdout, proc.stdout
+    assert bench("compare", a, b, "--fail-on-regression", "5%", "--allow-missing", cwd=tmp_path).returncode == 0
+    # No cell in common is bad input, not a pass.
+    c = _synthetic_run(tmp_path, "c", {"w": ms})
+    proc = bench("compare", a, c, "--fail-on-regression", "5%", cwd=tmp_path)
+    assert proc.returncode == 2 and "no cell was timed in both runs" in proc.stderr
 
 
 def test_verdict_rule():
