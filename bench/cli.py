@@ -66,6 +66,68 @@ class _RichReporter:
         self.progress.stop()
 
 
+class _PlainReporter:
+    """Off a terminal (CI logs, pipes): one line per finished cell (status, p50, elapsed, ETA), each
+    new phase, and the current phase again at least once a minute (tuning says trials done of the
+    budget and the best latency so far)."""
+
+    HEARTBEAT_S = 60.0
+
+    def __init__(self, stream: Any = None):
+        import time
+
+        self.stream = stream or sys.stderr
+        self.clock = time.monotonic
+        self.run_id: str | None = None
+        self.total = self.finished = 0
+        self.t0 = self.cell_t0 = self.last_print = 0.0
+        self.last_phase = ""
+        self.progress = self  # the CLI stops `progress` on the way out
+
+    def _print(self, line: str) -> None:
+        self.last_print = self.clock()
+        print(line, file=self.stream, flush=True)
+
+    def _clock_text(self, seconds: float) -> str:
+        m, s = divmod(int(seconds), 60)
+        return f"{m // 60}:{m % 60:02d}:{s:02d}"
+
+    def start(self, total: int, run_id: str) -> None:
+        self.run_id, self.total, self.t0 = run_id, total, self.clock()
+        self._print(f"run {run_id}: {total} cells")
+
+    def cell(self, index: int, cell) -> None:
+        self.cell_t0, self.last_phase = self.clock(), ""
+        self.label = cell.label
+
+    def phase(self, cell, phase: str) -> None:
+        now = self.clock()
+        if phase != self.last_phase or now - self.last_print >= self.HEARTBEAT_S:
+            self.last_phase = phase
+            self._print(f"  {cell.label}: {phase} ({self._clock_text(now - self.cell_t0)} in this cell)")
+
+    def done(self, row: dict) -> None:
+        self.finished += 1
+        now = self.clock()
+        elapsed = now - self.t0
+        eta = elapsed / self.finished * (self.total - self.finished)
+        p50 = row.get("p50_ms")
+        figure = f"p50 {p50:.4g} ms" if isinstance(p50, (int, float)) and p50 == p50 else "–"
+        status = row["status"] + ("" if row["status"] == "ok" else f" ({str(row.get('error'))[:160]})")
+        self._print(f"[{self.finished}/{self.total}] {row['model']} {row['backend']} {row['precision']} b{row['batch_size']}: "
+                    f"{status}, {figure}, cell {self._clock_text(now - self.cell_t0)}, elapsed {self._clock_text(elapsed)}, "
+                    f"ETA {self._clock_text(eta)}")
+
+    def stop(self) -> None:
+        if self.run_id is not None:
+            self._print(f"run {self.run_id}: {self.finished} of {self.total} cells in {self._clock_text(self.clock() - self.t0)}")
+
+
+def _reporter():
+    """A progress bar on a terminal; plain lines anywhere else."""
+    return _RichReporter(err) if err.is_terminal else _PlainReporter()
+
+
 def _print_summary(cells) -> None:
     from bench.report import SUMMARY_HEADER, summary_table
 
@@ -119,7 +181,7 @@ def run(
         return
     for warning in cfg.warnings():
         err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-    reporter = _RichReporter(err)
+    reporter = _reporter()
     try:
         run_dir = execute(p, results_dir, reporter, run_id=resume, isolate=isolate, resume=resume is not None,
                           cache_dir=cache_dir, use_cache=cache)
@@ -316,7 +378,7 @@ def _compile_all(p, cache_dir: Optional[Path]) -> None:
 
     from bench.runner import compile_all
 
-    reporter = _RichReporter(err)
+    reporter = _reporter()
     with tempfile.TemporaryDirectory(prefix="bench-tune-") as work:
         rows = compile_all(p, Path(work), reporter, cache_dir)
     reporter.stop()
@@ -342,7 +404,7 @@ def bundle_cmd(
 
     try:
         p = plan(load_config(config), models_dir, config)
-        reporter = _RichReporter(err)
+        reporter = _reporter()
         manifest = bundle.build(p, out_dir, cache_dir, python, reporter)
         reporter.stop()
     except BenchError as e:

@@ -28,7 +28,7 @@ COLUMNS = [
     "compile_s", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ms", "max_ms", "std_ms", "cv",
     "throughput_ips", "gflop", "achieved_gflops", "pct_of_peak", "iterations", "p50_ci_low_ms", "p50_ci_high_ms", "ci_method",
     "outliers", "unstable", "unstable_reason", "repeats", "process_p50_ms", "repeat_p50_spread", "dispersion", "timed_region",
-    "peak_rss_mb",
+    "peak_rss_mb", "worker_ready_s",
     "validated", "accuracy_ok", "accuracy_note", "max_abs_err", "max_rel_err", "mean_abs_err", "p99_abs_err",
     "cosine", "top1_agreement", "atol", "rtol", "min_cosine", "reference",
     "provider", "executes_as", "threads", "backend_version", "cache_hit", "options", "input_shapes", "model_sha256",

@@ -217,19 +217,22 @@ class _Sweep:
         ref = self.reference(info, cell.batch_size)
         part, samples, outcome = self._cell_run(cell, ref, validate=True, name=_slug(cell))
         row.update(part)
-        rss = [outcome.peak_rss_mb]
+        rss, ready = [outcome.peak_rss_mb], [outcome.ready_s]
         per_process = [samples] if samples else []
         for r in range(1, cfg.repeats):
             if row["status"] != "ok":
                 break
             part, more, outcome = self._cell_run(cell, ref, validate=False, name=f"{_slug(cell)}-repeat{r}")
             rss.append(outcome.peak_rss_mb)
+            ready.append(outcome.ready_s)
             if part["status"] != "ok":
                 row.update(status=part["status"], error=f"repeat {r + 1}: {part['error']}", phase=part.get("phase"))
                 break
             per_process.append(more)
         known = [m for m in rss if m is not None]
         row["peak_rss_mb"] = max(known) if known else None
+        starts = [r for r in ready if r is not None]
+        row["worker_ready_s"] = max(starts) if starts else None  # slowest worker start, isolated runs
         pooled = [s for p in per_process for s in p]
         if pooled:
             row.update(summarize(per_process, cell.batch_size).as_row())

@@ -1,9 +1,19 @@
 """Running a job in a worker process of its own, so that whatever one cell does costs that cell only.
 
-`python -m bench.worker JOB RESULT` reads a job (see bench.jobs), runs it and writes its result
-atomically. The parent (`run_isolated`) starts it in a new session, waits up to the cell's time
-limit, kills the whole process group on timeout, and turns a signal or a bad exit code into a
-`crashed` outcome carrying the tail of the worker's stderr.
+A worker reads a job (see bench.jobs), runs it and writes its result atomically. The parent
+(`run_isolated`) starts it in a new session, waits up to the cell's time limit, kills the whole
+process group on timeout, and turns a signal or a bad exit code into a `crashed` outcome carrying
+the tail of the worker's stderr.
+
+Workers are fresh processes, but not fresh interpreters: they are forked from a server
+(multiprocessing's `forkserver`) that imported the heavy modules (ONNX Runtime, TVM, Polygraphy,
+pandas) once, before any thread pool existed, so a worker is ready in a few milliseconds instead of
+the seconds those imports take. The server holds no session, no compiled module and no thread pool:
+ONNX Runtime's pools belong to the session a cell creates, TVM's runtime pool starts on first use
+with the cell's TVM_NUM_THREADS, so each cell still sets its own threads. A worker takes the
+parent's environment, working directory and sys.path as they are at its start (the server's are
+from when it started). `BENCH_WORKER_START=exec` starts each worker as `python -m bench.worker`
+instead (a fresh interpreter, seconds of imports).
 """
 
 from __future__ import annotations
@@ -21,9 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from multiprocessing import forkserver, popen_forkserver, spawn
+from multiprocessing.context import ForkServerProcess
+
 from bench import atomic
 
-STDERR_TAIL = 2000
+STDERR_TAIL = 16000
 POLL_S = 0.2
 
 
@@ -34,6 +47,7 @@ class Outcome:
     error: str | None = None  # the job's own error (done but failed), or why the worker died
     traceback: str | None = None
     peak_rss_mb: float | None = None
+    ready_s: float | None = None  # from asking for the worker to its running the job (isolated runs)
 
 
 def _peak_rss_mb() -> float:
@@ -74,7 +88,144 @@ def _kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
-        pass
+        try:  # not yet the leader of its own group (killed before its setsid): the process itself
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+# Imported once by the fork server; a module that is not installed is skipped (multiprocessing
+# ignores ImportError in preloading). Each of these starts no thread on import, measured (the server
+# must hold none: a fork copies only the forking thread, and a lock another thread held stays held).
+# Not here: onnxruntime (its import starts a thread; 0.05 s in the worker once these are loaded),
+# pandas and pyarrow (jemalloc's background thread; workers do not use them).
+PRELOAD = ["numpy", "onnx", "bench.jobs", "bench.backends.ort", "bench.backends.tvm", "bench.backends.tvm_tuning",
+           "polygraphy.backend.onnxrt", "tvm", "tvm.relax", "tvm.relax.frontend.onnx"]
+# The server's environment while it starts: numpy's OpenBLAS would start a pool of threads on import.
+SERVER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+START_ENV = "BENCH_WORKER_START"
+STARTED_ENV = "BENCH_WORKER_STARTED"  # time.monotonic() when the parent asked for the worker (system-wide clock)
+
+
+class _NoMainPopen(popen_forkserver.Popen):
+    """multiprocessing's fork-server launch, except that the child does not re-import the parent's
+    __main__ (a CLI, a test runner, a user's script): a worker needs nothing from it, and importing
+    it costs time or, for a script without a main guard, runs it."""
+
+    def _launch(self, process_obj: Any) -> None:
+        real = spawn.get_preparation_data
+
+        def without_main(name: str) -> dict[str, Any]:
+            data = real(name)
+            data.pop("init_main_from_path", None)
+            data.pop("init_main_from_name", None)
+            return data
+
+        spawn.get_preparation_data = without_main
+        try:
+            super()._launch(process_obj)
+        finally:
+            spawn.get_preparation_data = real
+
+
+class _ServerProcess(ForkServerProcess):
+    """A process forked from the fork server, which preloads PRELOAD once."""
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        if not _SERVER_READY:
+            _prepare_server()
+        return _NoMainPopen(process_obj)
+
+
+_SERVER_READY = False
+
+
+def service_pids() -> set[int]:
+    """The fork server and multiprocessing's resource tracker, when running: long-lived helpers of
+    this process, not workers (every worker is the server's child, and dies with its cell)."""
+    from multiprocessing import resource_tracker
+
+    pids = {getattr(forkserver._forkserver, "_forkserver_pid", None), getattr(resource_tracker._resource_tracker, "_pid", None)}
+    return {p for p in pids if p}
+
+
+def _prepare_server() -> None:
+    """Start the fork server with PRELOAD imported and SERVER_ENV set (for the server only: each
+    worker takes the parent's environment when it starts)."""
+    global _SERVER_READY
+    forkserver.set_forkserver_preload(PRELOAD)
+    saved = {k: os.environ.get(k) for k in SERVER_ENV}
+    os.environ.update(SERVER_ENV)
+    try:
+        forkserver.ensure_running()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    _SERVER_READY = True
+
+
+class _Worker:
+    """A started worker: its pid (also its process group), a wait with timeout, its exit code
+    (negative: killed by that signal)."""
+
+    def __init__(self, job_path: Path, result_path: Path, err_path: Path):
+        self.started = time.monotonic()
+        if os.environ.get(START_ENV, "forkserver") == "exec":
+            with open(err_path, "wb") as err:
+                self._popen = subprocess.Popen(
+                    [sys.executable, "-m", "bench.worker", str(job_path), str(result_path)],
+                    stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True,
+                    env={**os.environ, STARTED_ENV: repr(self.started)})
+            self._process = None
+            self.pid = self._popen.pid
+        else:
+            self._popen = None
+            self._process = _ServerProcess(
+                target=_forked_main, args=(str(job_path), str(result_path), str(err_path), dict(os.environ), os.getcwd(),
+                                           list(sys.path), self.started), daemon=False)
+            self._process.start()
+            self.pid = self._process.pid
+
+    def wait(self, timeout: float) -> int:
+        if self._popen is not None:
+            return self._popen.wait(timeout=timeout)
+        self._process.join(timeout)
+        if self._process.exitcode is None:
+            raise subprocess.TimeoutExpired("bench worker", timeout)
+        return self._process.exitcode
+
+    def reap(self) -> None:
+        if self._popen is not None:
+            self._popen.wait()
+        else:
+            self._process.join()
+            self._process.close()
+
+
+def _forked_main(job_path: str, result_path: str, err_path: str, env: dict[str, str], cwd: str, sys_path: list[str],
+                 started: float) -> None:
+    """A worker forked from the server: become a session of its own, send output to the cell's
+    log, take the parent's environment, then run as `python -m bench.worker` would."""
+    os.setsid()
+    fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    sys.path[:] = sys_path
+    from bench import backends
+
+    backends._load_plugins()  # BENCH_PLUGINS as the parent has it now
+    rc = main([job_path, result_path], started)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(rc)
 
 
 class Interrupts:
@@ -122,46 +273,52 @@ def run_isolated(job: dict[str, Any], work_dir: Path, name: str, timeout_s: floa
     atomic.write_text(job_path, json.dumps({**job, "phase_path": str(phase_path)}, default=str))
     result_path.unlink(missing_ok=True)
     phase_path.unlink(missing_ok=True)
-    with open(err_path, "wb") as err:
+    err_path.write_bytes(b"")
+    INTERRUPTS.check()
+    proc = _Worker(job_path, result_path, err_path)
+    INTERRUPTS.active.add(proc.pid)
+    try:
+        if INTERRUPTS.requested:  # Ctrl-C while the worker was being started
+            raise KeyboardInterrupt
+        rc = _wait(proc, timeout_s, phase_path, on_phase)
         INTERRUPTS.check()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker", str(job_path), str(result_path)],
-            stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True,
-        )
-        INTERRUPTS.active.add(proc.pid)
-        try:
-            if INTERRUPTS.requested:  # Ctrl-C while the worker was being started
-                raise KeyboardInterrupt
-            rc = _wait(proc, timeout_s, phase_path, on_phase)
-            INTERRUPTS.check()
-        except subprocess.TimeoutExpired:
-            _kill_group(proc.pid)
-            proc.wait()
-            return Outcome("timeout", error=f"no result after cell_timeout_s={timeout_s:g}s; worker process group killed",
-                           traceback=_tail(err_path))
-        except BaseException:  # Ctrl-C in the parent: the worker is in its own session and must go too
-            _kill_group(proc.pid)
-            proc.wait()
-            raise
-        finally:
-            INTERRUPTS.active.discard(proc.pid)
-        _kill_group(proc.pid)  # anything the worker left running
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        proc.reap()
+        return Outcome("timeout", error=f"no result after cell_timeout_s={timeout_s:g}s; worker process group killed",
+                       traceback=_tail(err_path))
+    except BaseException:  # Ctrl-C in the parent: the worker is in its own session and must go too
+        _kill_group(proc.pid)
+        proc.reap()
+        raise
+    finally:
+        INTERRUPTS.active.discard(proc.pid)
+    _kill_group(proc.pid)  # anything the worker left running
+    proc.reap()
     if rc == 0 and result_path.is_file():
         out = json.loads(result_path.read_text())
-        return Outcome("done", out.get("value"), out.get("error"), out.get("traceback"), out.get("peak_rss_mb"))
+        return Outcome("done", out.get("value"), out.get("error"), out.get("traceback"), out.get("peak_rss_mb"),
+                       out.get("ready_s"))
     tail = _tail(err_path)
     if rc < 0:
         sig = signal.Signals(-rc).name
         why = f"worker killed by signal {sig}" + (" (also what the out-of-memory killer sends)" if sig == "SIGKILL" else "")
     else:
         why = f"worker exited with code {rc} and no result"
-    last = tail.splitlines()[-1] if tail else ""
+    lines = tail.splitlines()
+    # faulthandler's line says what killed it; native backtraces (TVM installs one) follow it
+    fatal = [line for line in lines if line.startswith("Fatal Python error")]
+    last = fatal[0] if fatal else (lines[-1] if lines else "")
     return Outcome("crashed", error=why + (f": {last}" if last else ""), traceback=tail)
 
 
-def _wait(proc: subprocess.Popen, timeout_s: float, phase_path: Path, on_phase: Callable[[str], None]) -> int:
-    """Wait for the worker, passing on each phase it announces; TimeoutExpired after timeout_s."""
-    deadline, seen = time.monotonic() + timeout_s, ""
+REPEAT_PHASE_S = 30.0
+
+
+def _wait(proc: _Worker, timeout_s: float, phase_path: Path, on_phase: Callable[[str], None]) -> int:
+    """Wait for the worker, passing on each phase it announces (and the current one again every
+    REPEAT_PHASE_S, so a log shows a long phase is alive); TimeoutExpired after timeout_s."""
+    deadline, seen, told = time.monotonic() + timeout_s, "", 0.0
     while True:
         try:
             return proc.wait(timeout=min(POLL_S, max(0.0, deadline - time.monotonic())))
@@ -173,12 +330,27 @@ def _wait(proc: subprocess.Popen, timeout_s: float, phase_path: Path, on_phase: 
             phase = phase_path.read_text()
         except OSError:
             continue
-        if phase and phase != seen:
-            seen = phase
+        if phase and (phase != seen or time.monotonic() - told >= REPEAT_PHASE_S):
+            seen, told = phase, time.monotonic()
             on_phase(phase)
 
 
-def main(argv: list[str]) -> int:
+def _preload() -> None:
+    import importlib
+
+    for module in PRELOAD:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+
+
+def main(argv: list[str], started: float | None = None) -> int:
+    """Run the job in argv[0], write its result to argv[1]. `started`: when the parent asked for this
+    worker (time.monotonic, a system-wide clock); the result says how long until the worker was
+    ready, its modules imported (in a forked worker they already are)."""
+    _preload()
+    ready_s = None if started is None else time.monotonic() - started
     faulthandler.enable()  # a segfault leaves the Python stack in stderr, hence in the cell's log
     job_path, result_path = Path(argv[0]), Path(argv[1])
     job = json.loads(job_path.read_text())
@@ -193,11 +365,13 @@ def main(argv: list[str]) -> int:
 
     outcome = run_job(job, announce)
     atomic.write_text(result_path, json.dumps(
-        {"value": outcome.value, "error": outcome.error, "traceback": outcome.traceback, "peak_rss_mb": outcome.peak_rss_mb},
+        {"value": outcome.value, "error": outcome.error, "traceback": outcome.traceback, "peak_rss_mb": outcome.peak_rss_mb,
+         "ready_s": ready_s},
         default=str,
     ))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    started = os.environ.pop(STARTED_ENV, None)
+    sys.exit(main(sys.argv[1:], None if started is None else float(started)))

@@ -48,6 +48,10 @@ def test_run_writes_validated_rows_for_both_backends(e2e):
     assert set(ort["provider"]) == {"CPUExecutionProvider"}
     samples = pd.read_parquet(run_dir / "samples.parquet")
     assert len(samples) == cells["iterations"].sum()
+    assert (cells["repeats"] == 3).all() and (samples.groupby(["model", "backend", "batch_size"])["process"].nunique() == 3).all()
+    # Off a terminal, progress is plain lines: one per finished cell, with its status, p50 and ETA.
+    done = [line for line in proc.stderr.splitlines() if line.startswith("[") and "] " in line]
+    assert len(done) == 8 and done[0].startswith("[1/8] r18 onnxruntime fp32 b1: ok, p50 ") and "ETA 0:" in done[-1], proc.stderr
 
 
 def test_report_has_real_plots_and_is_rebuilt_from_results(e2e):

@@ -167,7 +167,10 @@ def test_crashing_hanging_and_raising_cells_cost_only_themselves(fake_backends, 
     assert by["fake_killed"].status == "crashed" and "SIGKILL (also what the out-of-memory killer sends)" in by["fake_killed"].error
     assert by["fake_hang"].status == "timeout" and "cell_timeout_s=8s" in by["fake_hang"].error
     assert by["fake_broken"].status == "failed" and by["fake_broken"].phase == "compile"
-    assert psutil.Process().children(recursive=True) == []  # the hung worker's group is gone
+    from bench.worker import service_pids
+
+    left = [c for c in psutil.Process().children(recursive=True) if c.pid not in service_pids()]
+    assert left == []  # the hung worker's group is gone (the fork server stays, for the next cells)
     assert "Fatal Python error: Segmentation fault" in (run_dir / "logs" / "mlp-fake_segfault-fp32-b1.txt").read_text()
 
 
