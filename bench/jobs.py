@@ -52,9 +52,9 @@ def input_source(config: Config, model: str) -> str:
 
 def _request(config: Config, backend: Backend, model: PreparedModel, precision: str, batch: int, work: Path,
              cache: ArtifactCache) -> CompileRequest:
-    # A model frozen to the cell's batch is calibrated with batches of that size; an engine that
-    # keeps the batch axis dynamic, with single samples.
-    calib_batch = 1 if backend.keeps_dynamic_batch else batch
+    # Calibrated with batches of the cell's size: a model frozen to it accepts nothing else, and an
+    # engine whose profile spans the grid's batch sizes has it as its opt (calibration) shape.
+    calib_batch = batch
     return CompileRequest(
         model, precision, batch, model.info.shapes(batch), config.threads_for(backend.name), work, cache,
         calibration=lambda: calibration_set(model.info, config.model(model.name).data, config.seed, config.calibration.samples,
@@ -167,7 +167,8 @@ def cell_job(
         phase = "time"
         on_phase(phase)
         fn = compiled.prepare(feeds[0])
-        samples = measure(fn, compiled.clock, config.timing)
+        row["timed_region"] = getattr(compiled, "timed_region", None)
+        samples = measure(fn, compiled.clock, config.timing, getattr(compiled, "interval", None))
     except Unsupported as e:
         row.update(status="skipped", error=str(e), phase=phase)
     except Exception as e:

@@ -18,36 +18,48 @@ import numpy as np
 from bench.config import TimingConfig
 
 
-def measure(fn: Callable[[], object], clock: Callable[[], int], timing: TimingConfig) -> list[int]:
-    """Raw per-call latencies in nanoseconds. The garbage collector is frozen and disabled for the
-    loop (a collection inside a sample times Python's heap, not the engine)."""
+def host_interval(clock: Callable[[], int]) -> Callable[[Callable[[], object]], int]:
+    """Time one call with a monotonic nanosecond clock: a reading before, a reading after."""
+    def interval(fn: Callable[[], object]) -> int:
+        t0 = clock()
+        fn()
+        return clock() - t0
+
+    return interval
+
+
+def measure(fn: Callable[[], object], clock: Callable[[], int], timing: TimingConfig,
+            interval: Callable[[Callable[[], object]], int] | None = None) -> list[int]:
+    """Raw per-call latencies in nanoseconds, each from `interval` (a backend's device timer, such as
+    a CUDA event pair) or else two readings of `clock`. The loop runs until min_iterations calls
+    and min_time_s of timed calls. The garbage collector is frozen and disabled for the loop (a
+    collection inside a sample times Python's heap, not the engine)."""
     gc.collect()
     gc.freeze()
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _loop(fn, clock, timing)
+        return _loop(fn, interval or host_interval(clock), timing)
     finally:
         if enabled:
             gc.enable()
         gc.unfreeze()
 
 
-def _loop(fn: Callable[[], object], clock: Callable[[], int], timing: TimingConfig) -> list[int]:
+def _loop(fn: Callable[[], object], interval: Callable[[Callable[[], object]], int], timing: TimingConfig) -> list[int]:
     for _ in range(timing.warmup):
         fn()
     samples: list[int] = []
     append = samples.append
     min_iters, max_iters = timing.min_iterations, timing.max_iterations
     min_ns = int(timing.min_time_s * 1e9)
-    start = clock()
+    total = 0
     while True:
-        t0 = clock()
-        fn()
-        t1 = clock()
-        append(t1 - t0)
+        elapsed = interval(fn)
+        append(elapsed)
+        total += elapsed
         n = len(samples)
-        if n >= max_iters or (n >= min_iters and t1 - start >= min_ns):
+        if n >= max_iters or (n >= min_iters and total >= min_ns):
             return samples
 
 

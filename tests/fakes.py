@@ -27,6 +27,7 @@ class FakeCompiled:
         self.clock = FakeClock()
         self.noise, self.interrupt = noise, interrupt
         self.facts = {"variant": "fake", "provider": "numpy", "threads": 1, "backend_version": "0", "executes_as": "fp32"}
+        self.timed_region = "a fake clock advanced by a fixed amount per call"
         self.released = False
 
     def run(self, feeds):

@@ -46,6 +46,11 @@ def test_run_writes_validated_rows_for_both_backends(e2e):
     assert set(tvm["variant"]) == {"untuned"} and tvm["provider"].str.startswith("llvm").all()
     ort = cells[cells.backend == "onnxruntime"]
     assert set(ort["provider"]) == {"CPUExecutionProvider"}
+    # One timed region, stated: ONNX Runtime through a pre-bound IOBinding, TVM with inputs converted once.
+    assert ort["timed_region"].str.startswith("session.run_with_iobinding: inputs pre-bound").all()
+    assert tvm["timed_region"].str.contains("inputs converted to TVM tensors on the device once").all()
+    assert (tvm["threads"] == cells["threads"].max()).all()  # TVM's pool in a forked worker took the cell's threads
+    assert (cells["worker_ready_s"] > 0).all()
     samples = pd.read_parquet(run_dir / "samples.parquet")
     assert len(samples) == cells["iterations"].sum()
     assert (cells["repeats"] == 3).all() and (samples.groupby(["model", "backend", "batch_size"])["process"].nunique() == 3).all()

@@ -114,6 +114,110 @@ def test_tensorrt_builder_flags():
         builder_flags("fp8", {})
 
 
+class _FakeCudaRuntime:
+    """The CUDA runtime calls CudaEventPair makes, on a simulated device timeline (ms per event)."""
+
+    def __init__(self, times_ms, fail=None):
+        import ctypes
+
+        self.ctypes, self.times, self.fail, self.recorded = ctypes, list(times_ms), fail or {}, {}
+        self.next_id = 1
+
+    def _status(self, name):
+        return self.fail.get(name, 0)
+
+    def cudaEventCreate(self, ref):
+        ref._obj.value = self.next_id
+        self.next_id += 1
+        return self._status("cudaEventCreate")
+
+    def cudaEventRecord(self, ev, stream):
+        self.recorded[ev.value] = self.times.pop(0)
+        return self._status("cudaEventRecord")
+
+    def cudaEventSynchronize(self, ev):
+        return self._status("cudaEventSynchronize")
+
+    def cudaEventElapsedTime(self, ref, a, b):
+        ref._obj.value = self.ctypes.c_float(self.recorded[b.value] - self.recorded[a.value]).value
+        return self._status("cudaEventElapsedTime")
+
+    def cudaEventDestroy(self, ev):
+        return 0
+
+    def cudaGetErrorString(self, status):
+        return b"an illegal memory access was encountered"
+
+
+def test_tensorrt_event_pair_times_each_call_in_integer_nanoseconds():
+    from bench.backends.tensorrt import CudaEventPair
+    from bench.config import TimingConfig
+    from bench.timing import measure
+
+    # Start/end events of three calls, late in a long session: relative to one base event (the
+    # old clock), float32 milliseconds at 7200 s have a 0.5 ms step; a pair per call keeps 1 us.
+    t = 7_200_000.0
+    rt = _FakeCudaRuntime([t, t + 0.25, t + 1.0, t + 1.251, t + 2.0, t + 2.3])
+    pair = CudaEventPair(0, handle=rt)
+    samples = measure(lambda: None, clock=None, timing=TimingConfig(warmup=0, min_iterations=3, min_time_s=0.0), interval=pair)
+    assert all(isinstance(v, int) for v in samples)
+    assert samples == pytest.approx([250_000, 251_000, 300_000], abs=1_000)
+
+
+@pytest.mark.parametrize("call", ["cudaEventRecord", "cudaEventSynchronize", "cudaEventElapsedTime"])
+def test_tensorrt_event_pair_checks_every_cuda_status(call):
+    from bench.backends.tensorrt import CudaEventPair
+
+    pair = CudaEventPair(0, handle=_FakeCudaRuntime([0.0, 1.0], fail={call: 700}))
+    with pytest.raises(RuntimeError, match=f"{call}.* failed with CUDA error 700 \\(an illegal memory access"):
+        pair(lambda: None)
+
+
+def test_tensorrt_failed_enqueue_is_an_error_not_a_fast_sample():
+    from bench.backends.tensorrt import enqueue_checked
+
+    calls = []
+    ok = enqueue_checked(lambda ptr: calls.append(ptr) or True, 7)
+    ok()
+    assert calls == [7]
+    with pytest.raises(RuntimeError, match="execute_async_v3 returned False"):
+        enqueue_checked(lambda ptr: False, 7)()
+
+
+def test_tensorrt_executes_as_is_read_from_the_engine_layers():
+    from bench.backends.tensorrt import engine_precision
+
+    def layer(kind, fmt):
+        return {"Name": "l", "LayerType": kind, "Outputs": [{"Name": "o", "Format/Datatype": fmt}]}
+
+    info = {"Layers": [layer("CaskConvolution", "Channel major FP16 format where channel % 8 == 0")] * 5
+            + [layer("CaskConvolution", "Row major linear FP32")] + [layer("Reformat", "Row major linear FP32")] * 3}
+    assert engine_precision(info) == "mixed: fp16 x5, fp32 x1"
+    int8 = {"Layers": [layer("CaskConvolution", "Four wide channel vectorized row major Int8 format")] * 4}
+    assert engine_precision(int8) == "int8"
+    assert engine_precision({"Layers": ["conv1", "conv2"]}) == "unknown"  # built without detailed verbosity
+
+
+def test_int8_calibration_batches_fit_the_engine_profile(models_dir, tmp_path):
+    from bench.backends.tensorrt import TensorrtBackend as Trt
+    from bench.cache import ArtifactCache
+    from bench.jobs import _request
+    from bench.models.prepare import for_cell, materialize
+    from bench.runner import plan as make_plan
+
+    cfg = _cfg(backends=["onnxruntime"], batch_sizes=[4, 8])
+    p = make_plan(cfg, models_dir)
+    info = next(iter(p.models.values()))
+    cache = ArtifactCache(tmp_path / "c")
+    backend = Trt()
+    model = for_cell(materialize(info), 8, cache, backend.keeps_dynamic_batch)
+    req = _request(cfg, backend, model, "int8", 8, tmp_path, cache)
+    lo, opt, hi = profile_shapes(req.shapes, req.batch_sizes, 8)[info.inputs[0].name]
+    for feed in req.calibration():
+        shape = feed[info.inputs[0].name].shape
+        assert lo[0] <= shape[0] <= hi[0] and shape == opt
+
+
 def test_tensorrt_says_why_it_is_unavailable():
     a = TensorrtBackend().availability()
     if a.usable:

@@ -66,8 +66,14 @@ class Compiled(Protocol):
     # What actually ran, recorded in the row: variant (e.g. untuned), provider, target, threads.
     facts: Mapping[str, Any]
     # The clock the harness times `prepare`'s callable with: nanoseconds, monotonic. A GPU backend
-    # would return one that synchronises its device.
+    # returns one that synchronizes its device. A backend may also have `interval(fn) -> ns`, a
+    # timer of one call (TensorRT: a CUDA event pair), which the harness then uses instead.
     clock: Callable[[], int]
+    # What one timed call spans, in words, published as the row's `timed_region`. The rule for every
+    # backend: inputs resident on the device the engine computes on, converted and placed before
+    # timing; outputs written to buffers allocated before timing where the engine allows it (else
+    # say who allocates them); nothing copied back to the host; a device clock that synchronizes.
+    timed_region: str
 
     def run(self, feeds: Feeds) -> dict[str, np.ndarray]:
         """Outputs by name, as numpy arrays, for validation."""

@@ -116,6 +116,25 @@ class OnnxRuntimeTensorrtBackend(OnnxRuntimeBackend):
     package_hint = "install onnxruntime-gpu and TensorRT (pip install 'bench[gpu]') on a machine with CUDA"
 
 
+def bind(session: Any, feeds: Feeds, device: str) -> Any:
+    """An IOBinding with every input copied to `device` once and every output bound to a buffer
+    allocated there by one untimed run: a call then neither wraps inputs nor allocates outputs."""
+    import onnxruntime as ort
+
+    binding = session.io_binding()
+    for name, value in feeds.items():
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value), device, 0))
+    names = [o.name for o in session.get_outputs()]
+    for name in names:
+        binding.bind_output(name, device)
+    session.run_with_iobinding(binding)  # allocates the outputs once, at their real shapes
+    outputs = binding.get_outputs()
+    binding.clear_binding_outputs()
+    for name, value in zip(names, outputs):
+        binding.bind_ortvalue_output(name, value)
+    return binding
+
+
 class OrtCompiled:
     clock = staticmethod(HOST_CLOCK)
 
@@ -123,13 +142,17 @@ class OrtCompiled:
         self.session = session
         self.facts = facts
         self._outputs = [o.name for o in session.get_outputs()]
+        self._device = "cpu" if facts.get("device", "cpu") == "cpu" else "cuda"
+        self.timed_region = (f"session.run_with_iobinding: inputs pre-bound as OrtValues on {self._device}, outputs bound to "
+                             f"{self._device} buffers allocated before timing; nothing copied to the host"
+                             + ("" if self._device == "cpu" else "; host clock after the provider's stream synchronization"))
 
     def run(self, feeds: Feeds) -> dict[str, np.ndarray]:
         return dict(zip(self._outputs, self.session.run(self._outputs, dict(feeds))))
 
     def prepare(self, feeds: Feeds) -> Callable[[], object]:
-        run, names, inputs = self.session.run, self._outputs, {k: np.ascontiguousarray(v) for k, v in feeds.items()}
-        return lambda: run(names, inputs)
+        run, binding = self.session.run_with_iobinding, bind(self.session, feeds, self._device)
+        return lambda: run(binding)
 
     def release(self) -> None:
         self.session = None

@@ -2,16 +2,21 @@
 
 One engine per (model, precision) covers every batch size of the grid through one optimization
 profile (min = smallest batch, opt = this cell's batch, max = largest). int8 uses an entropy
-calibrator fed with the same calibration set as the other backends. Engines and timing caches are
+calibrator fed with the same calibration set as the other backends, in batches of the cell's size
+(the profile's opt shape, which the calibration profile accepts). `executes_as` is read from the
+built engine's inspector. A timed call is one enqueue between a pair of CUDA events. Engines and timing caches are
 cached (the timing cache is saved beside each engine). Everything imports lazily: on a machine without TensorRT or a CUDA device, `availability`
 says which, and the cells are skipped with that reason.
 
-The pure parts (`profile_shapes`, `builder_flags`) are tested everywhere; the rest needs a GPU.
+The pure parts (`profile_shapes`, `builder_flags`, `engine_precision`, the event-pair arithmetic and
+its error paths) are tested everywhere; the rest needs a GPU and TensorRT, which this project's own
+machines cannot install.
 """
 
 from __future__ import annotations
 
 import ctypes
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -60,33 +65,90 @@ def cuda_device() -> tuple[str | None, str]:
     return f"cuda:0 of {count.value}", ""
 
 
-class CudaEventClock:
-    """A clock reading GPU time: each reading records an event on the stream and waits for it.
+def cuda_check(handle: Any, status: int, call: str) -> None:
+    """Raise, naming the call and CUDA's own words, when a CUDA runtime call did not return success."""
+    if status != 0:
+        describe = handle.cudaGetErrorString
+        try:
+            describe.restype = ctypes.c_char_p  # a ctypes function returns an int otherwise
+        except AttributeError:
+            pass
+        try:
+            words = describe(status).decode()
+        except Exception:
+            words = "no description"
+        raise RuntimeError(f"{call} failed with CUDA error {status} ({words})")
 
-    The difference of two readings taken around an enqueue is the device time of that work alone,
-    which is what trtexec reports as GPU compute time."""
 
-    def __init__(self, stream_ptr: int):
-        from polygraphy import cuda
+class CudaEventPair:
+    """Times one forward call on the GPU: a start event recorded on the stream before the enqueue,
+    an end event after, a wait for the end event, and their elapsed time, as int64 nanoseconds.
+    A pair per call, so no reading is relative to a distant base event (cudaEventElapsedTime is a
+    float32 of milliseconds: microsecond steps once the base is seconds away). Every CUDA call's
+    status is checked. This is the `interval` the harness times a call with (bench.timing.measure)."""
 
-        self.h = cuda.wrapper().handle
+    def __init__(self, stream_ptr: int, handle: Any = None):
+        if handle is None:
+            from polygraphy import cuda
+
+            handle = cuda.wrapper().handle
+        self.h = handle
         self.stream = ctypes.c_void_p(stream_ptr)
-        self.base = self._event()
-        self.h.cudaEventRecord(self.base, self.stream)
-        self.h.cudaEventSynchronize(self.base)
-        self.mark = self._event()
+        self.start, self.end = self._event(), self._event()
 
     def _event(self) -> ctypes.c_void_p:
         ev = ctypes.c_void_p()
-        self.h.cudaEventCreate(ctypes.byref(ev))
+        cuda_check(self.h, self.h.cudaEventCreate(ctypes.byref(ev)), "cudaEventCreate")
         return ev
 
-    def __call__(self) -> int:
-        self.h.cudaEventRecord(self.mark, self.stream)
-        self.h.cudaEventSynchronize(self.mark)
+    def __call__(self, fn: Callable[[], object]) -> int:
+        h = self.h
+        cuda_check(h, h.cudaEventRecord(self.start, self.stream), "cudaEventRecord(start)")
+        fn()
+        cuda_check(h, h.cudaEventRecord(self.end, self.stream), "cudaEventRecord(end)")
+        cuda_check(h, h.cudaEventSynchronize(self.end), "cudaEventSynchronize(end)")
         ms = ctypes.c_float()
-        self.h.cudaEventElapsedTime(ctypes.byref(ms), self.base, self.mark)
-        return int(ms.value * 1e6)
+        cuda_check(h, h.cudaEventElapsedTime(ctypes.byref(ms), self.start, self.end), "cudaEventElapsedTime")
+        return int(round(ms.value * 1e6))
+
+    def close(self) -> None:
+        for ev in (self.start, self.end):
+            self.h.cudaEventDestroy(ev)
+
+
+def enqueue_checked(execute: Callable[[int], bool], stream_ptr: int) -> Callable[[], None]:
+    """A forward call that fails loudly when TensorRT refuses the enqueue (execute_async_v3 returns
+    False), instead of being timed as a fast no-op."""
+    def forward() -> None:
+        if not execute(stream_ptr):
+            raise RuntimeError("TensorRT's execute_async_v3 returned False: the inference was not enqueued")
+
+    return forward
+
+
+_TRT_TYPES = (("int8", "int8"), ("fp8", "fp8"), ("half", "fp16"), ("fp16", "fp16"), ("bf16", "bf16"), ("float", "fp32"),
+              ("fp32", "fp32"), ("int32", "int32"), ("bool", "bool"))
+
+
+def engine_precision(info: Mapping[str, Any]) -> str:
+    """What a built engine computes in, from its inspector's layer information (JSON, built with
+    detailed profiling verbosity): the element type of each compute layer's outputs, counted."""
+    from collections import Counter
+
+    from bench.backends.base import execution_summary
+
+    counts: Counter[str] = Counter()
+    for layer in info.get("Layers", []):
+        if not isinstance(layer, dict):
+            continue
+        kind = str(layer.get("LayerType", ""))
+        if kind not in ("CaskConvolution", "CaskDeconvolution", "CaskGemmConvolution", "CaskGemmMatrixMultiply",
+                        "MatrixMultiply", "Convolution", "gemm", "CaskFlattenConvolution", "Myelin", "CaskPooling"):
+            continue
+        for out in layer.get("Outputs", [])[:1]:
+            text = str(out.get("Format/Datatype", "")).lower()
+            counts[next((name for key, name in _TRT_TYPES if key in text), "other")] += 1
+    return execution_summary(counts)
 
 
 class TensorrtBackend:
@@ -116,7 +178,8 @@ class TensorrtBackend:
             calibrator = None
             if request.precision == "int8":
                 calibrator = Calibrator(data_loader=request.calibration(), cache=str(d / "calibration.cache"))
-            config = CreateConfig(profiles=[profile], calibrator=calibrator, **builder_flags(request.precision, request.options))
+            config = CreateConfig(profiles=[profile], calibrator=calibrator, profiling_verbosity=trt.ProfilingVerbosity.DETAILED,
+                                  **builder_flags(request.precision, request.options))
             network = NetworkFromOnnxPath(str(request.model.path))
             engine_bytes = EngineBytesFromNetwork(network, config=config, save_timing_cache=str(d / "timing.cache"))()
             (d / "engine.plan").write_bytes(bytes(engine_bytes))
@@ -126,14 +189,24 @@ class TensorrtBackend:
                "options": dict(request.options)}
         entry, hit = request.cache.get_or_build("trt-engine", key, build)
         engine = EngineFromBytes((entry / "engine.plan").read_bytes())()
+        try:
+            import json
+
+            inspector = engine.create_engine_inspector()
+            executes_as = engine_precision(json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON)))
+        except Exception as e:  # read from the engine or say it could not be; never the requested precision
+            executes_as = f"unknown ({type(e).__name__})"
         facts = {"variant": self.variant, "provider": "TensorRT", "device": "cuda", "threads": request.threads,
-                 "backend_version": trt.__version__, "executes_as": request.precision, "cache_hit": hit}
+                 "backend_version": trt.__version__, "executes_as": executes_as, "cache_hit": hit}
         return TrtCompiled(engine, facts, request.shapes)
 
 
 class TrtCompiled:
     """Device buffers are allocated once; `prepare` copies inputs in beforehand, so a timed call
     enqueues the execution alone."""
+
+    timed_region = ("execute_async_v3 between a start and an end CUDA event on its stream: device buffers allocated and "
+                    "inputs copied before timing, outputs left on the device")
 
     def __init__(self, engine: Any, facts: dict[str, Any], shapes: Mapping[str, tuple[int, ...]]):
         import tensorrt as trt
@@ -142,7 +215,8 @@ class TrtCompiled:
         self.engine, self.facts = engine, facts
         self.context = engine.create_execution_context()
         self.stream = cuda.Stream()
-        self.clock = CudaEventClock(self.stream.ptr)
+        self.interval = CudaEventPair(self.stream.ptr)
+        self.clock = time.perf_counter_ns  # host time, for what is not a forward call
         self.buffers: dict[str, Any] = {}
         self.outputs: list[str] = []
         for i in range(engine.num_io_tensors):
@@ -168,16 +242,16 @@ class TrtCompiled:
 
     def run(self, feeds: Feeds) -> dict[str, np.ndarray]:
         self._load(feeds)
-        self.context.execute_async_v3(self.stream.ptr)
+        enqueue_checked(self.context.execute_async_v3, self.stream.ptr)()
         self.stream.synchronize()
         return {n: self.device[n].numpy().copy() for n in self.outputs}
 
     def prepare(self, feeds: Feeds) -> Callable[[], object]:
         self._load(feeds)
-        execute, ptr = self.context.execute_async_v3, self.stream.ptr
-        return lambda: execute(ptr)
+        return enqueue_checked(self.context.execute_async_v3, self.stream.ptr)
 
     def release(self) -> None:
+        self.interval.close()
         for arr in self.device.values():
             arr.free()
         self.stream.free()

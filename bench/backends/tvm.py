@@ -304,6 +304,8 @@ def _to_numpy(out: Any) -> list[np.ndarray]:
 class TvmCompiled:
     clock = staticmethod(HOST_CLOCK)
     cannot_run = ""  # why this variant cannot run here (compiled for a device this machine lacks)
+    timed_region = ("vm['main'](*inputs): inputs converted to TVM tensors on the device once, before timing; the VM "
+                    "allocates its output tensors inside each call (Relax's calling convention); nothing copied to the host")
 
     def __init__(self, vm: Any, facts: dict[str, Any], output_names: list[str], device: Any = None):
         self.vm = vm

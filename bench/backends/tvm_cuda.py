@@ -196,6 +196,7 @@ class TvmCudaBackend(TvmBackend):
         facts.update(device_name=dev.device_name, driver=str(dev.driver_version))
         compiled = TvmCompiled(vm, facts, info["outputs"], device=dev)
         compiled.clock = synced_clock(dev.sync)
+        compiled.timed_region = TvmCompiled.timed_region + "; the device synchronized before each clock read"
         return compiled
 
 
