@@ -25,6 +25,8 @@ benchmark: $(STAMP)
 	$(BIN)/python -m pytest -q benchmarks --benchmark-only --benchmark-columns=median,mean,stddev,rounds
 	$(BIN)/python -m benchmarks.overhead
 	$(BIN)/python -m benchmarks.stability
+	$(BIN)/python -m benchmarks.verdicts
+	$(BIN)/python -m benchmarks.fixed_cost
 	$(BIN)/python -m benchmarks.cache_and_int8
 
 # TVM for CUDA (sm_90), compiled here without a GPU, bundled with a runtime-only TVM for Python 3.12:

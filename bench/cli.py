@@ -61,6 +61,9 @@ class _RichReporter:
             self.progress.console.print(f"  {row['model']} {row['backend']} {row['precision']} b{row['batch_size']}: "
                                         f"[yellow]{row['status']}[/]: {escape(str(row['error']))}", highlight=False)
 
+    def warn(self, message: str) -> None:
+        self.progress.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
+
     def stop(self) -> None:
         self.progress.update(self.task, description="done")
         self.progress.stop()
@@ -117,6 +120,9 @@ class _PlainReporter:
         self._print(f"[{self.finished}/{self.total}] {row['model']} {row['backend']} {row['precision']} b{row['batch_size']}: "
                     f"{status}, {figure}, cell {self._clock_text(now - self.cell_t0)}, elapsed {self._clock_text(elapsed)}, "
                     f"ETA {self._clock_text(eta)}")
+
+    def warn(self, message: str) -> None:
+        self._print(f"warning: {message}")
 
     def stop(self) -> None:
         if self.run_id is not None:
@@ -181,6 +187,8 @@ def run(
         return
     for warning in cfg.warnings():
         err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    from bench.worker import INTERRUPTS
+
     reporter = _reporter()
     try:
         run_dir = execute(p, results_dir, reporter, run_id=resume, isolate=isolate, resume=resume is not None,
@@ -191,19 +199,33 @@ def run(
     except KeyboardInterrupt:
         reporter.progress.stop()
         rid = resume or reporter.run_id
-        err.print(f"[yellow]interrupted[/]: the finished cells are kept in {results_dir / str(rid)}; "
-                  f"finish the run with: bench run {config} --resume {rid}", highlight=False, soft_wrap=True)
-        raise typer.Exit(130)
+        err.print(f"[yellow]interrupted ({signal_name(INTERRUPTS.signum)})[/]: the finished cells are kept in "
+                  f"{results_dir / str(rid)}; finish the run with: bench run {config} --resume {rid}", highlight=False, soft_wrap=True)
+        raise typer.Exit(128 + int(INTERRUPTS.signum))
     reporter.stop()
     from bench.results import load_run
 
-    stored = load_run(run_dir)
-    _print_summary(stored.cells)
-    out.print(f"results: {run_dir}")
-    if report:
-        from bench.report import build_report
+    try:
+        stored = load_run(run_dir)
+        _print_summary(stored.cells)
+        out.print(f"results: {run_dir}")
+        if report:
+            from bench.report import build_report
 
-        out.print(f"report:  {build_report(run_dir, reports_dir) / 'report.md'}")
+            out.print(f"report:  {build_report(run_dir, reports_dir) / 'report.md'}")
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted ({signal_name(INTERRUPTS.signum)})[/] after the run finished: its results are complete in "
+                  f"{run_dir}; build the report with: bench report {run_dir}", highlight=False, soft_wrap=True)
+        raise typer.Exit(128 + int(INTERRUPTS.signum))
+
+
+def signal_name(signum: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 @app.command("report")
@@ -516,14 +538,23 @@ def main(argv: list[str] | None = None) -> int:
             faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints where a stuck run is
         except (ValueError, OSError):  # stderr is not a file (captured): no stack dumps then
             pass
+    from bench.worker import INTERRUPTS, raise_on_stop_signals
+
+    raise_on_stop_signals()
     try:
         app(args=argv)  # standalone: usage errors exit 2, typer.Exit its code, Ctrl-C 130 (SystemExit)
         return 0
     except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        return 128 + int(INTERRUPTS.signum) if code == 130 else code  # typer says 130 for any interrupt
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]", highlight=False)
-        return 130
+        err.print(f"[yellow]interrupted ({signal_name(INTERRUPTS.signum)})[/]", highlight=False)
+        return 128 + int(INTERRUPTS.signum)
+    except OSError as e:  # a path that is a file, not writable, missing: the user's to fix
+        where = e.filename if e.filename is not None else ""
+        err.print(f"[bold red]error:[/] {escape(str(where))}: {escape(e.strerror or str(e))}"
+                  + (f" ({escape(str(e.filename2))})" if getattr(e, "filename2", None) else ""), highlight=False, soft_wrap=True)
+        return 2
     except BenchError as e:
         for line in str(e).splitlines():
             err.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)

@@ -56,17 +56,60 @@ def append_cell(run_dir: Path, row: dict[str, Any], samples_ns: list[list[int]])
         os.fsync(f.fileno())
 
 
+def _parse_journal(path: Path) -> tuple[list[dict[str, Any]], int, list[str]]:
+    """(whole records, byte length of the whole-record prefix, what follows it). A record is a line
+    ending in a newline that parses as JSON with a row; anything after the last such line is a
+    torn tail (a crash or kill in the middle of an append)."""
+    data = path.read_bytes()
+    entries, good_end, pos = [], 0, 0
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            break
+        try:
+            entry = json.loads(data[pos:nl])
+            if not isinstance(entry, dict) or "row" not in entry:
+                raise ValueError("not a journal record")
+        except ValueError:
+            break
+        entries.append(entry)
+        pos = good_end = nl + 1
+    torn = data[good_end:]
+    return entries, good_end, [torn.decode(errors="replace")] if torn.strip() else []
+
+
 def read_journal(run_dir: Path) -> list[dict[str, Any]]:
+    """The whole records of the journal (a torn tail is not read; `heal_journal` cuts it off). A
+    cell journaled twice (a run resumed across versions) counts once: its last record."""
     path = run_dir / "cells.jsonl"
     if not path.exists():
         return []
-    entries = []
-    for line in path.read_text().splitlines():
-        try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a line cut short by a crash: everything before it is whole
-    return entries
+    entries, _, _ = _parse_journal(path)
+    last: dict[tuple, int] = {}
+    for i, e in enumerate(entries):
+        r = e["row"]
+        last[(r.get("model"), r.get("backend"), r.get("precision"), r.get("batch_size"))] = i
+    return [e for i, e in enumerate(entries) if i in set(last.values())]
+
+
+def heal_journal(run_dir: Path) -> str | None:
+    """Cut a torn tail back to the last whole record, before anything is appended after it (an
+    append after a fragment would glue the next record to it, and every later one would be lost to
+    a reader). Returns a warning naming what was dropped, or None."""
+    path = run_dir / "cells.jsonl"
+    if not path.exists():
+        return None
+    entries, good_end, torn = _parse_journal(path)
+    if not torn:
+        return None
+    fragment = torn[0]
+    with open(path, "r+b") as f:
+        f.truncate(good_end)
+        f.flush()
+        os.fsync(f.fileno())
+    what = fragment.strip().splitlines()
+    return (f"{path}: cut a torn tail of {len(fragment.encode())} bytes ({len(what)} line(s), starting "
+            f"{what[0][:80]!r}) after {len(entries)} whole records; the cell it held will be run again")
 
 
 def cells_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -121,6 +164,20 @@ class StoredRun:
         return self.meta["run_id"]
 
 
+def _table_matches_journal(d: Path) -> bool:
+    """Whether cells.parquet holds exactly the journal's cells (the table is derived, never trusted
+    over the journal)."""
+    if not (d / "cells.jsonl").exists():
+        return True
+    try:
+        import pyarrow.parquet as pq
+
+        n = pq.ParquetFile(d / "cells.parquet").metadata.num_rows
+    except Exception:
+        return False
+    return n == len(read_journal(d))
+
+
 def load_run(run_dir: str | os.PathLike) -> StoredRun:
     d = Path(run_dir)
     if not (d / "meta.json").is_file():
@@ -131,6 +188,8 @@ def load_run(run_dir: str | os.PathLike) -> StoredRun:
         raise BenchError(f"{d / 'meta.json'}:{e.lineno}: not valid JSON: {e.msg}") from None
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise BenchError(f"{d / 'meta.json'}: schema_version {meta.get('schema_version')!r}; this bench reads {SCHEMA_VERSION}")
+    if (d / "cells.parquet").is_file() and not _table_matches_journal(d) and read_journal(d):
+        finalize(d)  # the journal is the record; a table that disagrees with it is rebuilt
     if (d / "cells.parquet").is_file():
         cells = _read_table(d / "cells.parquet")
         samples = _read_table(d / "samples.parquet") if (d / "samples.parquet").is_file() else pd.DataFrame()

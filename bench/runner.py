@@ -36,7 +36,7 @@ from bench.models.flops import cpu_peak
 from bench.models.freeze import PREPARE_VERSION, model_sha256
 from bench.models.prepare import ModelInfo, inspect_model
 from bench.timing import summarize
-from bench.worker import INTERRUPTS, Outcome, run_isolated, run_job
+from bench.worker import INTERRUPTS, Outcome, alive_worker, run_isolated, run_job
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,8 @@ class Reporter:
     def phase(self, cell: Cell, phase: str) -> None: ...
 
     def done(self, row: dict[str, Any]) -> None: ...
+
+    def warn(self, message: str) -> None: ...
 
 
 def new_run_id(name: str) -> str:
@@ -314,6 +316,14 @@ def execute(
         }
     lock = _RunLock(run_dir)
     try:
+        running = [w for w in map(alive_worker, sorted((run_dir / "work").glob("*.pid"))) if w]
+        if running:
+            raise BenchError(f"{run_dir}: a worker of an earlier attempt at this run is still running ({', '.join(running)}); "
+                             "wait for it to end or kill it, then resume")
+        healed = results.heal_journal(run_dir)
+        if healed:
+            reporter.warn(healed)
+            meta.setdefault("warnings", []).append(healed)
         done = {cell_key(e["row"]) for e in results.read_journal(run_dir)}
         todo = [c for c in p.cells if cell_key(c) not in done]
         meta["status"] = "running"
@@ -334,14 +344,20 @@ def execute(
         except KeyboardInterrupt:
             meta["status"] = "interrupted"
             raise
+        except BaseException as e:  # never leave a run saying `running` when nothing runs it
+            meta["status"] = "failed"
+            meta["error"] = f"{type(e).__name__}: {e}"
+            raise
         finally:
             if interrupts is not None:
                 interrupts.uninstall()
                 interrupts.requested = False
-            meta["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
-            results.write_meta(run_dir, meta)
+            # The tables first, then meta.json (atomically): `complete` is never said of a run
+            # without its tables.
             if results.read_journal(run_dir):
                 results.finalize(run_dir)
+            meta["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+            results.write_meta(run_dir, meta)
     finally:
         lock.release()
     return run_dir

@@ -104,7 +104,8 @@ PRELOAD = ["numpy", "onnx", "bench.jobs", "bench.backends.ort", "bench.backends.
 # The server's environment while it starts: numpy's OpenBLAS would start a pool of threads on import.
 SERVER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 START_ENV = "BENCH_WORKER_START"
-STARTED_ENV = "BENCH_WORKER_STARTED"  # time.monotonic() when the parent asked for the worker (system-wide clock)
+STARTED_ENV = "BENCH_WORKER_STARTED"
+PARENT_ENV = "BENCH_WORKER_PARENT"  # time.monotonic() when the parent asked for the worker (system-wide clock)
 
 
 class _NoMainPopen(popen_forkserver.Popen):
@@ -179,14 +180,17 @@ class _Worker:
                 self._popen = subprocess.Popen(
                     [sys.executable, "-m", "bench.worker", str(job_path), str(result_path)],
                     stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True,
-                    env={**os.environ, STARTED_ENV: repr(self.started)})
+                    env={**os.environ, STARTED_ENV: repr(self.started), PARENT_ENV: str(os.getpid())})
             self._process = None
             self.pid = self._popen.pid
         else:
             self._popen = None
+            if not _SERVER_READY:
+                _prepare_server()
             self._process = _ServerProcess(
                 target=_forked_main, args=(str(job_path), str(result_path), str(err_path), dict(os.environ), os.getcwd(),
-                                           list(sys.path), self.started), daemon=False)
+                                           list(sys.path), self.started, forkserver._forkserver._forkserver_pid or 0),
+                daemon=False)
             self._process.start()
             self.pid = self._process.pid
 
@@ -206,10 +210,46 @@ class _Worker:
             self._process.close()
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux prctl), and exit now if
+    the parent is already gone. A worker's parent is the fork server, which exits when bench does;
+    an exec'd worker's is bench itself. Elsewhere: nothing (workers then outlive a killed parent)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def alive_worker(pid_file: Path) -> str | None:
+    """'pid N (cell)' when the worker a pid file names is still running (same pid and start time)."""
+    try:
+        pid, start, name = pid_file.read_text().split(maxsplit=2)
+        return f"pid {pid} ({name})" if _start_time(int(pid)) == start else None
+    except (OSError, ValueError):
+        return None
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def _forked_main(job_path: str, result_path: str, err_path: str, env: dict[str, str], cwd: str, sys_path: list[str],
-                 started: float) -> None:
-    """A worker forked from the server: become a session of its own, send output to the cell's
-    log, take the parent's environment, then run as `python -m bench.worker` would."""
+                 started: float, parent: int) -> None:
+    """A worker forked from the server: die with the server, become a session of its own, send
+    output to the cell's log, take the parent's environment, then run as `python -m bench.worker`
+    would."""
+    die_with_parent(parent)
     os.setsid()
     fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
@@ -228,20 +268,26 @@ def _forked_main(job_path: str, result_path: str, err_path: str, env: dict[str, 
     sys.exit(rc)
 
 
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
 class Interrupts:
-    """Ctrl-C, made deterministic. While installed, SIGINT only kills the running worker's process
-    group and sets a flag; KeyboardInterrupt is then raised at known points (the worker wait loop,
-    between cells) instead of wherever the main thread happened to be (inside subprocess.Popen, a
+    """Ctrl-C, SIGTERM (CI cancellation, `timeout`) and SIGHUP (a closed terminal), made
+    deterministic. While installed, each of them only kills the running worker's process group and
+    sets a flag; KeyboardInterrupt is then raised at known points (the worker wait loop, between
+    cells) instead of wherever the main thread happened to be (inside subprocess.Popen, a
     progress-bar lock, a parquet write), which could leave the parent unable to finish or a worker
-    orphaned."""
+    orphaned. `signum` says which signal it was (the CLI exits 128 + signum)."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum = signal.SIGINT
         self.active: set[int] = set()
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.requested = True
+        self.signum = signum
         for pid in list(self.active):
             _kill_group(pid)
 
@@ -249,17 +295,29 @@ class Interrupts:
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._previous = {s: signal.signal(s, self._handler) for s in STOP_SIGNALS}
         return self
 
     def uninstall(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
+        self._previous = {}
 
     def check(self) -> None:
         if self.requested:
             raise KeyboardInterrupt
+
+
+def raise_on_stop_signals() -> None:
+    """Outside a sweep: SIGTERM and SIGHUP interrupt like Ctrl-C (KeyboardInterrupt where the main
+    thread is), so the CLI finishes with a message and 128 + signum instead of dying silently."""
+    def handler(signum: int, frame: Any) -> None:
+        INTERRUPTS.signum = signum
+        raise KeyboardInterrupt
+
+    for s in STOP_SIGNALS:
+        if s != signal.SIGINT:
+            signal.signal(s, handler)
 
 
 INTERRUPTS = Interrupts()
@@ -277,6 +335,8 @@ def run_isolated(job: dict[str, Any], work_dir: Path, name: str, timeout_s: floa
     INTERRUPTS.check()
     proc = _Worker(job_path, result_path, err_path)
     INTERRUPTS.active.add(proc.pid)
+    pid_file = work_dir / f"{name}.pid"
+    pid_file.write_text(f"{proc.pid} {_start_time(proc.pid)} {name}")
     try:
         if INTERRUPTS.requested:  # Ctrl-C while the worker was being started
             raise KeyboardInterrupt
@@ -293,6 +353,7 @@ def run_isolated(job: dict[str, Any], work_dir: Path, name: str, timeout_s: floa
         raise
     finally:
         INTERRUPTS.active.discard(proc.pid)
+        pid_file.unlink(missing_ok=True)  # the worker has exited or been killed
     _kill_group(proc.pid)  # anything the worker left running
     proc.reap()
     if rc == 0 and result_path.is_file():
@@ -373,5 +434,7 @@ def main(argv: list[str], started: float | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if os.environ.get(PARENT_ENV):
+        die_with_parent(int(os.environ.pop(PARENT_ENV)))
     started = os.environ.pop(STARTED_ENV, None)
     sys.exit(main(sys.argv[1:], None if started is None else float(started)))

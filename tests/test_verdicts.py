@@ -76,13 +76,23 @@ def test_gate_refuses_incomplete_runs_and_counts_lost_cells(fake_backends, mlp_o
     assert gate(load_run(run_dir), allow_missing=True).exit_code == 0
 
 
-def test_corrupt_tables_are_bad_input_on_one_line(fake_backends, mlp_onnx, tmp_path):
+def test_tables_are_rebuilt_from_the_journal_and_a_corrupt_run_is_bad_input(fake_backends, mlp_onnx, tmp_path):
     run_dir = _run(_cfg(mlp_onnx, ["fake"]), tmp_path)
+    rows = len(pd.read_csv(run_dir / "cells.csv"))
+    # The journal is the record: a torn table beside it is rebuilt, never trusted over it.
     (run_dir / "cells.parquet").write_bytes(b"PAR1 torn")
-    for cmd in (["gate", run_dir], ["report", run_dir], ["compare", run_dir, run_dir]):
+    assert bench("gate", run_dir, cwd=tmp_path).returncode == 0
+    assert len(pd.read_parquet(run_dir / "cells.parquet")) == rows
+    # Without the journal a torn table is a corrupt run directory: one line naming the file, exit 2.
+    (run_dir / "cells.jsonl").unlink()
+    (run_dir / "cells.parquet").write_bytes(b"PAR1 torn")
+    for cmd in (["gate", run_dir], ["report", run_dir], ["compare", run_dir, run_dir], ["export", run_dir, "-o", tmp_path / "x.json"]):
         proc = bench(*cmd, cwd=tmp_path)
         assert proc.returncode == 2, (cmd, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and "cells.parquet: unreadable" in proc.stderr
+    (run_dir / "meta.json").write_text('{"schema_version": 1, "run_id": ')
+    proc = bench("gate", run_dir, cwd=tmp_path)
+    assert proc.returncode == 2 and "meta.json:1: not valid JSON" in proc.stderr
 
 
 def test_an_internal_error_exits_3_with_one_line(monkeypatch, capsys, tmp_path):

@@ -280,6 +280,9 @@ def _tuning_input(mod: Any, target: Any) -> Any:
 def _tune_process(onnx_path: str, shapes: dict, target_json: str, db_dir: str, trials: int, min_per_task: int,
                   per_iter: int, builder_timeout_s: int, threads: int, search: str, result: Any) -> None:
     """Child process: import the model as the parent does, then tune every task into db_dir."""
+    from bench.worker import die_with_parent
+
+    die_with_parent(os.getppid())  # the cell's worker: when it is killed, tuning stops too
     import onnx
     import tvm
     from tvm.relax.frontend.onnx import from_onnx
