@@ -134,6 +134,20 @@ def _reporter():
     return _RichReporter(err) if err.is_terminal else _PlainReporter()
 
 
+def _writable_dir(path: Path, option: str) -> None:
+    """Before anything runs: `path` is (or can be made) a directory this process may write."""
+    import os
+
+    if path.exists() and not path.is_dir():
+        raise BenchError(f"{option} {path}: exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BenchError(f"{option} {path}: cannot be created ({e.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise BenchError(f"{option} {path}: not writable by this user")
+
+
 def _print_summary(cells) -> None:
     from bench.report import SUMMARY_HEADER, summary_table
 
@@ -165,6 +179,7 @@ def run(
     cache: bool = typer.Option(True, help="reuse compiled variants from the artifact cache (--no-cache: build everything afresh)"),
     cache_dir: Optional[Path] = typer.Option(None, help="artifact cache location (default: $BENCH_CACHE_DIR or ~/.cache/bench)"),
     compile_only: bool = typer.Option(False, "--compile-only", help="compile (and tune) every cell into the cache, time nothing (= bench tune)"),
+    wait: bool = typer.Option(True, help="wait while another bench run on this machine is timing (--no-wait: refuse, exit 2)"),
 ) -> None:
     """Benchmark every cell of CONFIG's grid: compile, validate against the reference, time."""
     from bench.config import load_config
@@ -173,6 +188,14 @@ def run(
     try:
         cfg = load_config(config)
         p = plan(cfg, models_dir, config)
+        if not dry_run:
+            from bench.cache import default_root
+
+            _writable_dir(cache_dir or default_root(), "--cache-dir" if cache_dir else "the artifact cache ($BENCH_CACHE_DIR or ~/.cache/bench)")
+        if not dry_run and not compile_only:
+            _writable_dir(results_dir, "--results-dir")
+            if report:
+                _writable_dir(reports_dir, "--reports-dir")
     except BenchError as e:
         _fail(e)
     if compile_only:
@@ -192,7 +215,7 @@ def run(
     reporter = _reporter()
     try:
         run_dir = execute(p, results_dir, reporter, run_id=resume, isolate=isolate, resume=resume is not None,
-                          cache_dir=cache_dir, use_cache=cache)
+                          cache_dir=cache_dir, use_cache=cache, wait=wait)
     except BenchError as e:
         reporter.progress.stop()
         _fail(e)
@@ -513,13 +536,21 @@ def doctor() -> None:
     from bench.environment import cpu_model, library_versions
 
     out.print(f"CPU: {cpu_model()}  Python {sys.version.split()[0]}")
+    from bench.backends import options_model
+    from bench.config import describe_options
+
     table = Table(header_style="bold")
-    for h in ("backend", "usable", "precisions", "versions / reason"):
+    for h in ("backend", "usable", "precisions", "versions / reason", "backend_options (defaults)"):
         table.add_column(h)
     for name in BACKENDS:
         d = describe(name)
         detail = ", ".join(f"{k} {v}" for k, v in d["versions"].items()) if d["usable"] else d["reason"]
-        table.add_row(name, "[green]yes[/]" if d["usable"] else "[red]no[/]", ", ".join(d["precisions"]) or "–", escape(detail))
+        try:
+            opts = describe_options(options_model(name))
+        except Exception as e:
+            opts = f"({type(e).__name__})"
+        table.add_row(name, "[green]yes[/]" if d["usable"] else "[red]no[/]", ", ".join(d["precisions"]) or "–", escape(detail),
+                      escape(opts))
     out.print(table)
     libs = library_versions()
     out.print("libraries: " + ", ".join(f"{k} {v}" for k, v in libs.items()), highlight=False)

@@ -25,7 +25,8 @@ BATCH = "batch"  # the token in input_shapes that stands for the grid's batch si
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # strict: no bool or string passes for a number (YAML's `true` and "4" are refused, not coerced)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Tolerance(_Frozen):
@@ -227,6 +228,26 @@ class Config(_Frozen):
             raise ValueError("backends are listed more than once")
         return v
 
+    @field_validator("backend_options")
+    @classmethod
+    def _typed_options(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Each backend's options against the model it declares (bench.backends.options_model)."""
+        from bench.backends import BACKENDS, options_model
+
+        for name, opts in v.items():
+            if name not in BACKENDS:
+                raise ValueError(f"{name}: unknown backend; valid: {', '.join(BACKENDS)}")
+            model = options_model(name)
+            if model is None:
+                continue
+            if not isinstance(opts, dict):
+                raise ValueError(f"{name}: options are a mapping of keys, got {type(opts).__name__}")
+            try:
+                model.model_validate(opts)
+            except ValidationError as e:
+                raise ValueError("; ".join(_option_error(name, model, x) for x in e.errors())) from None
+        return v
+
     @field_validator("batch_sizes")
     @classmethod
     def _batches(cls, v: list[int]) -> list[int]:
@@ -320,6 +341,26 @@ class Config(_Frozen):
         return hashlib.sha256(blob).hexdigest()
 
 
+def _option_error(backend: str, model: type[BaseModel], err: Any) -> str:
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"{backend}.{key}: unknown option; {backend} takes: {describe_options(model)}"
+    valid = model.model_fields.get(str(err["loc"][0])) if err["loc"] else None
+    hint = f" ({valid.description})" if valid is not None and valid.description else ""
+    return f"{backend}.{key}: {err['msg']}, got {err.get('input')!r}{hint}"
+
+
+def describe_options(model: type[BaseModel] | None) -> str:
+    """'trials=64, search=evolutionary|replay-trace, ...': each option with its default (or choices)."""
+    if model is None:
+        return "(not declared)"
+    parts = []
+    for name, f in model.model_fields.items():
+        default = f.get_default(call_default_factory=True)
+        parts.append(f"{name}={default}" if default is not None else f"{name}=<unset>")
+    return ", ".join(parts) or "none"
+
+
 # --- loading from YAML, with line numbers in errors -------------------------------------------
 
 
@@ -388,4 +429,26 @@ def load_config(path: str | os.PathLike) -> Config:
         raise BenchError(f"{where}: malformed YAML: {problem}") from None
     if node is None:
         raise BenchError(f"{p}: the config file is empty")
+    dupes = _duplicate_keys(node)
+    if dupes:
+        raise BenchError("\n".join(f"{p}:{second}: {_loc_str(path)}: duplicate key (first at line {first}); "
+                                    "YAML would keep the last silently" for path, first, second in dupes))
     return config_from_dict(data, str(p), _line_index(node))
+
+
+def _duplicate_keys(node: yaml.Node, path: tuple = ()) -> list[tuple[tuple, int, int]]:
+    """(key path, first line, repeated line) for every key a YAML mapping repeats."""
+    found: list[tuple[tuple, int, int]] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for k, v in node.value:
+            line = k.start_mark.line + 1
+            if k.value in seen:
+                found.append((path + (k.value,), seen[k.value], line))
+            else:
+                seen[k.value] = line
+            found += _duplicate_keys(v, path + (k.value,))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found += _duplicate_keys(item, path + (i,))
+    return found

@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from bench import goldens
+from bench import goldens, machine_lock
 from bench.backends import get_backend
 from bench.backends.base import Backend, Compiled, CompileRequest, Unsupported
 from bench.config import Cell, Config
@@ -102,6 +102,7 @@ def cell_job(
     cache: ArtifactCache,
     on_phase: Callable[[str], None] = lambda phase: None,
     compile_only: bool = False,
+    lock_label: str | None = None,
 ) -> dict[str, Any]:
     """Build, compile, validate (when asked) and time one cell. Returns {"row": {...}, "samples_ns": [...]}.
 
@@ -168,7 +169,11 @@ def cell_job(
         on_phase(phase)
         fn = compiled.prepare(feeds[0])
         row["timed_region"] = getattr(compiled, "timed_region", None)
-        samples = measure(fn, compiled.clock, config.timing, getattr(compiled, "interval", None))
+        with machine_lock.timing(f"run {lock_label or '?'}, cell {cell.label}",
+                                 lambda who: on_phase(f"waiting to time: the machine's timing lock is held by {who}")) as waited:
+            on_phase(phase)
+            samples = measure(fn, compiled.clock, config.timing, getattr(compiled, "interval", None))
+        row["lock_wait_s"] = round(waited, 3)
     except Unsupported as e:
         row.update(status="skipped", error=str(e), phase=phase)
     except Exception as e:
@@ -197,7 +202,7 @@ def execute_job(job: dict[str, Any], on_phase: Callable[[str], None] = lambda ph
     return cell_job(
         config, info, Cell(**job["cell"]), job.get("reference_path"), job.get("reference_note"), job["validate"],
         Path(job["outputs_path"]) if job.get("outputs_path") else None, work, cache, on_phase,
-        bool(job.get("compile_only")),
+        bool(job.get("compile_only")), job.get("run_id"),
     )
 
 

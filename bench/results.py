@@ -28,7 +28,7 @@ COLUMNS = [
     "compile_s", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ms", "max_ms", "std_ms", "cv",
     "throughput_ips", "gflop", "achieved_gflops", "pct_of_peak", "iterations", "p50_ci_low_ms", "p50_ci_high_ms", "ci_method",
     "outliers", "unstable", "unstable_reason", "repeats", "process_p50_ms", "repeat_p50_spread", "dispersion", "timed_region",
-    "peak_rss_mb", "worker_ready_s",
+    "peak_rss_mb", "worker_ready_s", "lock_wait_s",
     "validated", "accuracy_ok", "accuracy_note", "max_abs_err", "max_rel_err", "mean_abs_err", "p99_abs_err",
     "cosine", "top1_agreement", "atol", "rtol", "min_cosine", "reference",
     "provider", "executes_as", "threads", "backend_version", "cache_hit", "options", "input_shapes", "model_sha256",
@@ -56,60 +56,57 @@ def append_cell(run_dir: Path, row: dict[str, Any], samples_ns: list[list[int]])
         os.fsync(f.fileno())
 
 
-def _parse_journal(path: Path) -> tuple[list[dict[str, Any]], int, list[str]]:
-    """(whole records, byte length of the whole-record prefix, what follows it). A record is a line
-    ending in a newline that parses as JSON with a row; anything after the last such line is a
-    torn tail (a crash or kill in the middle of an append)."""
-    data = path.read_bytes()
-    entries, good_end, pos = [], 0, 0
-    while pos < len(data):
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            break
+def _parse_journal(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """(whole records, the fragments that are not). A record is a line that parses as JSON holding a
+    row; a line cut short by a crash or kill is a fragment, wherever it is."""
+    entries, bad = [], []
+    for line in path.read_bytes().split(b"\n"):
+        if not line.strip():
+            continue
         try:
-            entry = json.loads(data[pos:nl])
+            entry = json.loads(line)
             if not isinstance(entry, dict) or "row" not in entry:
                 raise ValueError("not a journal record")
         except ValueError:
-            break
+            bad.append(line.decode(errors="replace"))
+            continue
         entries.append(entry)
-        pos = good_end = nl + 1
-    torn = data[good_end:]
-    return entries, good_end, [torn.decode(errors="replace")] if torn.strip() else []
+    return entries, bad
 
 
 def read_journal(run_dir: Path) -> list[dict[str, Any]]:
-    """The whole records of the journal (a torn tail is not read; `heal_journal` cuts it off). A
-    cell journaled twice (a run resumed across versions) counts once: its last record."""
+    """The whole records of the journal (fragments are skipped; `heal_journal` removes them). A
+    cell journaled twice counts once: its last record."""
     path = run_dir / "cells.jsonl"
     if not path.exists():
         return []
-    entries, _, _ = _parse_journal(path)
+    entries, _ = _parse_journal(path)
     last: dict[tuple, int] = {}
     for i, e in enumerate(entries):
         r = e["row"]
         last[(r.get("model"), r.get("backend"), r.get("precision"), r.get("batch_size"))] = i
-    return [e for i, e in enumerate(entries) if i in set(last.values())]
+    keep = set(last.values())
+    return [e for i, e in enumerate(entries) if i in keep]
 
 
 def heal_journal(run_dir: Path) -> str | None:
-    """Cut a torn tail back to the last whole record, before anything is appended after it (an
-    append after a fragment would glue the next record to it, and every later one would be lost to
-    a reader). Returns a warning naming what was dropped, or None."""
+    """Before anything is appended: rewrite the journal (atomically) with its whole records only,
+    when a line is torn (a crash or kill in the middle of an append, or a file cut short), so that a
+    new record is never glued to a fragment. Returns a warning naming what was dropped, or None;
+    the cells the fragments held are run again."""
     path = run_dir / "cells.jsonl"
     if not path.exists():
         return None
-    entries, good_end, torn = _parse_journal(path)
-    if not torn:
+    data = path.read_bytes()
+    entries, bad = _parse_journal(path)
+    if not bad and (not data or data.endswith(b"\n")):
         return None
-    fragment = torn[0]
-    with open(path, "r+b") as f:
-        f.truncate(good_end)
-        f.flush()
-        os.fsync(f.fileno())
-    what = fragment.strip().splitlines()
-    return (f"{path}: cut a torn tail of {len(fragment.encode())} bytes ({len(what)} line(s), starting "
-            f"{what[0][:80]!r}) after {len(entries)} whole records; the cell it held will be run again")
+    atomic.write_bytes(path, b"".join(json.dumps(e, default=str).encode() + b"\n" for e in entries))
+    if not bad:
+        return None  # only the final newline was missing
+    shown = "; ".join(repr(b[:60]) for b in bad[:3])
+    return (f"{path}: dropped {len(bad)} torn line(s) ({shown}) and kept {len(entries)} whole records; "
+            "the cells they held will be run again")
 
 
 def cells_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import goldens, results
+from bench import goldens, machine_lock, results
 from bench.backends import describe
 from bench.cache import ArtifactCache
 from bench.cache import default_root as default_cache_root
@@ -50,10 +50,13 @@ class Plan:
 def plan(config: Config, models_dir: Path | str, config_path: str | Path | None = None) -> Plan:
     """Check every model entry and expand the grid. Raises BenchError; writes nothing."""
     config_dir = Path(config_path).resolve().parent if config_path else None
-    infos = {
-        m.name: inspect_model(m, i, config.seed, config.batch_sizes, Path(models_dir), config_dir)
-        for i, m in enumerate(config.models)
-    }
+    try:
+        infos = {
+            m.name: inspect_model(m, i, config.seed, config.batch_sizes, Path(models_dir), config_dir)
+            for i, m in enumerate(config.models)
+        }
+    except BenchError as e:
+        raise BenchError(f"{config_path}: {e}" if config_path else str(e)) from None
     for i, m in enumerate(config.models):
         if m.data is not None:
             check_image_data(infos[m.name], m.data, f"models[{i}] ({m.name})")
@@ -189,7 +192,7 @@ class _Sweep:
 
     def _cell_run(self, cell: Cell, ref: tuple[str | None, str | None], validate: bool, name: str) -> tuple[dict[str, Any], list[int], Outcome]:
         info = self.plan.models[cell.model]
-        job = encode("cell", self.config, info, cell=cell, reference_path=ref[0], reference_note=ref[1], validate=validate,
+        job = encode("cell", self.config, info, cell=cell, reference_path=ref[0], reference_note=ref[1], validate=validate, run_id=self.run_id,
                      outputs_path=self.run_dir / "outputs" / f"{_slug(cell)}.npz" if validate else None,
                      work_dir=self.run_dir / "work", cache_dir=self.cache_dir, use_cache=self.use_cache)
         outcome = self._run(job, name, cell)
@@ -281,12 +284,20 @@ def execute(
     resume: bool = False,
     cache_dir: Path | str | None = None,
     use_cache: bool = True,
+    wait: bool = True,
 ) -> Path:
     """Run the plan's cells (with `resume`, only those run `run_id` lacks); returns the run directory.
+    With `wait=False`, refuse to start while another run on this machine is timing (by default a
+    cell waits for the machine's timing lock; see bench.machine_lock).
 
     Ctrl-C (KeyboardInterrupt) keeps every finished cell and marks the run interrupted."""
     reporter = reporter or Reporter()
     cfg = p.config
+    if not wait:
+        who = machine_lock.holder()
+        if who:
+            raise BenchError(f"another bench run is timing on this machine ({who}); two timed cells on the same cores corrupt "
+                             "both figures. Run again when it is done, or without --no-wait to queue behind it")
     if resume:
         if run_id is None:
             raise BenchError("resume needs a run id")

@@ -148,11 +148,15 @@ def _drift(ref_iters: Any, cand_iters: Any, tolerance: Tolerance, task: str, wit
     d, rel = d[known], rel[known]
     nan = float("nan")
     r, c = np.concatenate(ref_flat), np.concatenate(cand_flat)
+    # Cosine similarity is undefined when either side has norm zero (an all-zero reference, a
+    # mask that is all off). The rule then: cosine is not judged (NaN in the row) and the
+    # elementwise atol/rtol test alone decides, so 1e-7 against an all-zero reference passes at
+    # atol 1e-4 and 0.5 against it fails.
     denom = np.linalg.norm(r) * np.linalg.norm(c)
-    cosine = float(np.dot(r, c) / denom) if denom > 0 else float(np.array_equal(r, c))
+    cosine = float(np.dot(r, c) / denom) if denom > 0 else nan
     if not within_tolerance:
         reasons.append(f"elements beyond atol={tolerance.atol:g} and rtol={tolerance.rtol:g}")
-    if not cosine >= tolerance.min_cosine:
+    if denom > 0 and not cosine >= tolerance.min_cosine:
         reasons.append(f"cosine {cosine:.6f} below {tolerance.min_cosine:g}")
     return Drift(
         max_abs_err=float(d.max()) if d.size else nan,

@@ -4,6 +4,7 @@ of two runs (a change with its confidence interval and a verdict), each as an ex
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,7 +18,7 @@ from bench import goldens
 from bench.config import Precision, Tolerance
 from bench.errors import BenchError
 from bench.results import KEY, StoredRun
-from bench.timing import hierarchical_medians
+from bench.timing import hierarchical_medians, widened
 from bench.validate import compare
 
 # --- the accuracy gate --------------------------------------------------------------------------
@@ -151,8 +152,11 @@ def ratio_ci(a: Sequence[np.ndarray], b: Sequence[np.ndarray], confidence: float
     ma = hierarchical_medians(a, seed=seed)
     mb = hierarchical_medians(b, seed=seed + 1)
     alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(mb / ma - 1, [alpha, 1 - alpha])
-    return float(lo), float(hi)
+    lo, hi = np.quantile(np.log(mb / ma), [alpha, 1 - alpha])
+    center = math.log(float(np.median(np.concatenate(b))) / float(np.median(np.concatenate(a))))
+    groups = min(sum(1 for p in a if len(p)), sum(1 for p in b if len(p)))
+    lo, hi = widened(center, min(lo, center), max(hi, center), groups)
+    return math.expm1(lo), math.expm1(hi)
 
 
 def verdict(ci_low: float, ci_high: float, threshold: float) -> str:

@@ -18,6 +18,7 @@ instead (a fresh interpreter, seconds of imports).
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import json
 import os
@@ -100,7 +101,7 @@ def _kill_group(pid: int) -> None:
 # Not here: onnxruntime (its import starts a thread; 0.05 s in the worker once these are loaded),
 # pandas and pyarrow (jemalloc's background thread; workers do not use them).
 PRELOAD = ["numpy", "onnx", "bench.jobs", "bench.backends.ort", "bench.backends.tvm", "bench.backends.tvm_tuning",
-           "polygraphy.backend.onnxrt", "tvm", "tvm.relax", "tvm.relax.frontend.onnx"]
+           "polygraphy.backend.onnxrt", "tvm", "tvm.relax", "tvm.relax.frontend.onnx", "bench._freeze"]
 # The server's environment while it starts: numpy's OpenBLAS would start a pool of threads on import.
 SERVER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 START_ENV = "BENCH_WORKER_START"
@@ -238,8 +239,10 @@ def alive_worker(pid_file: Path) -> str | None:
 
 
 def _start_time(pid: int) -> str | None:
+    """The start time of a live process (None when gone or a zombie): with its pid, an identity."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return None if fields[0] in ("Z", "X") else fields[19]
     except (OSError, IndexError):
         return None
 
@@ -249,6 +252,15 @@ def _forked_main(job_path: str, result_path: str, err_path: str, env: dict[str, 
     """A worker forked from the server: die with the server, become a session of its own, send
     output to the cell's log, take the parent's environment, then run as `python -m bench.worker`
     would."""
+    # multiprocessing hands each forked child the write end of the pipe by which the server learns
+    # that bench has gone (EOF once every holder closes it). A worker holding it would keep the
+    # server, and so itself, alive after bench is killed: close it.
+    alive = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)
+    if alive is not None:
+        with contextlib.suppress(OSError):
+            os.close(alive)
+        forkserver._forkserver._forkserver_alive_fd = None
+        forkserver._forkserver._forkserver_address = None
     die_with_parent(parent)
     os.setsid()
     fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

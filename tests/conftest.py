@@ -16,6 +16,9 @@ def artifact_cache(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("cache")
     os.environ["BENCH_CACHE_DIR"] = str(path)
+    # The machine-wide timing lock of the session's own: the suite neither waits for a benchmark
+    # running beside it nor makes one wait (tests of the lock use a directory of their own).
+    os.environ["BENCH_LOCK_DIR"] = str(tmp_path_factory.mktemp("lock"))
     return path
 
 

@@ -74,7 +74,7 @@ def test_one_hiccup_among_many_calls_is_not_unstable():
     steady[500] = 5_000_000  # one scheduler hiccup: max 400% above the median
     s = summarize([steady, steady, steady], batch_size=1)
     assert not s.unstable and s.unstable_reason == "" and s.max_ms == 5.0
-    assert s.repeats == 3 and s.dispersion < 0.01 and s.ci_method.startswith("hierarchical bootstrap, 3 processes")
+    assert s.repeats == 3 and s.dispersion < 0.01 and s.ci_method.startswith("hierarchical bootstrap over 3 processes, widened x2.69")
 
 
 def test_processes_that_disagree_or_jitter_are_unstable():
@@ -106,3 +106,12 @@ def test_the_garbage_collector_is_off_inside_the_timed_loop():
     samples = measure(lambda: seen.append(gc.isenabled()) or clock.forward(), clock,
                       TimingConfig(warmup=1, min_iterations=3, min_time_s=0.0))
     assert len(samples) == 3 and seen == [False] * 4 and gc.isenabled()
+
+
+def test_few_processes_widen_the_interval_as_a_t_interval_would():
+    from bench.timing import small_sample_factor, widened
+
+    assert small_sample_factor(1) == 1.0
+    assert small_sample_factor(3) == pytest.approx(4.303 / 1.96 * (3 / 2) ** 0.5)
+    assert small_sample_factor(3) > small_sample_factor(10) > small_sample_factor(100) > 1.0
+    assert widened(0.0, -0.1, 0.2, 3) == pytest.approx((-0.1 * small_sample_factor(3), 0.2 * small_sample_factor(3)))

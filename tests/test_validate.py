@@ -79,3 +79,18 @@ def test_nan_or_inf_fails_validation(bad):
 def test_shape_mismatch_fails():
     d = _drift([REF[0][:1], REF[1][:1]])
     assert not d.accuracy_ok and "shape" in d.reason
+
+
+def test_an_all_zero_reference_is_judged_elementwise_alone():
+    zeros = [np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32)]
+
+    def drift(candidate):
+        ref = run_outputs(ArrayVariant([z.copy() for z in zeros]), "ref", FEEDS)
+        return compare(ref, run_outputs(ArrayVariant(candidate), "cand", FEEDS), Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.9999))
+
+    tiny = drift([z + np.float32(1e-7) for z in zeros])
+    assert tiny.accuracy_ok and np.isnan(tiny.cosine) and tiny.reason == ""  # cosine is undefined, not failed
+    far = drift([z + np.float32(0.5) for z in zeros])
+    assert not far.accuracy_ok and "beyond atol=0.0001" in far.reason and "cosine" not in far.reason
+    exact = drift([z.copy() for z in zeros])
+    assert exact.accuracy_ok

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Callable
+from typing import Any, Callable
 
 from bench.backends.base import Backend
 
@@ -30,6 +30,12 @@ def get_backend(name: str) -> Backend:
         module, _, attr = target.partition(":")
         target = getattr(importlib.import_module(module), attr)
     return target()
+
+
+def options_model(name: str) -> Any:
+    """The pydantic model of a backend's `backend_options` (its class attribute `Options`), or None
+    for a backend that declares none (a plugin, say: its options are passed through unchecked)."""
+    return getattr(type(get_backend(name)), "Options", None)
 
 
 def describe(name: str) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from bench.cache import ArtifactCache
 from bench.models.prepare import PreparedModel
@@ -55,6 +56,13 @@ def execution_summary(counts: Mapping[str, int]) -> str:
     if len(live) == 1:
         return next(iter(live))
     return "mixed: " + ", ".join(f"{k} x{v}" for k, v in sorted(live.items(), key=lambda kv: -kv[1]))
+
+
+class BackendOptions(BaseModel):
+    """Base of each backend's `Options`: the keys `backend_options.<backend>` may set, typed, with
+    their defaults. Unknown keys and bad values are refused when the config is loaded."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class Unsupported(Exception):

@@ -12,7 +12,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.backends.base import HOST_CLOCK, Availability, CompileRequest, Feeds, execution_summary, import_framework
+from typing import Literal
+
+from pydantic import Field
+
+from bench.backends.base import HOST_CLOCK, Availability, BackendOptions, CompileRequest, Feeds, execution_summary, import_framework
 from bench.precision import onnx_for
 
 COMPUTE_OPS = {"Conv", "FusedConv", "NhwcFusedConv", "ConvTranspose", "MatMul", "Gemm", "FusedMatMul", "FusedGemm"}
@@ -40,7 +44,13 @@ def executed_precision(optimized_path: str) -> str:
     return execution_summary(counts)
 
 
+class OrtOptions(BackendOptions):
+    graph_optimization_level: Literal["disabled", "basic", "extended", "all"] = Field(
+        "all", description="ONNX Runtime's graph optimizations: disabled, basic, extended or all")
+
+
 class OnnxRuntimeBackend:
+    Options = OrtOptions
     name = "onnxruntime"
     variant = "default"
     keeps_dynamic_batch = False
@@ -64,7 +74,7 @@ class OnnxRuntimeBackend:
         opts.intra_op_num_threads = request.threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        level = str(request.options.get("graph_optimization_level", "all"))
+        level = self.Options.model_validate(request.options).graph_optimization_level
         opts.graph_optimization_level = {
             "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -99,7 +109,7 @@ class OnnxRuntimeBackend:
             "backend_version": ort.__version__,
             "executes_as": executes_as,
             "cache_hit": hit,
-            "options": f"graph_optimization_level={request.options.get('graph_optimization_level', 'all')}",
+            "options": f"graph_optimization_level={self.Options.model_validate(request.options).graph_optimization_level}",
         }
         return OrtCompiled(session, facts)
 

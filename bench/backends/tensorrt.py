@@ -22,7 +22,9 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from bench.backends.base import Availability, CompileRequest, Feeds, import_framework
+from pydantic import Field
+
+from bench.backends.base import Availability, BackendOptions, CompileRequest, Feeds, import_framework
 
 
 def profile_shapes(shapes: Mapping[str, tuple[int, ...]], batch_sizes: tuple[int, ...], batch: int) -> dict[str, tuple[tuple[int, ...], ...]]:
@@ -151,7 +153,13 @@ def engine_precision(info: Mapping[str, Any]) -> str:
     return execution_summary(counts)
 
 
+class TrtOptions(BackendOptions):
+    workspace_mb: int | None = Field(None, ge=1, description="builder workspace limit in MiB")
+    builder_optimization_level: int | None = Field(None, ge=0, le=5, description="TensorRT builder optimization level 0-5")
+
+
 class TensorrtBackend:
+    Options = TrtOptions
     name = "tensorrt"
     variant = "engine"
     keeps_dynamic_batch = True  # one engine, one optimization profile spanning the grid's batch sizes

@@ -20,7 +20,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.backends.base import HOST_CLOCK, Availability, CompileRequest, Feeds, ImportFailed, execution_summary, import_framework
+from typing import Literal
+
+from pydantic import Field
+
+from bench.backends.base import (HOST_CLOCK, Availability, BackendOptions, CompileRequest, Feeds, ImportFailed, execution_summary,
+                                 import_framework)
 from bench.cache import digest
 from bench.precision import onnx_for
 
@@ -44,7 +49,20 @@ def host_target(threads: int) -> Any:
     return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": threads})
 
 
+class TvmOptions(BackendOptions):
+    """The untuned CPU variant takes no options."""
+
+
+class TunedOptions(BackendOptions):
+    trials: int = Field(64, ge=1, description="total MetaSchedule trial budget")
+    min_trials_per_task: int = Field(2, ge=0, description="trials every task gets at least")
+    trials_per_iter: int = Field(16, ge=1, description="candidates built and measured per batch")
+    builder_timeout_s: int = Field(300, ge=1, description="seconds one build may take")
+    search: Literal["evolutionary", "replay-trace"] = Field("evolutionary", description="evolutionary or replay-trace")
+
+
 class TvmBackend:
+    Options: type[BackendOptions] = TvmOptions
     name = "tvm"
     variant = "untuned"
     keeps_dynamic_batch = False
@@ -188,14 +206,13 @@ class TvmTunedBackend(TvmBackend):
     have a tuned schedule (`tuned_tasks` of `total_tasks`); a cell with untuned tasks says so in
     its variant, `tuned (17/33 tasks)`: those tasks run TVM's fallback code."""
 
+    Options = TunedOptions
     name = "tvm_tuned"
     variant = "tuned"
 
-    def _budget(self, request: CompileRequest) -> dict[str, int]:
-        o = request.options
-        return {"trials": int(o.get("trials", 64)), "min_trials_per_task": int(o.get("min_trials_per_task", 2)),
-                "trials_per_iter": int(o.get("trials_per_iter", 16)), "builder_timeout_s": int(o.get("builder_timeout_s", 300)),
-                "search": str(o.get("search", "evolutionary"))}
+    def _budget(self, request: CompileRequest) -> dict[str, Any]:
+        o = TunedOptions.model_validate({k: v for k, v in request.options.items() if k in TunedOptions.model_fields})
+        return o.model_dump()
 
     def _cache_key(self, request: CompileRequest, target: Any) -> dict[str, Any]:
         return {**super()._cache_key(request, target), **self._budget(request)}

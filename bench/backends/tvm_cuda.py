@@ -29,7 +29,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from bench.backends.base import Availability, CompileRequest, import_framework
-from bench.backends.tvm import TvmBackend, TvmCompiled, TvmTunedBackend
+from pydantic import Field
+
+from bench.backends.base import BackendOptions
+from bench.backends.tvm import TunedOptions, TvmBackend, TvmCompiled, TvmTunedBackend
 from bench.bundle_runner import source_key
 
 EM_CUDA = 190  # ELF e_machine of a cubin
@@ -131,8 +134,18 @@ def cuda_target(arch: str) -> Any:
                               "max_shared_memory_per_block": 49152, "host": {"kind": "llvm"}})
 
 
+class CudaOptions(BackendOptions):
+    arch: str | None = Field(None, pattern=r"^sm_[0-9]{2,3}a?$", description="sm_XY to compile for; default: the visible device's")
+
+
+class CudaTunedOptions(TunedOptions, CudaOptions):
+    pass
+
+
 class TvmCudaBackend(TvmBackend):
     """backend_options.tvm_cuda: arch (sm_XY; default: the visible device's)."""
+
+    Options: type[BackendOptions] = CudaOptions
 
     name = "tvm_cuda"
     variant = "dlight"  # TVM's default GPU schedules, no search
@@ -209,6 +222,7 @@ class TvmCudaTunedBackend(TvmCudaBackend, TvmTunedBackend):
     the database has no schedule for get dlight's, as in `tvm_cuda`, and the variant says how many
     tasks are tuned."""
 
+    Options = CudaTunedOptions
     name = "tvm_cuda_tuned"
     variant = "tuned"
     cache_kind = "tvm-cuda-lib"

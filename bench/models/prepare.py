@@ -85,13 +85,14 @@ class PreparedModel:
         return self.info.name
 
 
-def _resolve_path(source: str, config_dir: Path | None) -> Path:
+def _resolve_path(source: str, config_dir: Path | None, where: str = "source") -> Path:
     p = Path(source).expanduser()
     candidates = [p] if p.is_absolute() else [Path.cwd() / p] + ([config_dir / p] if config_dir else [])
+    candidates = list(dict.fromkeys(c.resolve() for c in candidates))
     for c in candidates:
         if c.is_file():
-            return c.resolve()
-    raise BenchError(f"model file {source!r} not found (looked at: {', '.join(str(c) for c in candidates)})")
+            return c
+    raise BenchError(f"{where}.source: model file {source!r} not found (looked at: {', '.join(str(c) for c in candidates)})")
 
 
 def _zoo_info(spec: ModelSpec, where: str, seed: int, models_dir: Path) -> ModelInfo:
@@ -122,7 +123,7 @@ def _onnx_info(spec: ModelSpec, where: str, config_dir: Path | None, batch_sizes
     import onnx
     from onnx import helper
 
-    path = _resolve_path(spec.source, config_dir)
+    path = _resolve_path(spec.source, config_dir, where)
     try:
         onnx.checker.check_model(str(path))
         model = onnx.load(str(path), load_external_data=False)
