@@ -47,7 +47,7 @@ def tuned_run(models_dir, tmp_path_factory):
 
     work = tmp_path_factory.mktemp("tuned")
     cfg = config_from_dict({"name": "t", "models": [{"name": "cnn", "source": "zoo:resnet18-tiny"}],
-                            "backends": ["tvm_tuned"], "batch_sizes": [2], "timing": FAST_TIMING,
+                            "backends": ["tvm_tuned"], "batch_sizes": [2], "timing": FAST_TIMING, "repeats": 1,
                             "backend_options": {"tvm_tuned": OPTIONS["tvm_tuned"]}})
     run = lambda rid: pd.read_csv(execute(plan(cfg, models_dir), work / "r", run_id=rid, cache_dir=work / "c") / "cells.csv").iloc[0]  # noqa: E731
     return work / "c", run

@@ -137,16 +137,21 @@ def test_ctrl_c_keeps_finished_cells_and_says_how_to_resume(tmp_path, mlp_onnx, 
     })
     proc = subprocess.Popen([sys.executable, "-m", "bench", "run", str(config)], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    # Signal at a known moment, not after a hopeful sleep: the two fast cells are journaled and the
+    # hanging cell's worker is registered (its pid file) and compiling (its phase file).
     deadline = time.monotonic() + 120
     journal = None
     while time.monotonic() < deadline:
         found = list((tmp_path / "results").glob("*/cells.jsonl")) if (tmp_path / "results").exists() else []
-        if found and len(found[0].read_text().splitlines()) == 2:
+        pid_files = list((tmp_path / "results").glob("*/work/*fake_hang*.pid")) if found else []
+        phases = [p.with_suffix(".phase") for p in pid_files]
+        if (found and len(found[0].read_text().splitlines()) == 2 and phases and phases[0].is_file()
+                and phases[0].read_text() == "compile"):
             journal = found[0]
             break
-        time.sleep(0.2)
-    assert journal is not None, "the two fast cells never finished"
-    time.sleep(1.0)  # the parent is now waiting on the hanging worker
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    assert journal is not None, "the two fast cells never finished, or the hanging cell never started"
     workers = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGINT)
     try:

@@ -138,7 +138,7 @@ def foreign_run(foreign_dir, tmp_path_factory):
             {"name": "external", "source": str(foreign_dir / "external" / "weights_outside.onnx"), "dims": {"height": 16, "width": 16}},
         ],
         "backends": ["onnxruntime", "tvm"], "precisions": ["fp32", "fp16", "int8"], "batch_sizes": [2],
-        "timing": FAST_TIMING, "calibration": {"samples": 16},
+        "timing": FAST_TIMING, "calibration": {"samples": 16}, "repeats": 1,  # conversions under test, not statistics
     })
     run_dir = execute(plan(cfg, work), work / "results", run_id="foreign", isolate=False, cache_dir=work / "cache")
     return run_dir, pd.read_csv(run_dir / "cells.csv")

@@ -16,7 +16,7 @@ def _cfg(**kw):
     return config_from_dict({
         "name": "p", "models": [{"name": "cnn", "source": "zoo:resnet18-tiny"}],
         "backends": ["onnxruntime", "tvm"], "precisions": ["fp32", "fp16", "int8"], "batch_sizes": [2],
-        "timing": FAST_TIMING, **kw,
+        "timing": FAST_TIMING, "repeats": 1, **kw,
     })
 
 
