@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench import goldens, machine_lock, results
 from bench.backends import describe
 from bench.cache import ArtifactCache

@@ -217,3 +217,26 @@ def test_a_second_run_waits_for_the_timing_lock_or_refuses(fake_backends, mlp_on
     assert proc.returncode == 0, stderr
     (run_dir,) = [d for d in (tmp_path / "results").iterdir()]
     assert (pd.read_csv(run_dir / "cells.csv")["lock_wait_s"] > 0).all()
+
+
+# --- the zoo's exports --------------------------------------------------------------------------------
+
+
+def test_a_damaged_zoo_export_is_detected_and_exported_again(tmp_path):
+    import os
+
+    from bench.config import ModelSpec
+    from bench.models.prepare import inspect_model, materialize, zoo_export_ok
+
+    info = inspect_model(ModelSpec(name="m", source="zoo:resnet18-tiny"), 0, 0, [1], tmp_path)
+    first = materialize(info)
+    assert zoo_export_ok(info.path) and info.path.with_name(info.path.name + ".sha256").is_file()
+    size = info.path.stat().st_size
+    with open(info.path, "r+b") as f:  # truncated, as a full disk or a killed copy leaves it
+        f.truncate(size // 2)
+    assert not zoo_export_ok(info.path)
+    stale = tmp_path / f".{info.path.name}.999999999.tmp"  # a killed export's leftover (no such pid)
+    stale.write_bytes(b"")
+    again = materialize(info)
+    assert again.sha256 == first.sha256 and info.path.stat().st_size == size and zoo_export_ok(info.path)
+    assert not stale.exists() and not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]

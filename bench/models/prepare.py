@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -230,8 +229,10 @@ def export_zoo(info: ModelInfo) -> None:
     shape = info.inputs[0].shape(1)
     model = build(info.arch, info.seed, shape[1:])
     info.path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=info.path.parent)
-    os.close(fd)
+    _remove_stale_temps(info.path.parent)
+    # Named after this process: a worker killed mid-export (SIGKILL runs no `finally`) leaves a
+    # file the next export recognizes as stale and removes.
+    tmp = str(info.path.parent / f".{info.path.name}.{os.getpid()}.tmp")
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
@@ -247,17 +248,48 @@ def export_zoo(info: ModelInfo) -> None:
                 dynamo=False,
             )
         onnx.checker.check_model(tmp)
+        digest = file_sha256(Path(tmp))
         os.replace(tmp, info.path)
+        _hash_file(info.path).write_text(digest + "\n")
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _hash_file(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def zoo_export_ok(path: Path) -> bool:
+    """A zoo export is used only when it matches the hash recorded beside it at export; a file
+    truncated or overwritten since (or exported before hashes were kept) is exported again."""
+    side = _hash_file(path)
+    try:
+        return path.is_file() and side.read_text().strip() == file_sha256(path)
+    except OSError:
+        return False
+
+
+def _remove_stale_temps(directory: Path) -> None:
+    """Temporary exports (.<name>.<pid>.tmp) whose process is gone."""
+    for tmp in directory.glob(".*.tmp"):
+        try:
+            pid = int(tmp.name.rsplit(".", 2)[-2])
+        except (ValueError, IndexError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:
+            pass
 
 
 def materialize(info: ModelInfo) -> PreparedModel:
     """Make sure the ONNX file exists (exporting a zoo model unless cached) and describe it."""
     import onnx
 
-    if info.arch is not None and not info.path.is_file():
+    if info.arch is not None and not zoo_export_ok(info.path):
         export_zoo(info)
     model = onnx.load(str(info.path), load_external_data=False)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
