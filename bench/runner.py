@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import goldens, machine_lock, results
-from bench.backends import describe
+from bench.backends import describe, get_backend
 from bench.cache import ArtifactCache
 from bench.cache import default_root as default_cache_root
 from bench.config import Cell, Config
@@ -34,7 +34,7 @@ from bench.models.flops import cpu_peak
 from bench.models.freeze import PREPARE_VERSION, model_sha256
 from bench.models.prepare import ModelInfo, inspect_model
 from bench.timing import summarize
-from bench.worker import INTERRUPTS, Outcome, alive_worker, run_isolated, run_job
+from bench.worker import INTERRUPTS, Outcome, alive_worker, preload_for, run_isolated, run_job
 
 
 @dataclass(frozen=True)
@@ -243,6 +243,17 @@ class _Sweep:
         return row, per_process
 
 
+def backend_preloads(names: list[str]) -> list[str]:
+    """The modules the named backends ask the worker fork server to import (`preload`)."""
+    out: list[str] = []
+    for name in dict.fromkeys(names):
+        try:
+            out += list(getattr(type(get_backend(name)), "preload", ()))
+        except Exception:  # a backend that fails to load says so in its cells
+            continue
+    return out
+
+
 def work_rate(row: dict[str, Any], peak: dict[str, Any]) -> dict[str, Any]:
     """achieved_gflops (gflop / median seconds) and, for a cell computed on this host's CPU, its
     share of the host's theoretical fp32 peak for the threads the cell used."""
@@ -323,6 +334,7 @@ def execute(
             "isolated": isolate,
             "backends": {b: describe(b) for b in dict.fromkeys([*cfg.backends, cfg.reference.backend])},
         }
+    preload_for(backend_preloads([*cfg.backends, cfg.reference.backend]))
     lock = _RunLock(run_dir)
     try:
         running = [w for w in map(alive_worker, sorted((run_dir / "work").glob("*.pid"))) if w]
@@ -397,6 +409,7 @@ def compile_all(p: Plan, work_dir: Path | str, reporter: Reporter | None = None,
     reporter = reporter or Reporter()
     work = Path(work_dir)
     sweep = _Sweep(p, "compile", work, reporter, isolate, Path(cache_dir) if cache_dir else default_cache_root(), True)
+    preload_for(backend_preloads(list(p.config.backends)))
     rows = []
     reporter.start(len(p.cells), "compile")
     for i, cell in enumerate(p.cells):

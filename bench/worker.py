@@ -100,8 +100,24 @@ def _kill_group(pid: int) -> None:
 # must hold none: a fork copies only the forking thread, and a lock another thread held stays held).
 # Not here: onnxruntime (its import starts a thread; 0.05 s in the worker once these are loaded),
 # pandas and pyarrow (jemalloc's background thread; workers do not use them).
-PRELOAD = ["numpy", "onnx", "bench.jobs", "bench.backends.ort", "bench.backends.tvm", "bench.backends.tvm_tuning",
-           "polygraphy.backend.onnxrt", "tvm", "tvm.relax", "tvm.relax.frontend.onnx", "bench._freeze"]
+PRELOAD = ["numpy", "onnx", "bench.jobs", "polygraphy.backend.onnxrt"]
+# What the backends of this process's sweeps need as well (each backend's `preload`, e.g. TVM's
+# compiler for the tvm backends), added by `preload_for` before the server starts; bench._freeze last.
+_EXTRA: list[str] = []
+
+
+def preload_for(modules: list[str]) -> None:
+    """Have the fork server also import `modules` (when it has not started yet; once started it
+    keeps what it has, and a worker imports anything else itself)."""
+    for m in modules:
+        if m not in _EXTRA:
+            _EXTRA.append(m)
+
+
+def _server_modules() -> list[str]:
+    return [*PRELOAD, *_EXTRA, "bench._freeze"]
+
+
 # The server's environment while it starts: numpy's OpenBLAS would start a pool of threads on import.
 SERVER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 START_ENV = "BENCH_WORKER_START"
@@ -156,7 +172,7 @@ def _prepare_server() -> None:
     """Start the fork server with PRELOAD imported and SERVER_ENV set (for the server only: each
     worker takes the parent's environment when it starts)."""
     global _SERVER_READY
-    forkserver.set_forkserver_preload(PRELOAD)
+    forkserver.set_forkserver_preload(_server_modules())
     saved = {k: os.environ.get(k) for k in SERVER_ENV}
     os.environ.update(SERVER_ENV)
     try:
@@ -411,7 +427,7 @@ def _wait(proc: _Worker, timeout_s: float, phase_path: Path, on_phase: Callable[
 def _preload() -> None:
     import importlib
 
-    for module in PRELOAD:
+    for module in _server_modules():
         try:
             importlib.import_module(module)
         except ImportError:

@@ -38,6 +38,11 @@ def _probe(queue, onnx_path: str) -> None:
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
 def test_forked_workers_start_without_threads_and_own_their_pools(mlp_onnx):
+    from bench.runner import backend_preloads
+
+    # what a sweep over these backends asks the server to import (it starts once per process, with
+    # what the first sweep asked for; an earlier test may have started it)
+    assert "tvm.relax.frontend.onnx" in backend_preloads(["tvm", "onnxruntime"]) and backend_preloads(["onnxruntime"]) == []
     queue = multiprocessing.get_context("forkserver").SimpleQueue()
     p = _ServerProcess(target=_probe, args=(queue, str(mlp_onnx)))
     p.start()
@@ -46,6 +51,6 @@ def test_forked_workers_start_without_threads_and_own_their_pools(mlp_onnx):
     out = queue.get()
     # The server imported TVM and friends but holds no thread, so a fork copies no half-held lock.
     assert out["server_threads"] == 1 and out["threads_at_start"] == 1
-    assert set(out["preloaded"]) == {"tvm", "onnx", "bench.jobs"}
+    assert {"onnx", "bench.jobs"} <= set(out["preloaded"])
     # ONNX Runtime's intra-op pool (2 threads: the caller and one more) and TVM's are the cell's own.
     assert out["threads_after_ort"] >= 2 and out["tvm_threads"] == 2

@@ -63,6 +63,8 @@ class TunedOptions(BackendOptions):
 
 class TvmBackend:
     Options: type[BackendOptions] = TvmOptions
+    # imported once by the worker fork server (bench.worker): seconds a worker would pay otherwise
+    preload = ("bench.backends.tvm", "bench.backends.tvm_tuning", "tvm", "tvm.relax", "tvm.relax.frontend.onnx")
     name = "tvm"
     variant = "untuned"
     keeps_dynamic_batch = False
