@@ -146,32 +146,38 @@ _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
 
 
-def small_sample_factor(groups: int) -> float:
-    """How much a 95% percentile interval from a bootstrap over `groups` processes is widened. A
-    bootstrap over few groups is too narrow (its resamples never leave the range of the groups
-    seen, and its spread is biased by (k-1)/k): the half-widths are scaled by t(0.975, k-1)/1.96
-    x sqrt(k/(k-1)), as a t-interval would be. 2.69 for 3 processes, 1.22 for 10, 1.0 for one
-    (whose interval describes that process alone, as `ci_method` says)."""
-    if groups < 2:
-        return 1.0
-    t = _T975[groups - 2] if groups - 1 <= len(_T975) else 1.96
-    return t / 1.96 * math.sqrt(groups / (groups - 1))
+def t975(df: int) -> float:
+    """Student's t, 97.5% quantile."""
+    if df < 1:
+        return float("inf")
+    return _T975[df - 1] if df <= len(_T975) else 1.96
 
 
-def widened(center: float, lo: float, hi: float, groups: int) -> tuple[float, float]:
-    """A percentile interval around `center`, its half-widths scaled by small_sample_factor."""
-    f = small_sample_factor(groups)
-    return center - f * (center - lo), center + f * (hi - center)
+def t_interval(center: float, boot: np.ndarray, groups: int, df: int) -> tuple[float, float]:
+    """center +- t(0.975, df) x the bootstrap's standard error, scaled by sqrt(k/(k-1)) for k groups.
+
+    A bootstrap over few groups (3 processes, say) is too narrow: its resamples never leave the range
+    of the groups seen, and its variance is biased by (k-1)/k. Percentile intervals also follow the
+    skew of a few extreme resamples. The standard error with Student's t for the groups' degrees of
+    freedom is what a t-interval over per-process values would give, on the bootstrap's own
+    resampling of processes and samples. With one group (one process) the interval covers
+    within-process noise only (`ci_method` says so)."""
+    se = float(np.std(boot, ddof=1)) if boot.size > 1 else 0.0
+    if groups > 1:
+        se *= math.sqrt(groups / (groups - 1))
+    half = (t975(df) if groups > 1 else 1.96) * se
+    return center - half, center + half
 
 
 def hierarchical_ci(processes: Sequence[np.ndarray], confidence: float = CONFIDENCE, seed: int = 0) -> tuple[float, float]:
-    """Interval of the pooled median: the percentile interval of hierarchical_medians, in log space,
-    widened for the number of processes (small_sample_factor)."""
-    alpha = (1 - confidence) / 2
-    meds = hierarchical_medians(processes, seed=seed)
-    lo, hi = np.quantile(np.log(meds), [alpha, 1 - alpha])
+    """95% interval of the pooled median, in log space: the hierarchical bootstrap's standard error
+    with Student's t for k processes (k-1 degrees of freedom; t_interval)."""
+    if confidence != CONFIDENCE:
+        raise ValueError("only 95% intervals are implemented")
+    k = sum(1 for p in processes if len(p))
+    boot = np.log(hierarchical_medians(processes, seed=seed))
     center = math.log(float(np.median(np.concatenate([np.asarray(p, dtype=np.float64) for p in processes]))))
-    lo, hi = widened(center, min(lo, center), max(hi, center), sum(1 for p in processes if len(p)))
+    lo, hi = t_interval(center, boot, k, k - 1)
     return math.exp(lo), math.exp(hi)
 
 
@@ -239,7 +245,7 @@ def summarize(samples_ns: Sequence[int] | Sequence[Sequence[int]], batch_size: i
         throughput_ips=batch_size / (mean / 1e3) if mean > 0 else float("nan"),
         p50_ci_low_ms=lo,
         p50_ci_high_ms=hi,
-        ci_method=(f"hierarchical bootstrap over {len(processes)} processes, widened x{small_sample_factor(len(processes)):.2f} for their number"
+        ci_method=(f"hierarchical bootstrap over {len(processes)} processes, standard error with Student's t ({len(processes) - 1} df)"
                    if len(processes) > 1 else "bootstrap within one process (process-to-process variation not covered)"),
         outliers=tukey_outliers(ms),
         repeats=len(processes),

@@ -18,7 +18,7 @@ from bench import goldens
 from bench.config import Precision, Tolerance
 from bench.errors import BenchError
 from bench.results import KEY, StoredRun
-from bench.timing import hierarchical_medians, widened
+from bench.timing import hierarchical_medians, t_interval
 from bench.validate import compare
 
 # --- the accuracy gate --------------------------------------------------------------------------
@@ -146,16 +146,18 @@ def environment_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 
 def ratio_ci(a: Sequence[np.ndarray], b: Sequence[np.ndarray], confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile interval of median(b) / median(a) - 1, each median from a hierarchical bootstrap
-    (processes resampled, then samples within each; see bench.timing). Seeded: the same runs give
-    the same interval."""
+    """95% interval of median(b) / median(a) - 1: each median bootstrapped hierarchically (processes
+    resampled, then samples within each; see bench.timing), the log ratio's standard error taken
+    with Student's t for the processes' pooled degrees of freedom. Seeded: the same runs give the
+    same interval."""
+    if confidence != 0.95:
+        raise ValueError("only 95% intervals are implemented")
     ma = hierarchical_medians(a, seed=seed)
     mb = hierarchical_medians(b, seed=seed + 1)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(np.log(mb / ma), [alpha, 1 - alpha])
     center = math.log(float(np.median(np.concatenate(b))) / float(np.median(np.concatenate(a))))
-    groups = min(sum(1 for p in a if len(p)), sum(1 for p in b if len(p)))
-    lo, hi = widened(center, min(lo, center), max(hi, center), groups)
+    ka, kb = sum(1 for p in a if len(p)), sum(1 for p in b if len(p))
+    # processes on both sides: pooled degrees of freedom; one side a single process: that side's noise only
+    lo, hi = t_interval(center, np.log(mb / ma), min(ka, kb), max(ka + kb - 2, 1))
     return math.expm1(lo), math.expm1(hi)
 
 

@@ -74,7 +74,7 @@ def test_one_hiccup_among_many_calls_is_not_unstable():
     steady[500] = 5_000_000  # one scheduler hiccup: max 400% above the median
     s = summarize([steady, steady, steady], batch_size=1)
     assert not s.unstable and s.unstable_reason == "" and s.max_ms == 5.0
-    assert s.repeats == 3 and s.dispersion < 0.01 and s.ci_method.startswith("hierarchical bootstrap over 3 processes, widened x2.69")
+    assert s.repeats == 3 and s.dispersion < 0.01 and s.ci_method.startswith("hierarchical bootstrap over 3 processes, standard error with Student's t (2 df)")
 
 
 def test_processes_that_disagree_or_jitter_are_unstable():
@@ -109,9 +109,11 @@ def test_the_garbage_collector_is_off_inside_the_timed_loop():
 
 
 def test_few_processes_widen_the_interval_as_a_t_interval_would():
-    from bench.timing import small_sample_factor, widened
+    from bench.timing import t975, t_interval
 
-    assert small_sample_factor(1) == 1.0
-    assert small_sample_factor(3) == pytest.approx(4.303 / 1.96 * (3 / 2) ** 0.5)
-    assert small_sample_factor(3) > small_sample_factor(10) > small_sample_factor(100) > 1.0
-    assert widened(0.0, -0.1, 0.2, 3) == pytest.approx((-0.1 * small_sample_factor(3), 0.2 * small_sample_factor(3)))
+    boot = np.array([-0.1, 0.0, 0.1, 0.0])
+    se = float(np.std(boot, ddof=1))
+    lo, hi = t_interval(0.5, boot, groups=3, df=2)
+    assert (lo, hi) == pytest.approx((0.5 - 4.303 * se * 1.5 ** 0.5, 0.5 + 4.303 * se * 1.5 ** 0.5))
+    assert t975(2) > t975(9) > t975(100) == 1.96
+    assert t_interval(0.5, boot, groups=1, df=1) == pytest.approx((0.5 - 1.96 * se, 0.5 + 1.96 * se))
