@@ -202,8 +202,7 @@ class _Worker:
             self.pid = self._popen.pid
         else:
             self._popen = None
-            if not _SERVER_READY:
-                _prepare_server()
+            _prepare_server()  # started once; restarted (with its preloads) if something killed it
             self._process = _ServerProcess(
                 target=_forked_main, args=(str(job_path), str(result_path), str(err_path), dict(os.environ), os.getcwd(),
                                            list(sys.path), self.started, forkserver._forkserver._forkserver_pid or 0),
