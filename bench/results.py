@@ -37,6 +37,12 @@ COLUMNS = [
 KEY = ["model", "backend", "precision", "batch_size", "variant"]
 
 
+def cell_key(d: Any) -> tuple:
+    """(model, backend, precision, batch size) of a row, a journal entry's row, a table row or a Cell."""
+    get = d.get if isinstance(d, dict) else (lambda k: getattr(d, k))
+    return (get("model"), get("backend"), get("precision"), int(get("batch_size")))
+
+
 def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
     atomic.write_text(run_dir / "meta.json", json.dumps(meta, indent=2, sort_keys=False, default=str) + "\n")
 
@@ -83,8 +89,7 @@ def read_journal(run_dir: Path) -> list[dict[str, Any]]:
     entries, _ = _parse_journal(path)
     last: dict[tuple, int] = {}
     for i, e in enumerate(entries):
-        r = e["row"]
-        last[(r.get("model"), r.get("backend"), r.get("precision"), r.get("batch_size"))] = i
+        last[cell_key(e["row"])] = i
     keep = set(last.values())
     return [e for i, e in enumerate(entries) if i in keep]
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import goldens, machine_lock, results
+from bench.results import cell_key
 from bench.backends import describe, get_backend
 from bench.cache import ArtifactCache
 from bench.cache import default_root as default_cache_root
@@ -80,11 +81,6 @@ class Reporter:
 def new_run_id(name: str) -> str:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{name}-{secrets.token_hex(3)}"
-
-
-def cell_key(d: Any) -> tuple:
-    get = d.get if isinstance(d, dict) else (lambda k: getattr(d, k))
-    return (get("model"), get("backend"), get("precision"), int(get("batch_size")))
 
 
 def _slug(cell: Cell) -> str:

@@ -73,27 +73,6 @@ RESAMPLES = 1000
 MAX_PER_PROCESS = 4000  # a bootstrap resamples at most this many samples of one process (seeded subsample)
 
 
-def median_ci_ranks(n: int, confidence: float = CONFIDENCE) -> tuple[int, int]:
-    """0-based order-statistic ranks (lo, hi) bracketing the median with at least `confidence`.
-
-    Distribution-free for independent samples: the count below the true median is Binomial(n, 1/2).
-    Successive calls are not independent, so the published interval is hierarchical_ci's; this one
-    remains for a single sample set."""
-    if n < 6:  # no pair of ranks reaches 95% below six samples: the whole range is the honest answer
-        return 0, n - 1
-    if n > 1000:
-        half = 1.959963984540054 * math.sqrt(n) / 2
-        return max(0, int(math.floor(n / 2 - half)) - 1), min(n - 1, int(math.ceil(n / 2 + half)))
-    alpha = 1 - confidence
-    total, cum, lo = 2**n, 0, 0
-    for k in range(n + 1):
-        cum += math.comb(n, k)
-        if cum / total > alpha / 2:
-            lo = k
-            break
-    return max(0, lo - 1), min(n - 1, n - lo)
-
-
 def tukey_outliers(ms: np.ndarray) -> int:
     q1, q3 = np.percentile(ms, [25, 75])
     iqr = q3 - q1

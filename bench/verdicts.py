@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from bench import goldens
 from bench.config import Precision, Tolerance
 from bench.errors import BenchError
-from bench.results import KEY, StoredRun
+from bench.results import KEY, StoredRun, cell_key
 from bench.timing import hierarchical_medians, t_interval
 from bench.validate import compare
 
@@ -64,10 +64,10 @@ def planned_keys(run: StoredRun) -> list[tuple]:
 
     try:
         grid = Config.model_validate(run.meta.get("config") or {}).grid()
-        planned = [(c.model, c.backend, c.precision, int(c.batch_size)) for c in grid]
+        planned = [cell_key(c) for c in grid]
     except Exception:
         planned = []
-    stored = [(r["model"], r["backend"], r["precision"], int(r["batch_size"])) for _, r in run.cells.iterrows()]
+    stored = [cell_key(r) for _, r in run.cells.iterrows()]
     return list(dict.fromkeys(planned + stored))
 
 
@@ -105,7 +105,7 @@ def gate(run: StoredRun, tolerances: dict[str, Tolerance] | None = None, allow_m
     the gate fails unless `allow_missing`. A run that is not complete is refused unless `allow_incomplete`."""
     require_complete(run, allow_incomplete)
     out = []
-    by_key = {(r["model"], r["backend"], r["precision"], int(r["batch_size"])): r for _, r in run.cells.iterrows()}
+    by_key = {cell_key(r): r for _, r in run.cells.iterrows()}
     for key in planned_keys(run):
         if key not in by_key:
             out.append({**dict(zip(KEY[:4], key)), "variant": None, "status": None, "verdict": "missing",
@@ -203,8 +203,8 @@ def compare_runs(a: StoredRun, b: StoredRun, threshold: float = 0.05) -> pd.Data
     sa, sb = a.samples, b.samples
     ga = _by_process(sa) if not sa.empty else {}
     gb = _by_process(sb) if not sb.empty else {}
-    ra = {(r["model"], r["backend"], r["precision"], int(r["batch_size"])): r for _, r in a.cells.iterrows()}
-    rb = {(r["model"], r["backend"], r["precision"], int(r["batch_size"])): r for _, r in b.cells.iterrows()}
+    ra = {cell_key(r): r for _, r in a.cells.iterrows()}
+    rb = {cell_key(r): r for _, r in b.cells.iterrows()}
     ta = {k: v for k, v in ga.items() if k in ra and ra[k]["status"] == "ok"}
     tb = {k: v for k, v in gb.items() if k in rb and rb[k]["status"] == "ok"}
     if not set(ta) & set(tb):
@@ -212,7 +212,6 @@ def compare_runs(a: StoredRun, b: StoredRun, threshold: float = 0.05) -> pd.Data
                          f"{len(set(ra) & set(rb))} in common by name): nothing to compare")
     rows = []
     for key in dict.fromkeys(planned_keys(a) + planned_keys(b)):
-        key = (key[0], key[1], key[2], int(key[3]))
         why = [w for w in (_why_absent(a, "A", key, ra, ta), _why_absent(b, "B", key, rb, tb)) if w]
         if why:
             rows.append({**dict(zip(KEY[:4], key)), "verdict": "missing", "note": "; ".join(why)})
