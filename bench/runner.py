@@ -172,6 +172,7 @@ class _Sweep:
             return None
         ref = self.config.reference
         return {"model_sha256": model_sha256(info.path), "prepared": PREPARE_VERSION, "batch_size": batch, "seed": self.config.seed,
+                "input_shapes": {k: list(v) for k, v in info.shapes(batch).items()},
                 "iterations": self.config.validation.iterations, "input_source": input_source(self.config, info.name),
                 "reference": f"{ref.backend}/{ref.precision}", "threads": self.config.threads_for(ref.backend),
                 "versions": self.reference_versions}

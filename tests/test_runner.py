@@ -187,3 +187,20 @@ def test_report_from_stored_run_marks_drift_and_skips(fake_backends, mlp_onnx, t
     assert "| mlp | fake_drift | fp32 | 1 | fake | ok | 1 | 1 – 1 | 1 ± 0 | 1000 | 0.000384 | – | 5.00e-01 | DRIFTED | stable |" in md
     assert "fake_absent is not installed here" in md
     assert "outputs **DRIFTED**" in md
+
+
+def test_cached_references_are_kept_apart_by_input_shape(fake_backends, tmp_path):
+    # One ONNX file with dynamic height and width, run at two sizes against one artifact cache: the
+    # second run must compute its own reference, not reuse (and then refuse as stale) the first's.
+    from tests import foreign
+
+    model = foreign.save(foreign.dynamic_resize(), tmp_path / "resize.onnx")
+    for i, hw in enumerate(([12, 16], [32, 32])):
+        cfg = config_from_dict({"name": "s", "models": [{"name": "m", "source": str(model),
+                                                         "input_shapes": {"x": ["batch", 3, *hw]}}],
+                                "backends": ["fake"], "batch_sizes": [1], "reference": {"backend": "fake"},
+                                "timing": FAST_TIMING, "repeats": 1})
+        run_dir = execute(plan(cfg, tmp_path / "models"), tmp_path / "results", run_id=f"s{i}", isolate=False,
+                          cache_dir=tmp_path / "cache")
+        cells = pd.read_csv(run_dir / "cells.csv")
+        assert cells["validated"].all(), cells["accuracy_note"].tolist()
