@@ -83,6 +83,25 @@ def register(backends: dict) -> None:
     """The BENCH_PLUGINS hook: worker processes import this module and call it."""
     for n in NAMES:
         backends[n] = lambda n=n: FakeBackend(n)
+    if os.environ.get("FAKE_PAUSE_REPORT"):
+        _pause_report_build(Path(os.environ["FAKE_PAUSE_REPORT"]))
+
+
+def _pause_report_build(marker: Path) -> None:
+    """Hold `bench report`'s build in its middle (plots written, report.md not yet) until killed,
+    after creating `marker`: a test signals the CLI at that moment, not after a hopeful sleep."""
+    from bench import report
+
+    markdown = report._markdown
+
+    def paused(*args, **kw):
+        marker.write_text("building")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        return markdown(*args, **kw)
+
+    report._markdown = paused
 
 
 def install(monkeypatch) -> None:

@@ -119,6 +119,29 @@ def test_sigterm_and_sighup_interrupt_like_ctrl_c(fake_backends, mlp_onnx, tmp_p
     assert not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE
 
 
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_the_report_build_keeps_the_finished_run(fake_backends, mlp_onnx, tmp_path, sig, code):
+    config = _config(tmp_path, mlp_onnx, batch_sizes=[1])
+    marker = tmp_path / "report-building"
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", str(config)], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "FAKE_PAUSE_REPORT": str(marker)})
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert marker.exists(), proc.communicate()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
+    (run_dir,) = (tmp_path / "results").iterdir()
+    one_line = " ".join(stderr.split())
+    assert signal.Signals(sig).name in one_line and f"build the report with: bench report results/{run_dir.name}" in one_line
+    assert json.loads((run_dir / "meta.json").read_text())["status"] == "complete"  # the run itself finished
+    assert len(pd.read_csv(run_dir / "cells.csv")) == 1
+    assert not (tmp_path / "reports" / run_dir.name / "report.md").exists()  # no half report passes for one
+    rebuilt = bench("report", run_dir, cwd=tmp_path)
+    assert rebuilt.returncode == 0 and (tmp_path / "reports" / run_dir.name / "report.md").is_file(), rebuilt.stderr
+
+
 def test_resume_refuses_while_a_worker_of_the_run_lives(fake_backends, mlp_onnx, tmp_path):
     config = _config(tmp_path, mlp_onnx)
     assert bench("run", config, "--no-report", cwd=tmp_path).returncode == 0
