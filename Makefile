@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[cpu,models,dev,cuda-compile]'
+	$(BIN)/python -m pip install --quiet -e '.[cpu,models,dev,cuda-compile,loadgen,fleet]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,6 +28,7 @@ benchmark: $(STAMP)
 	$(BIN)/python -m benchmarks.verdicts
 	$(BIN)/python -m benchmarks.fixed_cost
 	$(BIN)/python -m benchmarks.cache_and_int8
+	$(BIN)/python -m benchmarks.loadgen
 
 # TVM for CUDA (sm_90), compiled here without a GPU, bundled with a runtime-only TVM for Python 3.12:
 # copy build/gpu-bundle to a CUDA machine (numpy is all it needs) and run the command printed last.

@@ -8,6 +8,7 @@ input), 3 for an internal error (a bug; never 1), 130 on Ctrl-C.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -114,10 +115,14 @@ class _PlainReporter:
         now = self.clock()
         elapsed = now - self.t0
         eta = elapsed / self.finished * (self.total - self.finished)
-        p50 = row.get("p50_ms")
+        from bench.report import label
+
+        p50, qps = row.get("p50_ms"), row.get("achieved_qps")
         figure = f"p50 {p50:.4g} ms" if isinstance(p50, (int, float)) and p50 == p50 else "–"
+        if isinstance(qps, (int, float)):
+            figure = f"{qps:.4g} samples/s, {figure}, LoadGen {'VALID' if row.get('loadgen_valid') else 'INVALID'}"
         status = row["status"] + ("" if row["status"] == "ok" else f" ({str(row.get('error'))[:160]})")
-        self._print(f"[{self.finished}/{self.total}] {row['model']} {row['backend']} {row['precision']} b{row['batch_size']}: "
+        self._print(f"[{self.finished}/{self.total}] {label(row)}: "
                     f"{status}, {figure}, cell {self._clock_text(now - self.cell_t0)}, elapsed {self._clock_text(elapsed)}, "
                     f"ETA {self._clock_text(eta)}")
 
@@ -149,20 +154,27 @@ def _writable_dir(path: Path, option: str) -> None:
 
 
 def _print_summary(cells) -> None:
-    from bench.report import SUMMARY_HEADER, summary_table
+    from bench.report import LOAD_HEADER, SUMMARY_HEADER, load_table, summary_table
 
-    table = Table(show_lines=False, header_style="bold")
-    for h in SUMMARY_HEADER:
-        table.add_column(h, justify="right" if h in ("batch", "p50 ms", "p50 95% CI", "mean ± std ms", "items/s", "GFLOP/s", "% peak", "max abs err") else "left")
-    style = {"ok": "green", "DRIFTED": "bold red", "not validated": "yellow", "stable": "green", "UNSTABLE": "yellow"}
-    for row in summary_table(cells):
-        row = [escape(c) for c in row]
-        row[-2] = f"[{style.get(row[-2], 'white')}]{row[-2]}[/]"
-        row[-1] = f"[{style.get(row[-1], 'white')}]{row[-1]}[/]"
-        if row[5] != "ok":
-            row[5] = f"[yellow]{row[5]}[/]"
-        table.add_row(*row)
-    out.print(table)
+    style = {"ok": "green", "DRIFTED": "bold red", "not validated": "yellow", "stable": "green", "UNSTABLE": "yellow",
+             "VALID": "green", "INVALID": "bold red"}
+    numeric = ("batch", "p50 ms", "p50 95% CI", "mean ± std ms", "items/s", "GFLOP/s", "% peak", "max abs err", "target qps",
+               "achieved qps", "p99 ms", "bound ms")
+    for header, rows, title in ((SUMMARY_HEADER, summary_table(cells), "single stream"),
+                                (LOAD_HEADER, load_table(cells), "under load (MLPerf LoadGen)")):
+        if not rows:
+            continue
+        table = Table(show_lines=False, header_style="bold", title=title)
+        for h in header:
+            table.add_column(h, justify="right" if h in numeric else "left")
+        for row in rows:
+            row = [escape(c) for c in row]
+            for i in (-1, -2) + ((-3,) if header is LOAD_HEADER else ()):
+                row[i] = f"[{style.get(row[i], 'white')}]{row[i]}[/]"
+            if header is SUMMARY_HEADER and row[5] != "ok":
+                row[5] = f"[yellow]{row[5]}[/]"
+            table.add_row(*row)
+        out.print(table)
 
 
 @app.command()
@@ -180,6 +192,9 @@ def run(
     cache_dir: Optional[Path] = typer.Option(None, help="artifact cache location (default: $BENCH_CACHE_DIR or ~/.cache/bench)"),
     compile_only: bool = typer.Option(False, "--compile-only", help="compile (and tune) every cell into the cache, time nothing (= bench tune)"),
     wait: bool = typer.Option(True, help="wait while another bench run on this machine is timing (--no-wait: refuse, exit 2)"),
+    executor_kind: str = typer.Option("local", "--executor", help="where cells run: local (worker processes here) or dask (a Dask cluster)"),
+    scheduler: Optional[str] = typer.Option(None, help="--executor dask: the scheduler's address, tcp://HOST:PORT (default $BENCH_SCHEDULER)"),
+    shard: Optional[str] = typer.Option(None, metavar="I/N", help="run the I-th of N deterministic slices of the grid, into a run of its own (bench merge joins them)"),
 ) -> None:
     """Benchmark every cell of CONFIG's grid: compile, validate against the reference, time."""
     from bench.config import load_config
@@ -188,6 +203,7 @@ def run(
     try:
         cfg = load_config(config)
         p = plan(cfg, models_dir, config)
+        shard_spec = _parse_shard(shard) if shard else None
         if not dry_run:
             from bench.cache import default_root
 
@@ -205,7 +221,8 @@ def run(
         for cell in p.cells:
             info = p.models[cell.model]
             typer.echo(f"{cell.model}\t{cell.backend}\t{cell.precision}\tbatch={cell.batch_size}\t"
-                       f"inputs={info.shapes(cell.batch_size)}\tsource={info.source}")
+                       + (f"{cell.scenario}{' ' + cell.rate if cell.rate else ''}\tstreams={cell.streams}\t" if cell.scenario != "single_stream" else "")
+                       + f"inputs={info.shapes(cell.batch_size)}\tsource={info.source}")
         typer.echo(f"{len(p.cells)} cells", err=True)
         return
     for warning in cfg.warnings():
@@ -213,9 +230,15 @@ def run(
     from bench.worker import INTERRUPTS
 
     reporter = _reporter()
+    fleet = None
     try:
+        from bench.executors import make_executor
+
+        fleet = make_executor(executor_kind, scheduler or os.environ.get("BENCH_SCHEDULER"))
+        for warning in getattr(fleet, "warnings", []):
+            err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
         run_dir = execute(p, results_dir, reporter, run_id=resume, isolate=isolate, resume=resume is not None,
-                          cache_dir=cache_dir, use_cache=cache, wait=wait)
+                          cache_dir=cache_dir, use_cache=cache, wait=wait, executor=fleet, shard=shard_spec)
     except BenchError as e:
         reporter.progress.stop()
         _fail(e)
@@ -225,6 +248,9 @@ def run(
         err.print(f"[yellow]interrupted ({signal_name(INTERRUPTS.signum)})[/]: the finished cells are kept in "
                   f"{results_dir / str(rid)}; finish the run with: bench run {config} --resume {rid}", highlight=False, soft_wrap=True)
         raise typer.Exit(128 + int(INTERRUPTS.signum))
+    finally:
+        if fleet is not None:
+            fleet.close()  # a fleet's cells in flight are cancelled; threads waiting on them return
     reporter.stop()
     from bench.results import load_run
 
@@ -240,6 +266,38 @@ def run(
         err.print(f"[yellow]interrupted ({signal_name(INTERRUPTS.signum)})[/] after the run finished: its results are complete in "
                   f"{run_dir}; build the report with: bench report {run_dir}", highlight=False, soft_wrap=True)
         raise typer.Exit(128 + int(INTERRUPTS.signum))
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    import re
+
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise BenchError(f"--shard {text}: write I/N with 1 <= I <= N, e.g. --shard 2/4")
+    return int(m.group(1)), int(m.group(2))
+
+
+@app.command("merge")
+def merge_cmd(
+    runs: list[Path] = typer.Argument(..., help="the shards' run directories (results/<run_id>/)"),
+    results_dir: Path = typer.Option(Path("results"), help="where the merged results/<run_id>/ is written"),
+    reports_dir: Path = typer.Option(Path("reports"), help="where its report is written"),
+    report: bool = typer.Option(True, help="build the merged run's report"),
+) -> None:
+    """Join the shards of one config (bench run --shard I/N) into one run and one report; refuses
+    shards of different configs, or two runs holding the same cell."""
+    from bench.merge import merge_runs
+
+    try:
+        _writable_dir(results_dir, "--results-dir")
+        merged = merge_runs(runs, results_dir)
+    except BenchError as e:
+        _fail(e)
+    out.print(f"merged {len(runs)} runs: {merged}")
+    if report:
+        from bench.report import build_report
+
+        out.print(f"report:  {build_report(merged, reports_dir) / 'report.md'}")
 
 
 def signal_name(signum: int) -> str:
@@ -323,7 +381,8 @@ def compare_cmd(
     strict_env: bool = typer.Option(False, help="refuse (exit 2) when the two runs' environments differ"),
 ) -> None:
     """Latency change per cell of B against A, with a 95% interval (hierarchical bootstrap over worker
-    processes) and a verdict; cells missing or not ok in either run are listed as `missing`."""
+    processes) and a verdict; cells missing or not ok in either run are listed as `missing`. Offline and
+    max_qps cells compare their throughput, as time per sample (positive: fewer samples per second)."""
     from bench.verdicts import compare_runs, environment_differences, parse_fraction
 
     import pandas as pd
@@ -343,8 +402,10 @@ def compare_cmd(
     view = table.copy()
     for c in ("change", "ci_low", "ci_high"):
         view[c] = view[c].map(lambda v: "–" if pd.isna(v) else f"{v:+.1%}")
-    for c in ("p50_a_ms", "p50_b_ms"):
+    for c in ("p50_a_ms", "p50_b_ms", "qps_a", "qps_b"):
         view[c] = view[c].map(lambda v: "–" if pd.isna(v) else f"{v:.4g}")
+    if (table["scenario"] == "single_stream").all():  # no scenario axis in either run: keep the table narrow
+        view = view.drop(columns=["scenario", "streams", "rate", "metric", "qps_a", "qps_b"])
     out.print(_cells_table(view, list(view.columns), f"{b.run_id} against {a.run_id} (noise threshold {thr:.1%})"))
     counts = table["verdict"].value_counts().to_dict()
     out.print(", ".join(f"{v}: {n}" for v, n in sorted(counts.items())))

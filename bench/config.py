@@ -49,6 +49,9 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
 }
 
 ShapeDim = Union[int, Literal["batch"]]
+Scenario = Literal["single_stream", "offline", "server", "multi_stream", "max_qps"]
+SINGLE_STREAM = "single_stream"
+LOCAL_TARGET = "local"
 
 
 class ImageData(_Frozen):
@@ -139,6 +142,32 @@ class TimingConfig(_Frozen):
         return self
 
 
+class LoadGenConfig(_Frozen):
+    """MLPerf LoadGen's settings for the scenarios other than single_stream (see bench.loadgen)."""
+
+    min_duration_s: float = Field(default=5.0, gt=0, description="each LoadGen run lasts at least this long")
+    min_query_count: int = Field(
+        default=512, ge=1, description="and issues at least this many queries; LoadGen's early-stopping rule "
+        "for a 99th percentile needs about 460 queries with none over the bound")
+    target_qps: list[float] = Field(default_factory=list, description="server: arrival rates in queries per second (a grid axis)")
+    load: list[float] = Field(
+        default_factory=list, description="server: arrival rates as fractions of the capacity measured in each cell "
+        "(a grid axis); portable across machines, unlike target_qps")
+    latency_bound_ms: float | None = Field(default=None, gt=0, description="server and max_qps: the bound the latency percentile must meet")
+    latency_percentile: float = Field(default=0.99, gt=0, lt=1, description="server and max_qps: the percentile held to the bound")
+    samples_per_query: int = Field(default=8, ge=1, description="multi_stream: samples in each query")
+    max_qps_probes: int = Field(default=6, ge=2, description="max_qps: server runs spent searching for the highest valid rate")
+
+    @field_validator("target_qps", "load")
+    @classmethod
+    def _rates(cls, v: list[float]) -> list[float]:
+        if any(not x > 0 for x in v):
+            raise ValueError(f"rates must be > 0, got {v}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"rates are listed more than once: {v}")
+        return v
+
+
 class ValidationConfig(_Frozen):
     iterations: int = Field(default=2, ge=1, description="seeded input batches compared against the reference")
 
@@ -159,23 +188,19 @@ class ExcludeRule(_Frozen):
     backend: str | None = None
     precision: Precision | None = None
     batch_size: int | None = None
+    scenario: Scenario | None = None
+    streams: int | None = None
+    target: str | None = None
 
     @model_validator(mode="after")
     def _not_empty(self) -> "ExcludeRule":
-        if all(getattr(self, k) is None for k in ("model", "backend", "precision", "batch_size")):
-            raise ValueError("an exclude rule needs at least one of model, backend, precision, batch_size")
+        fields = type(self).model_fields
+        if all(getattr(self, k) is None for k in fields):
+            raise ValueError(f"an exclude rule needs at least one of {', '.join(fields)}")
         return self
 
     def matches(self, cell: "Cell") -> bool:
-        return all(
-            want is None or want == getattr(cell, key)
-            for key, want in (
-                ("model", self.model),
-                ("backend", self.backend),
-                ("precision", self.precision),
-                ("batch_size", self.batch_size),
-            )
-        )
+        return all(want is None or want == getattr(cell, key) for key, want in self)
 
 
 @dataclass(frozen=True, order=True)
@@ -186,10 +211,25 @@ class Cell:
     backend: str
     precision: str
     batch_size: int
+    scenario: str = SINGLE_STREAM
+    streams: int = 1
+    rate: str = ""  # server: "qps<N>" (target_qps) or "load<F>" (a fraction of the measured capacity)
+    target: str = LOCAL_TARGET  # the machine class it runs on (bench.executors)
 
     @property
     def label(self) -> str:
-        return f"{self.model} {self.backend} {self.precision} b{self.batch_size}"
+        base = f"{self.model} {self.backend} {self.precision} b{self.batch_size}"
+        if self.scenario != SINGLE_STREAM or self.streams != 1:
+            base += f" {self.scenario}" + (f" {self.rate}" if self.rate else "") + f" x{self.streams} streams"
+        return base if self.target == LOCAL_TARGET else f"{base} on {self.target}"
+
+    @property
+    def server_rate(self) -> tuple[str, float] | None:
+        """("qps", N) or ("load", F) for a server cell."""
+        for kind in ("qps", "load"):
+            if self.rate.startswith(kind):
+                return kind, float(self.rate[len(kind):])
+        return None
 
 
 def _default_threads() -> int:
@@ -202,6 +242,14 @@ class Config(_Frozen):
     backends: list[str] = Field(min_length=1)
     precisions: list[Precision] = Field(default_factory=lambda: ["fp32"], min_length=1)
     batch_sizes: list[int] = Field(min_length=1)
+    scenarios: list[Scenario] = Field(default_factory=lambda: [SINGLE_STREAM], min_length=1,
+                                      description="how queries arrive (see bench.loadgen); a grid axis")
+    streams: list[int] = Field(default_factory=lambda: [1], min_length=1,
+                               description="requests in flight, each on its own compiled instance; a grid axis "
+                               "of the LoadGen scenarios (single_stream is one caller in a loop)")
+    loadgen: LoadGenConfig = Field(default_factory=LoadGenConfig)
+    targets: list[str] = Field(default_factory=lambda: [LOCAL_TARGET], min_length=1,
+                               description="machine classes (Dask worker resource labels) each cell runs on; a grid axis")
     exclude: list[ExcludeRule] = Field(default_factory=list)
     reference: ReferenceSpec = Field(default_factory=ReferenceSpec)
     timing: TimingConfig = Field(default_factory=TimingConfig)
@@ -257,11 +305,30 @@ class Config(_Frozen):
             raise ValueError("batch sizes are listed more than once")
         return v
 
-    @field_validator("precisions")
+    @field_validator("precisions", "scenarios")
     @classmethod
-    def _unique_precisions(cls, v: list[str]) -> list[str]:
+    def _unique(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
-            raise ValueError("precisions are listed more than once")
+            raise ValueError(f"listed more than once: {', '.join(sorted({x for x in v if v.count(x) > 1}))}")
+        return v
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", t) or t in ("bench_slot", "compile_slot"):
+                raise ValueError(f"target {t!r}: a machine class is a resource label (letters, digits, . _ -), not bench_slot or compile_slot")
+        if len(set(v)) != len(v):
+            raise ValueError("targets are listed more than once")
+        return v
+
+    @field_validator("streams")
+    @classmethod
+    def _streams(cls, v: list[int]) -> list[int]:
+        if any(n < 1 for n in v):
+            raise ValueError("streams must be >= 1")
+        if len(set(v)) != len(v):
+            raise ValueError("streams are listed more than once")
         return v
 
     @model_validator(mode="after")
@@ -289,9 +356,26 @@ class Config(_Frozen):
                 raise ValueError(f"exclude[{i}].model {rule.model!r} is not a model of this config; valid: {', '.join(names)}")
             if rule.backend is not None and rule.backend not in self.backends:
                 raise ValueError(f"exclude[{i}].backend {rule.backend!r} is not in backends {self.backends}")
+        lg = self.loadgen
+        if "server" in self.scenarios and not (lg.target_qps or lg.load):
+            raise ValueError("scenario server needs loadgen.target_qps (arrival rates in queries per second) or "
+                             "loadgen.load (rates as fractions of each cell's measured capacity, e.g. [0.5])")
+        for s in ("server", "max_qps"):
+            if s in self.scenarios and lg.latency_bound_ms is None:
+                raise ValueError(f"scenario {s} needs loadgen.latency_bound_ms (the bound its "
+                                 f"{lg.latency_percentile:.0%} latency percentile must meet)")
         if not self.grid():
             raise ValueError("the grid is empty: every cell is excluded")
         return self
+
+    @property
+    def uses_loadgen(self) -> bool:
+        return any(s != SINGLE_STREAM for s in self.scenarios)
+
+    def threads_per_stream(self, backend: str, streams: int) -> int:
+        """Intra-op threads of each stream's instance: the backend's threads split between its
+        streams, so streams x threads stays within them (at least one each)."""
+        return max(1, self.threads_for(backend) // streams)
 
     def threads_for(self, backend: str) -> int:
         return self.backend_threads.get(backend, self.threads)
@@ -299,11 +383,14 @@ class Config(_Frozen):
     def warnings(self) -> list[str]:
         """Settings that are legal but make the figures worse: oversubscribed cores."""
         cores = _default_threads()
-        return [
+        out = [
             f"{b} uses {self.threads_for(b)} threads on {cores} available cores: threads will contend and latency will suffer"
             for b in self.backends
             if self.threads_for(b) > cores
         ]
+        out += [f"streams: {n} streams on {cores} available cores: more requests in flight than cores, so they queue for the "
+                "cores and the figures measure contention" for n in self.streams if n > cores]
+        return out
 
     def tolerance(self, precision: str, model: str | None = None, output: str | None = None) -> Tolerance:
         """The most specific tolerance: per output, per model, per config, then the defaults."""
@@ -321,12 +408,20 @@ class Config(_Frozen):
         raise KeyError(name)
 
     def grid(self) -> list[Cell]:
+        lg = self.loadgen
+        rates = {s: [""] for s in self.scenarios}
+        if "server" in rates:
+            rates["server"] = [f"qps{q:g}" for q in lg.target_qps] + [f"load{f:g}" for f in lg.load]
         cells = [
-            Cell(m.name, b, p, bs)
+            Cell(m.name, b, p, bs, s, n, r, t)
+            for t in self.targets
             for m in self.models
             for b in self.backends
             for p in self.precisions
             for bs in self.batch_sizes
+            for s in self.scenarios
+            for n in (self.streams if s != SINGLE_STREAM else [1])  # one caller in a loop, by definition
+            for r in rates[s]
         ]
         return [c for c in cells if not any(r.matches(c) for r in self.exclude)]
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.results import KEY, StoredRun
+from bench.results import CELL_COLUMNS, StoredRun, cell_key, cell_slug
 
 PYTEST_BENCHMARK_FORMAT = "5.1.0"  # the pytest-benchmark release whose file layout this follows
 
@@ -33,18 +33,19 @@ def _stats(ms: np.ndarray) -> dict[str, Any]:
 
 def to_pytest_benchmark(run: StoredRun) -> dict[str, Any]:
     env = run.meta.get("environment", {})
-    cells = run.cells.set_index(KEY[:4])
+    cells = {cell_key(r): r for _, r in run.cells.iterrows()}
     benchmarks = []
-    for key, g in run.samples.groupby(KEY[:4]):
-        model, backend, precision, batch = key
-        cell = cells.loc[key]
-        params = {"backend": backend, "precision": precision, "batch_size": int(batch), "variant": cell["variant"]}
-        name = f"{model}[{backend}-{precision}-b{batch}]"
+    for key, g in run.samples.groupby(CELL_COLUMNS):
+        cell = cells[cell_key(dict(zip(CELL_COLUMNS, key)))]
+        model, backend, precision, batch, scenario, streams, rate, target = cell_key(cell)
+        params = {"backend": backend, "precision": precision, "batch_size": int(batch), "variant": cell["variant"],
+                  "scenario": scenario, "streams": int(streams), "rate": rate, "target": target}
+        name = f"{model}[{cell_slug(cell).removeprefix(model + '-')}]"
         extra = {k: (None if pd.isna(v) else v) for k, v in cell[["max_abs_err", "cosine", "accuracy_ok", "unstable",
                                                                   "throughput_ips", "provider", "threads"]].items()}
         benchmarks.append({
             "group": str(model), "name": name, "fullname": f"{run.run_id}::{name}",
-            "params": params, "param": f"{backend}-{precision}-b{batch}",
+            "params": params, "param": name[len(model) + 1:-1],
             "extra_info": {k: (v.item() if hasattr(v, "item") else v) for k, v in extra.items()},
             "options": {"timer": "perf_counter_ns", "warmup": run.meta.get("config", {}).get("timing", {}).get("warmup")},
             "stats": _stats(g["latency_ms"].to_numpy(dtype=float)),

@@ -13,10 +13,10 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from bench import goldens, machine_lock
+from bench import goldens, loadgen, machine_lock
 from bench.backends import get_backend
 from bench.backends.base import Backend, Compiled, CompileRequest, Unsupported
-from bench.config import Cell, Config
+from bench.config import SINGLE_STREAM, Cell, Config
 from bench.cache import ArtifactCache
 from bench.inputs import calibration_set, validation_feeds
 from bench.models.prepare import ModelInfo, PreparedModel, for_cell, materialize
@@ -51,12 +51,12 @@ def input_source(config: Config, model: str) -> str:
 
 
 def _request(config: Config, backend: Backend, model: PreparedModel, precision: str, batch: int, work: Path,
-             cache: ArtifactCache) -> CompileRequest:
+             cache: ArtifactCache, streams: int = 1) -> CompileRequest:
     # Calibrated with batches of the cell's size: a model frozen to it accepts nothing else, and an
     # engine whose profile spans the grid's batch sizes has it as its opt (calibration) shape.
     calib_batch = batch
     return CompileRequest(
-        model, precision, batch, model.info.shapes(batch), config.threads_for(backend.name), work, cache,
+        model, precision, batch, model.info.shapes(batch), config.threads_per_stream(backend.name, streams), work, cache,
         calibration=lambda: calibration_set(model.info, config.model(model.name).data, config.seed, config.calibration.samples,
                                             calib_batch),
         options=config.backend_options.get(backend.name, {}), batch_sizes=tuple(config.batch_sizes),
@@ -103,6 +103,7 @@ def cell_job(
     on_phase: Callable[[str], None] = lambda phase: None,
     compile_only: bool = False,
     lock_label: str | None = None,
+    loadgen_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Build, compile, validate (when asked) and time one cell. Returns {"row": {...}, "samples_ns": [...]}.
 
@@ -123,6 +124,7 @@ def cell_job(
 
     phase = "build"
     compiled: Compiled | None = None
+    instances: list[Compiled] = []
     try:
         on_phase(phase)
         source = materialize(info)
@@ -135,7 +137,8 @@ def cell_job(
         phase = "compile"
         on_phase(phase)
         t0 = time.perf_counter()
-        compiled = backend.compile(_request(config, backend, model, cell.precision, cell.batch_size, work_dir, cache))
+        request = _request(config, backend, model, cell.precision, cell.batch_size, work_dir, cache, cell.streams)
+        compiled = backend.compile(request)
         row["compile_s"] = time.perf_counter() - t0
         row.update(compiled.facts)
         if compile_only:
@@ -165,22 +168,33 @@ def cell_job(
                 drift = compare(reference, outputs, tol, info.task, per_output)
                 row.update(drift.as_row(), validated=True, accuracy_note=drift.reason or None)
 
-        phase = "time"
+        if cell.scenario != SINGLE_STREAM:
+            phase = "loadgen"
+            on_phase(f"compile {cell.streams - 1} more instance(s) for the streams")
+            instances = [backend.compile(request) for _ in range(cell.streams - 1)]
+            calls = [loadgen.completing(c.prepare(feeds[i % len(feeds)]), c) for i, c in enumerate([compiled, *instances])]
+            row.update(timed_region=loadgen.timed_region(cell, request.threads), threads_per_stream=request.threads)
+        else:
+            phase = "time"
+            fn = compiled.prepare(feeds[0])
+            row["timed_region"] = getattr(compiled, "timed_region", None)
         on_phase(phase)
-        fn = compiled.prepare(feeds[0])
-        row["timed_region"] = getattr(compiled, "timed_region", None)
         with machine_lock.timing(f"run {lock_label or '?'}, cell {cell.label}",
                                  lambda who: on_phase(f"waiting to time: the machine's timing lock is held by {who}")) as waited:
             on_phase(phase)
-            samples = measure(fn, compiled.clock, config.timing, getattr(compiled, "interval", None))
+            if cell.scenario != SINGLE_STREAM:
+                row["loadgen"], samples = loadgen.run_scenario(cell, config.loadgen, calls, loadgen_dir or work_dir / "loadgen", on_phase)
+            else:
+                samples = measure(fn, compiled.clock, config.timing, getattr(compiled, "interval", None))
         row["lock_wait_s"] = round(waited, 3)
     except Unsupported as e:
         row.update(status="skipped", error=str(e), phase=phase)
     except Exception as e:
         row.update(status="failed", error=error_text(e), phase=phase, traceback="".join(traceback.format_exception(e)))
     finally:
-        if compiled is not None:
-            compiled.release()
+        for c in [compiled, *instances]:
+            if c is not None:
+                c.release()
     return {"row": row, "samples_ns": samples}
 
 
@@ -202,7 +216,7 @@ def execute_job(job: dict[str, Any], on_phase: Callable[[str], None] = lambda ph
     return cell_job(
         config, info, Cell(**job["cell"]), job.get("reference_path"), job.get("reference_note"), job["validate"],
         Path(job["outputs_path"]) if job.get("outputs_path") else None, work, cache, on_phase,
-        bool(job.get("compile_only")), job.get("run_id"),
+        bool(job.get("compile_only")), job.get("run_id"), Path(job["loadgen_dir"]) if job.get("loadgen_dir") else None,
     )
 
 

@@ -9,14 +9,31 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.results import StoredRun, load_run
+from bench import atomic
+from bench.config import SINGLE_STREAM, Cell
+from bench.results import StoredRun, cell_key, load_run
 
 PLOTS = {
     "latency": "latency_vs_batch.png",
     "throughput": "throughput_vs_batch.png",
     "speedup": "speedup_heatmap.png",
     "accuracy": "accuracy_drift.png",
+    "latency_throughput": "latency_vs_throughput.png",
+    "max_qps": "max_qps.png",
 }
+
+
+def label(row: Any) -> str:
+    """A row's cell, as the runner names it (model backend precision bN [scenario rate xN streams])."""
+    return Cell(*cell_key(row)).label
+
+
+def single_stream(cells: pd.DataFrame) -> pd.DataFrame:
+    return cells[cells["scenario"] == SINGLE_STREAM]
+
+
+def under_load(cells: pd.DataFrame) -> pd.DataFrame:
+    return cells[cells["scenario"] != SINGLE_STREAM]
 
 
 def _series_label(row: pd.Series) -> str:
@@ -24,6 +41,8 @@ def _series_label(row: pd.Series) -> str:
 
 
 def _ok(cells: pd.DataFrame) -> pd.DataFrame:
+    """Single-stream cells timed: the latency and throughput-vs-batch plots and the speedups."""
+    cells = single_stream(cells)
     ok = cells[(cells["status"] == "ok") & cells["p50_ms"].notna()].copy()
     ok["series"] = ok.apply(_series_label, axis=1)
     return ok
@@ -38,7 +57,7 @@ def _per_model_lines(cells: pd.DataFrame, column: str, ylabel: str, title: str, 
     import matplotlib.pyplot as plt
 
     ok = _ok(cells)
-    models = list(dict.fromkeys(cells["model"]))
+    models = list(dict.fromkeys(single_stream(cells)["model"]))
     fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.2), squeeze=False)
     for ax, model in zip(axes[0], models):
         sub = ok[ok["model"] == model]
@@ -121,6 +140,7 @@ def _accuracy_plot(cells: pd.DataFrame, path: Path) -> None:
         ax.text(0.5, 0.5, "no validated cells", ha="center", va="center")
         ax.axis("off")
     else:
+        v = v.drop_duplicates(subset=["model", "backend", "precision", "batch_size"])  # validated once per variant
         labels = [f"{r.model} {r.backend} {r.precision} b{r.batch_size}" for r in v.itertuples()]
         # A perfect match plots at a floor instead of vanishing off a log axis.
         err = v["max_abs_err"].astype(float).clip(lower=1e-12).fillna(1e-12)
@@ -153,9 +173,9 @@ def accuracy_mark(row: Any) -> str:
 
 
 def summary_table(cells: pd.DataFrame) -> list[list[str]]:
-    """Rows of strings for the Markdown report and the CLI: one per cell."""
+    """Rows of strings for the Markdown report and the CLI: one per single-stream cell."""
     out = []
-    for _, r in cells.iterrows():
+    for _, r in single_stream(cells).iterrows():
         timed = r["status"] == "ok" and pd.notna(r["p50_ms"])
         out.append([
             str(r["model"]), str(r["backend"]), str(r["precision"]), str(r["batch_size"]), _fmt(r["variant"]),
@@ -175,6 +195,42 @@ def summary_table(cells: pd.DataFrame) -> list[list[str]]:
 
 SUMMARY_HEADER = ["model", "backend", "precision", "batch", "variant", "status", "p50 ms", "p50 95% CI",
                   "mean ± std ms", "items/s", "GFLOP/s", "% peak", "max abs err", "accuracy", "stability"]
+
+
+LOAD_HEADER = ["model", "backend", "precision", "batch", "scenario", "streams × threads", "target qps", "achieved qps",
+               "p50 ms", "p99 ms", "bound ms", "LoadGen", "accuracy", "stability"]
+
+
+def load_table(cells: pd.DataFrame) -> list[list[str]]:
+    """Rows of strings, one per cell run under LoadGen (a scenario other than single_stream)."""
+    out = []
+    for _, r in under_load(cells).iterrows():
+        ok = r["status"] == "ok"
+        valid = r.get("loadgen_valid")
+        verdict = "–" if not ok or pd.isna(valid) else ("VALID" if bool(valid) else "INVALID")
+        out.append([
+            str(r["model"]), str(r["backend"]), str(r["precision"]), str(r["batch_size"]),
+            str(r["scenario"]) + (f" ({r['rate']})" if r.get("rate") else ""),
+            f"{r['streams']} × {_fmt(r.get('threads_per_stream'), '.0f')}",
+            _fmt(r.get("target_qps"), ".4g"), _fmt(r.get("achieved_qps"), ".4g") if ok else str(r["status"]),
+            _fmt(r["p50_ms"], ".4g") if ok else "–", _fmt(r["p99_ms"], ".4g") if ok else "–",
+            _fmt(r.get("latency_bound_ms"), ".4g"), verdict,
+            accuracy_mark(r) if ok else "–", stability_mark(r) if ok else "–",
+        ])
+    return out
+
+
+def _targets_table(cells: pd.DataFrame, targets: list[str]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): one row per cell of the grid without its target, one column per target."""
+    keys = ["model", "backend", "precision", "batch_size", "scenario", "streams", "rate"]
+    by: dict[tuple, dict[str, str]] = {}
+    for _, r in cells.iterrows():
+        figure = r["achieved_qps"] if r["scenario"] != SINGLE_STREAM else r["p50_ms"]
+        text = _fmt(figure, ".4g") if r["status"] == "ok" else str(r["status"])
+        host = f" ({r['host']})" if pd.notna(r.get("host")) and r.get("host") else ""
+        by.setdefault(tuple(r[k] for k in keys), {})[r["target"]] = text + host
+    rows = [[label(dict(zip(keys, k)))] + [v.get(t, "–") for t in targets] for k, v in by.items()]
+    return ["cell"] + targets, rows
 
 
 def stability_mark(row: Any) -> str:
@@ -202,9 +258,20 @@ def _markdown(run: StoredRun, baseline: str, tuning_plot: bool = False) -> str:
         "",
         "## Results",
         "",
-        _md_table(SUMMARY_HEADER, summary_table(cells)),
-        "",
     ]
+    if len(single_stream(cells)):
+        parts += ["Single stream: one caller in a loop, one forward call at a time.", "",
+                  _md_table(SUMMARY_HEADER, summary_table(cells)), ""]
+    if len(under_load(cells)):
+        lgc = cfg.get("loadgen", {})
+        parts += ["Under load, measured by MLPerf LoadGen (`loadgen/` holds its logs per cell and process): "
+                  f"minimum {lgc.get('min_duration_s')} s and {lgc.get('min_query_count')} queries per run; achieved qps is "
+                  "completed samples per second; p50/p99 include queueing; each figure is the median of the cell's processes.", "",
+                  _md_table(LOAD_HEADER, load_table(cells)), ""]
+    targets = list(dict.fromkeys(cells["target"]))
+    if len(targets) > 1:
+        parts += ["## Targets side by side", "", "Median latency (ms; under load: achieved samples/s) of each cell on each machine class.", "",
+                  _md_table(*_targets_table(cells, targets)), ""]
     notes = []
     variants = cells.dropna(subset=["variant"]).groupby("backend")["variant"].unique()
     for backend, vs in variants.items():
@@ -218,28 +285,47 @@ def _markdown(run: StoredRun, baseline: str, tuning_plot: bool = False) -> str:
     bad = cells[(cells["status"] == "ok") & _unvalidated(cells)]
     for _, r in bad.iterrows():
         why = r["accuracy_note"] if pd.notna(r["accuracy_note"]) else "not validated"
-        notes.append(f"{r['model']} {r['backend']} {r['precision']} b{r['batch_size']}: latency published but outputs "
+        notes.append(f"{label(r)}: latency published but outputs "
                      f"**{accuracy_mark(r)}**: {why}")
     for _, r in cells[cells["unstable"].fillna(False).astype(bool)].iterrows():
-        notes.append(f"{r['model']} {r['backend']} {r['precision']} b{r['batch_size']}: timing **unstable**: {r['unstable_reason']}")
+        notes.append(f"{label(r)}: timing **unstable**: {r['unstable_reason']}")
+    for _, r in under_load(cells).iterrows():
+        if r["status"] == "ok" and pd.notna(r.get("loadgen_valid")) and not bool(r["loadgen_valid"]):
+            notes.append(f"{label(r)}: LoadGen **INVALID**: {r.get('loadgen_reason')}")
     for _, r in cells[cells["status"] != "ok"].iterrows():
-        notes.append(f"{r['model']} {r['backend']} {r['precision']} b{r['batch_size']}: **{r['status']}**"
+        notes.append(f"{label(r)}: **{r['status']}**"
                      + (f" in {r['phase']}" if pd.notna(r.get("phase")) else "") + f": {r['error']}")
     if notes:
         parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    parts += ["## Plots", ""]
+    if len(single_stream(cells)):
+        parts += [
+            f"![latency]({PLOTS['latency']})",
+            "",
+            "Median latency per batch size; the band spans min to p90; red crosses mark cells whose outputs were not validated or drifted; black rings mark unstable timings.",
+            "",
+            f"![throughput]({PLOTS['throughput']})",
+            "",
+            "Single-stream throughput: batch size / mean latency of one caller (the LoadGen offline rows measure it under load).",
+            "",
+            f"![speedup]({PLOTS['speedup']})",
+            "",
+            f"Speedup relative to `{baseline}`, by median latency.",
+            "",
+        ]
+    if len(under_load(cells)):
+        parts += [
+            f"![latency vs throughput]({PLOTS['latency_throughput']})",
+            "",
+            "Latency against achieved throughput under LoadGen's server scenario (p50 solid, p99 dashed; one line per backend, "
+            "precision and streams; hollow markers: INVALID runs), with the latency bound.",
+            "",
+            f"![max qps]({PLOTS['max_qps']})",
+            "",
+            "The highest arrival rate whose server run was VALID under the bound (max_qps rows), beside offline throughput.",
+            "",
+        ]
     parts += [
-        "## Plots",
-        "",
-        f"![latency]({PLOTS['latency']})",
-        "",
-        "Median latency per batch size; the band spans min to p90; red crosses mark cells whose outputs were not validated or drifted; black rings mark unstable timings.",
-        "",
-        f"![throughput]({PLOTS['throughput']})",
-        "",
-        f"![speedup]({PLOTS['speedup']})",
-        "",
-        f"Speedup relative to `{baseline}`, by median latency.",
-        "",
         f"![accuracy]({PLOTS['accuracy']})",
         "",
     ] + ([f"![tuning]({TUNING_PLOT})", "", "Tuning: the tuner's estimate of the whole model (sum over tasks of weight × best "
@@ -264,6 +350,78 @@ def _markdown(run: StoredRun, baseline: str, tuning_plot: bool = False) -> str:
             f"{n}: " + (", ".join(f"{k} {v}" for k, v in b.get("versions", {}).items()) if b.get("usable") else f"unavailable ({b.get('reason')})")
             for n, b in backends.items()), ""]
     return "\n".join(parts)
+
+
+def _load_series(r: Any) -> str:
+    return f"{r['backend']} {r['precision']} x{r['streams']}"
+
+
+def _latency_throughput_plot(cells: pd.DataFrame, bound: float | None, path: Path) -> None:
+    """Per model: p50 and p99 latency against achieved qps of the server (and max_qps) rows."""
+    import matplotlib.pyplot as plt
+
+    rows = under_load(cells)
+    rows = rows[(rows["status"] == "ok") & rows["scenario"].isin(["server", "max_qps"]) & rows["achieved_qps"].notna()].copy()
+    models = list(dict.fromkeys(under_load(cells)["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(5.6 * len(models), 4.4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        sub = rows[rows["model"] == model]
+        if sub.empty:
+            ax.text(0.5, 0.5, "no server runs", ha="center", va="center", transform=ax.transAxes)
+        for series, g in sub.assign(series=sub.apply(_load_series, axis=1)).groupby("series", sort=True):
+            g = g.sort_values("achieved_qps")
+            line = ax.plot(g["achieved_qps"], g["p50_ms"], marker="o", label=f"{series} p50")[0]
+            ax.plot(g["achieved_qps"], g["p99_ms"], marker="s", linestyle="--", color=line.get_color(), label=f"{series} p99")
+            bad = g[~g["loadgen_valid"].fillna(False).astype(bool)]
+            if len(bad):
+                ax.scatter(bad["achieved_qps"], bad["p99_ms"], s=140, facecolors="none", edgecolors="red", zorder=6)
+        if bound:
+            ax.axhline(bound, color="black", linestyle=":", label=f"bound {bound:g} ms")
+        ax.set(title=model, xlabel="achieved throughput (samples/s)", ylabel="latency (ms, log)")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        if len(sub) or bound:
+            ax.legend(fontsize=7)
+    fig.suptitle("Latency vs throughput (LoadGen server)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _max_qps_plot(cells: pd.DataFrame, path: Path) -> None:
+    """Bars per model and backend/precision/streams: max VALID qps (max_qps rows) and offline throughput."""
+    import matplotlib.pyplot as plt
+
+    rows = under_load(cells)
+    rows = rows[(rows["status"] == "ok") & rows["scenario"].isin(["max_qps", "offline"])].copy()
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.0 + 0.7 * max(1, len(rows))), 4.4))
+    if rows.empty:
+        ax.text(0.5, 0.5, "no max_qps or offline rows", ha="center", va="center")
+        ax.axis("off")
+    else:
+        rows["series"] = rows.apply(lambda r: f"{r['model']}\n{_load_series(r)}", axis=1)
+        series = list(dict.fromkeys(rows["series"]))
+        x = np.arange(len(series))
+        for i, (scenario, color) in enumerate((("max_qps", "tab:blue"), ("offline", "tab:gray"))):
+            sub = rows[rows["scenario"] == scenario].set_index("series")
+            if sub.empty:
+                continue
+            valid = sub["loadgen_valid"].fillna(False).astype(bool)
+            heights = [float(sub.loc[s, "target_qps" if scenario == "max_qps" else "achieved_qps"]) if s in sub.index and valid.get(s, False)
+                       and pd.notna(sub.loc[s, "target_qps" if scenario == "max_qps" else "achieved_qps"]) else 0.0 for s in series]
+            bars = ax.bar(x + (i - 0.5) * 0.4, heights, width=0.4, color=color,
+                          label="max qps with p99 under the bound" if scenario == "max_qps" else "offline throughput")
+            for b, s, h in zip(bars, series, heights):
+                ax.text(b.get_x() + b.get_width() / 2, h, f"{h:.4g}" if h else ("none VALID" if s in sub.index else ""),
+                        ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x, series, fontsize=7)
+        ax.set_ylabel("samples/s")
+        ax.legend(fontsize=7)
+        ax.grid(True, axis="y", alpha=0.3)
+    ax.set_title("Max QPS under the latency bound, and offline throughput")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 TUNING_PLOT = "tuning_curve.png"
@@ -318,12 +476,17 @@ def build_report(run_dir: str | Path, reports_dir: str | Path) -> Path:
     ok = _ok(cells)
     ref_rows = ok[(ok["backend"] == ref.get("backend")) & (ok["precision"] == ref.get("precision"))]
     baseline = ref_rows["series"].iloc[0] if len(ref_rows) else (ok["series"].iloc[0] if len(ok) else "?")
-    _per_model_lines(cells, "p50_ms", "latency p50 (ms, log)", "Latency vs batch size", out / PLOTS["latency"], logy=True)
-    _per_model_lines(cells, "throughput_ips", "throughput (items/s, log)", "Throughput vs batch size", out / PLOTS["throughput"], logy=True)
-    _speedup_plot(cells, baseline, out / PLOTS["speedup"])
+    if len(single_stream(cells)):
+        _per_model_lines(cells, "p50_ms", "latency p50 (ms, log)", "Latency vs batch size", out / PLOTS["latency"], logy=True)
+        _per_model_lines(cells, "throughput_ips", "throughput (items/s, log)", "Throughput vs batch size", out / PLOTS["throughput"], logy=True)
+        _speedup_plot(cells, baseline, out / PLOTS["speedup"])
+    if len(under_load(cells)):
+        bound = run.meta.get("config", {}).get("loadgen", {}).get("latency_bound_ms")
+        _latency_throughput_plot(cells, bound, out / PLOTS["latency_throughput"])
+        _max_qps_plot(cells, out / PLOTS["max_qps"])
     _accuracy_plot(cells, out / PLOTS["accuracy"])
     curves = _tuning_curves(cells)
     if curves:
         _tuning_plot(curves, out / TUNING_PLOT)
-    (out / "report.md").write_text(_markdown(run, baseline, bool(curves)))
+    atomic.write_text(out / "report.md", _markdown(run, baseline, bool(curves)))  # never half a report
     return out

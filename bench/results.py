@@ -26,7 +26,8 @@ STATUSES = ("ok", "failed", "skipped", "crashed", "timeout")
 COLUMNS = [
     "run_id", "model", "backend", "precision", "batch_size", "variant", "status", "error", "phase",
     "compile_s", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ms", "max_ms", "std_ms", "cv",
-    "throughput_ips", "gflop", "achieved_gflops", "pct_of_peak", "iterations", "p50_ci_low_ms", "p50_ci_high_ms", "ci_method",
+    "throughput_ips", "scenario", "streams", "rate", "target", "host", "worker", "placements", "threads_per_stream", "target_qps", "achieved_qps", "latency_bound_ms",
+    "loadgen_valid", "loadgen_reason", "gflop", "achieved_gflops", "pct_of_peak", "iterations", "p50_ci_low_ms", "p50_ci_high_ms", "ci_method",
     "outliers", "unstable", "unstable_reason", "repeats", "process_p50_ms", "repeat_p50_spread", "dispersion", "timed_region",
     "peak_rss_mb", "worker_ready_s", "lock_wait_s",
     "validated", "accuracy_ok", "accuracy_note", "max_abs_err", "max_rel_err", "mean_abs_err", "p99_abs_err",
@@ -34,13 +35,34 @@ COLUMNS = [
     "provider", "executes_as", "threads", "backend_version", "cache_hit", "options", "input_shapes", "model_sha256",
     "prepared_sha256", "prepared_nodes", "device",
 ]
-KEY = ["model", "backend", "precision", "batch_size", "variant"]
+# What identifies a cell: the grid's axes. Rows stored before scenarios existed are single-stream,
+# one stream, no rate.
+CELL_COLUMNS = ["model", "backend", "precision", "batch_size", "scenario", "streams", "rate", "target"]
+CELL_DEFAULTS = {"scenario": "single_stream", "streams": 1, "rate": "", "target": "local"}
+KEY = [*CELL_COLUMNS, "variant"]
 
 
 def cell_key(d: Any) -> tuple:
-    """(model, backend, precision, batch size) of a row, a journal entry's row, a table row or a Cell."""
-    get = d.get if isinstance(d, dict) else (lambda k: getattr(d, k))
-    return (get("model"), get("backend"), get("precision"), int(get("batch_size")))
+    """The grid coordinates (CELL_COLUMNS) of a row, a journal entry's row, a table row or a Cell."""
+    get = d.get if isinstance(d, dict) or hasattr(d, "get") else (lambda k: getattr(d, k, None))
+
+    def value(k: str) -> Any:
+        v = get(k)
+        if v is None or (isinstance(v, float) and v != v):
+            return CELL_DEFAULTS[k]
+        return v
+
+    return (get("model"), get("backend"), get("precision"), int(get("batch_size")),
+            str(value("scenario")), int(value("streams")), str(value("rate")), str(value("target")))
+
+
+def cell_slug(d: Any) -> str:
+    """A file-name form of a cell's key: model-backend-precision-bN, then the scenario when not single-stream."""
+    model, backend, precision, batch, scenario, streams, rate, target = cell_key(d)
+    slug = f"{model}-{backend}-{precision}-b{batch}"
+    if scenario != CELL_DEFAULTS["scenario"] or streams != 1:
+        slug += f"-{scenario}" + (f"-{rate}" if rate else "") + f"-s{streams}"
+    return slug if target == CELL_DEFAULTS["target"] else f"{slug}-on-{target}"
 
 
 def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
@@ -120,9 +142,18 @@ def cells_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = None
     extra = [c for c in df.columns if c not in COLUMNS]
-    df = df[COLUMNS + extra]
-    for col in ("validated", "accuracy_ok", "unstable"):
+    df = with_cell_columns(df[COLUMNS + extra])
+    for col in ("validated", "accuracy_ok", "unstable", "loadgen_valid"):
         df[col] = df[col].astype("boolean")
+    return df
+
+
+def with_cell_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame with every CELL_COLUMNS column filled (tables written before scenarios existed lack them)."""
+    df = df.copy()
+    for col, default in CELL_DEFAULTS.items():
+        df[col] = df[col].where(df[col].notna(), default) if col in df.columns else default
+        df[col] = df[col].astype(type(default)) if len(df) else df[col]
     return df
 
 
@@ -131,7 +162,8 @@ def finalize(run_dir: Path) -> pd.DataFrame:
     cells = cells_frame([e["row"] for e in entries])
     samples = pd.DataFrame(
         [
-            {**{k: e["row"][k] for k in ["run_id", *KEY]}, "process": p, "iteration": i, "latency_ms": ns / 1e6}
+            {"run_id": e["row"]["run_id"], **dict(zip(CELL_COLUMNS, cell_key(e["row"]))), "variant": e["row"].get("variant"),
+             "process": p, "iteration": i, "latency_ms": ns / 1e6}
             for e in entries
             for p, proc in enumerate(processes_of(e["samples_ns"]))
             for i, ns in enumerate(proc)
@@ -201,4 +233,4 @@ def load_run(run_dir: str | os.PathLike) -> StoredRun:
             raise BenchError(f"{d}: the run holds no finished cells")
         finalize(d)
         return load_run(d)
-    return StoredRun(d, meta, cells, samples)
+    return StoredRun(d, meta, with_cell_columns(cells), with_cell_columns(samples) if len(samples.columns) else samples)

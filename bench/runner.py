@@ -17,16 +17,17 @@ import json
 import os
 import secrets
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import goldens, machine_lock, results
-from bench.results import cell_key
+from bench import goldens, loadgen, machine_lock, results
+from bench.results import cell_key, cell_slug
 from bench.backends import describe, get_backend
 from bench.cache import ArtifactCache
 from bench.cache import default_root as default_cache_root
-from bench.config import Cell, Config
+from bench.config import SINGLE_STREAM, Cell, Config
 from bench.environment import environment
 from bench.errors import BenchError
 from bench.inputs import check_image_data
@@ -35,6 +36,7 @@ from bench.models.flops import cpu_peak
 from bench.models.freeze import PREPARE_VERSION, model_sha256
 from bench.models.prepare import ModelInfo, inspect_model
 from bench.timing import summarize
+from bench.executors import LOCAL, Executor, LocalExecutor
 from bench.worker import INTERRUPTS, Outcome, alive_worker, preload_for, run_isolated, run_job
 
 
@@ -59,6 +61,10 @@ def plan(config: Config, models_dir: Path | str, config_path: str | Path | None 
     for i, m in enumerate(config.models):
         if m.data is not None:
             check_image_data(infos[m.name], m.data, f"models[{i}] ({m.name})")
+    missing = loadgen.available() if config.uses_loadgen else None
+    if missing:
+        raise BenchError(f"{config_path or 'the config'}: scenarios {', '.join(s for s in config.scenarios if s != 'single_stream')} "
+                         f"run under {missing}")
     if config.goldens is not None and not Path(config.goldens).is_dir():
         raise BenchError(f"goldens: {config.goldens} is not a directory; create it with `bench golden save CONFIG`")
     return Plan(config, infos, config.grid(), str(config_path) if config_path else None)
@@ -81,10 +87,6 @@ class Reporter:
 def new_run_id(name: str) -> str:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{name}-{secrets.token_hex(3)}"
-
-
-def _slug(cell: Cell) -> str:
-    return f"{cell.model}-{cell.backend}-{cell.precision}-b{cell.batch_size}"
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -110,19 +112,22 @@ class _Sweep:
     isolate: bool
     cache_dir: Path
     use_cache: bool
+    executor: Executor = field(default_factory=LocalExecutor)
     references: dict[tuple[str, int], tuple[str | None, str | None]] = field(default_factory=dict)
+    _reference_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def config(self) -> Config:
         return self.plan.config
 
-    def _run(self, job: dict[str, Any], name: str, cell: Cell | None = None) -> Outcome:
+    def _run(self, job: dict[str, Any], name: str, cell: Cell | None = None, target: str = LOCAL) -> Outcome:
         def on_phase(phase: str) -> None:
             if cell is not None:
                 self.reporter.phase(cell, phase)
 
         if self.isolate:
-            return run_isolated(job, self.run_dir / "work", name, self.config.cell_timeout_s, on_phase)
+            return self.executor.run(job, self.run_dir / "work", name, self.config.cell_timeout_s, on_phase,
+                                     cell.target if cell is not None else target, timed=True)
         return run_job(job, on_phase)
 
     def _log(self, name: str, text: str | None) -> None:
@@ -130,8 +135,13 @@ class _Sweep:
             (self.run_dir / "logs").mkdir(exist_ok=True)
             (self.run_dir / "logs" / f"{name}.txt").write_text(text)
 
-    def reference(self, info: ModelInfo, batch: int) -> tuple[str | None, str | None]:
-        """(path to reference outputs, or None and why), computed once per model and batch size."""
+    def reference(self, info: ModelInfo, batch: int, target: str = LOCAL) -> tuple[str | None, str | None]:
+        """(path to reference outputs, or None and why), computed once per model and batch size (on
+        the machine class of the first cell that needs it)."""
+        with self._reference_lock:
+            return self._reference(info, batch, target)
+
+    def _reference(self, info: ModelInfo, batch: int, target: str) -> tuple[str | None, str | None]:
         if (info.name, batch) in self.references:
             return self.references[(info.name, batch)]
         fname = goldens.file_name(info.name, batch)
@@ -152,7 +162,7 @@ class _Sweep:
                 name = f"reference-{info.name}-b{batch}"
                 job = encode("reference", self.config, info, batch_size=batch, out_path=path, work_dir=self.run_dir / "work",
                              cache_dir=self.cache_dir, use_cache=self.use_cache)
-                outcome = self._run(job, name)
+                outcome = self._run(job, name, target=target)
                 self._log(name, outcome.traceback)
                 ok = outcome.status == "done" and outcome.error is None
                 got = (str(path), None) if ok else (None, f"reference {outcome.status if outcome.status != 'done' else 'failed'}: {outcome.error}")
@@ -185,11 +195,14 @@ class _Sweep:
     def reference_versions(self) -> dict[str, str]:
         return describe(self.config.reference.backend)["versions"]
 
-    def _cell_run(self, cell: Cell, ref: tuple[str | None, str | None], validate: bool, name: str) -> tuple[dict[str, Any], list[int], Outcome]:
+    def _cell_run(self, cell: Cell, ref: tuple[str | None, str | None], validate: bool, name: str,
+                  process: int = 1) -> tuple[dict[str, Any], list[int], Outcome]:
         info = self.plan.models[cell.model]
+        slug = cell_slug(cell)
         job = encode("cell", self.config, info, cell=cell, reference_path=ref[0], reference_note=ref[1], validate=validate, run_id=self.run_id,
-                     outputs_path=self.run_dir / "outputs" / f"{_slug(cell)}.npz" if validate else None,
-                     work_dir=self.run_dir / "work", cache_dir=self.cache_dir, use_cache=self.use_cache)
+                     outputs_path=self.run_dir / "outputs" / f"{slug}.npz" if validate else None,
+                     work_dir=self.run_dir / "work", cache_dir=self.cache_dir, use_cache=self.use_cache,
+                     loadgen_dir=self.run_dir / "loadgen" / slug / f"process{process}" if cell.scenario != SINGLE_STREAM else None)
         outcome = self._run(job, name, cell)
         if outcome.status != "done":
             part = {"status": outcome.status, "error": outcome.error}
@@ -208,36 +221,57 @@ class _Sweep:
         info = self.plan.models[cell.model]
         row: dict[str, Any] = {
             "run_id": self.run_id, "model": cell.model, "backend": cell.backend, "precision": cell.precision,
-            "batch_size": cell.batch_size, "variant": None, "status": "ok", "error": None, "phase": None,
+            "batch_size": cell.batch_size, "scenario": cell.scenario, "streams": cell.streams, "rate": cell.rate, "variant": None, "status": "ok", "error": None, "phase": None,
             "validated": False, "accuracy_ok": None, "atol": tol.atol, "rtol": tol.rtol, "min_cosine": tol.min_cosine,
             "reference": "goldens" if cfg.goldens else f"{cfg.reference.backend}/{cfg.reference.precision}",
-            "input_shapes": json.dumps(info.shapes(cell.batch_size)), "repeats": 0,
+            "input_shapes": json.dumps(info.shapes(cell.batch_size)), "repeats": 0, "target": cell.target,
         }
         self.reporter.phase(cell, "reference")
-        ref = self.reference(info, cell.batch_size)
-        part, samples, outcome = self._cell_run(cell, ref, validate=True, name=_slug(cell))
+        ref = self.reference(info, cell.batch_size, cell.target)
+        part, samples, outcome = self._cell_run(cell, ref, validate=True, name=cell_slug(cell))
+        under_load = [part.pop("loadgen")] if "loadgen" in part else []
         row.update(part)
-        rss, ready = [outcome.peak_rss_mb], [outcome.ready_s]
+        rss, ready, placed = [outcome.peak_rss_mb], [outcome.ready_s], [outcome.placement]
         per_process = [samples] if samples else []
         for r in range(1, cfg.repeats):
             if row["status"] != "ok":
                 break
-            part, more, outcome = self._cell_run(cell, ref, validate=False, name=f"{_slug(cell)}-repeat{r}")
+            part, more, outcome = self._cell_run(cell, ref, validate=False, name=f"{cell_slug(cell)}-repeat{r}", process=r + 1)
             rss.append(outcome.peak_rss_mb)
             ready.append(outcome.ready_s)
+            placed.append(outcome.placement)
             if part["status"] != "ok":
                 row.update(status=part["status"], error=f"repeat {r + 1}: {part['error']}", phase=part.get("phase"))
                 break
+            under_load += [part["loadgen"]] if "loadgen" in part else []
             per_process.append(more)
+        row.update(placement_columns([p for p in placed if p]))
         known = [m for m in rss if m is not None]
         row["peak_rss_mb"] = max(known) if known else None
         starts = [r for r in ready if r is not None]
         row["worker_ready_s"] = max(starts) if starts else None  # slowest worker start, isolated runs
         pooled = [s for p in per_process for s in p]
-        if pooled:
+        if under_load and row["status"] == "ok":  # figures under load are LoadGen's (bench.loadgen)
+            row.update(loadgen.combine(under_load), iterations=len(pooled), latency_bound_ms=cfg.loadgen.latency_bound_ms
+                       if cell.scenario in ("server", "max_qps") else None)
+        elif pooled:
             row.update(summarize(per_process, cell.batch_size).as_row())
             row.update(work_rate(row, self.peak))
         return row, per_process
+
+
+def placement_columns(placed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where a cell's processes ran: `host` and `worker` (the first's), `placements` (each process's
+    worker, start and end, epoch seconds), `resumable` when the executor lost the machine mid-cell."""
+    if not placed:
+        return {}
+    out: dict[str, Any] = {"host": placed[0].get("host"), "worker": placed[0].get("worker")}
+    spans = [{k: p[k] for k in ("worker", "started_at", "ended_at") if k in p} for p in placed if "started_at" in p]
+    if spans:
+        out["placements"] = json.dumps(spans)
+    if any(p.get("resumable") for p in placed):
+        out["resumable"] = True
+    return out
 
 
 def backend_preloads(names: list[str]) -> list[str]:
@@ -291,14 +325,28 @@ def execute(
     cache_dir: Path | str | None = None,
     use_cache: bool = True,
     wait: bool = True,
+    executor: Executor | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Path:
-    """Run the plan's cells (with `resume`, only those run `run_id` lacks); returns the run directory.
+    """Run the plan's cells (with `resume`, only those run `run_id` lacks, or lost to a fleet
+    worker); returns the run directory. `executor` decides where each cell's worker runs (default:
+    this machine; bench.executors), several cells at once when it offers several timing slots.
+    `shard=(i, n)` runs the i-th of n deterministic slices of the grid (1-based), for `bench merge`.
     With `wait=False`, refuse to start while another run on this machine is timing (by default a
     cell waits for the machine's timing lock; see bench.machine_lock).
 
     Ctrl-C (KeyboardInterrupt) keeps every finished cell and marks the run interrupted."""
     reporter = reporter or Reporter()
     cfg = p.config
+    executor = executor or LocalExecutor()
+    cells = shard_cells(p.cells, shard)
+    offered = executor.targets() if isolate else {LOCAL}
+    wanted = sorted({c.target for c in cells})
+    if offered is not None and not set(wanted) <= offered:
+        lacking = [t for t in wanted if t not in offered]
+        raise BenchError(f"targets {', '.join(lacking)}: no worker offers them (available: {', '.join(sorted(offered)) or 'none'}); "
+                         + ("targets other than local run on a fleet: --executor dask --scheduler ADDRESS"
+                            if offered == {LOCAL} else "start a Dask worker with --resources \"bench_slot=1,<target>=1\""))
     if not wait:
         who = machine_lock.holder()
         if who:
@@ -327,7 +375,8 @@ def execute(
             "config": cfg.canonical(),
             "environment": environment(cfg.threads),
             "warnings": cfg.warnings(),
-            "cells_planned": len(p.cells),
+            "cells_planned": len(cells),
+            "shard": f"{shard[0]}/{shard[1]}" if shard else None,
             "isolated": isolate,
             "backends": {b: describe(b) for b in dict.fromkeys([*cfg.backends, cfg.reference.backend])},
         }
@@ -342,22 +391,27 @@ def execute(
         if healed:
             reporter.warn(healed)
             meta.setdefault("warnings", []).append(healed)
-        done = {cell_key(e["row"]) for e in results.read_journal(run_dir)}
-        todo = [c for c in p.cells if cell_key(c) not in done]
+        # a cell whose fleet worker was lost mid-cell is journaled `crashed` and run again here
+        done = {cell_key(e["row"]) for e in results.read_journal(run_dir) if not e["row"].get("resumable")}
+        todo = [c for c in cells if cell_key(c) not in done]
         meta["status"] = "running"
         if resume:
             meta.setdefault("resumed_at", []).append(dt.datetime.now(dt.timezone.utc).isoformat())
         results.write_meta(run_dir, meta)
-        sweep = _Sweep(p, run_id, run_dir, reporter, isolate, Path(cache_dir) if cache_dir else default_cache_root(), use_cache)
+        sweep = _Sweep(p, run_id, run_dir, reporter, isolate, Path(cache_dir) if cache_dir else default_cache_root(), use_cache,
+                       executor)
         reporter.start(len(todo), run_id)
         interrupts = INTERRUPTS.install() if isolate else None
         try:
-            for i, cell in enumerate(todo):
-                INTERRUPTS.check()
-                reporter.cell(i, cell)
-                row, samples = sweep.run_cell(cell)
-                results.append_cell(run_dir, row, samples)
-                reporter.done(row)
+            if executor.parallelism > 1 and isolate:
+                _sweep_concurrently(sweep, todo, executor.parallelism)
+            else:
+                for i, cell in enumerate(todo):
+                    INTERRUPTS.check()
+                    reporter.cell(i, cell)
+                    row, samples = sweep.run_cell(cell)
+                    results.append_cell(run_dir, row, samples)
+                    reporter.done(row)
             meta["status"] = "complete"
         except KeyboardInterrupt:
             meta["status"] = "interrupted"
@@ -379,6 +433,42 @@ def execute(
     finally:
         lock.release()
     return run_dir
+
+
+def shard_cells(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
+    """The i-th of n slices of the grid (1-based): every n-th cell from the i-th, in grid order, so
+    each shard gets a share of every model and backend; the same for every machine and run."""
+    if shard is None:
+        return cells
+    i, n = shard
+    if not 1 <= i <= n:
+        raise BenchError(f"--shard {i}/{n}: I must be between 1 and N")
+    return cells[i - 1::n]
+
+
+def _sweep_concurrently(sweep: _Sweep, todo: list[Cell], slots: int) -> None:
+    """Cells in flight at once, one per timing slot of the executor; rows are journaled here, in
+    the order they finish. Ctrl-C cancels what is in flight and keeps what finished."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="bench-cell")
+    try:
+        pending = {}
+        for i, cell in enumerate(todo):
+            sweep.reporter.cell(i, cell)
+            pending[pool.submit(sweep.run_cell, cell)] = cell
+        while pending:
+            INTERRUPTS.check()
+            finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                pending.pop(fut)
+                row, samples = fut.result()
+                results.append_cell(sweep.run_dir, row, samples)
+                sweep.reporter.done(row)
+    finally:
+        for fut in list(pending if "pending" in locals() else []):
+            fut.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def save_goldens(p: Plan, out_dir: Path | str, isolate: bool = True, cache_dir: Path | str | None = None) -> list[Path]:
@@ -414,8 +504,9 @@ def compile_all(p: Plan, work_dir: Path | str, reporter: Reporter | None = None,
         job = encode("cell", p.config, p.models[cell.model], cell=cell, reference_path=None, reference_note=None,
                      validate=False, outputs_path=None, work_dir=work, cache_dir=sweep.cache_dir, use_cache=True,
                      compile_only=True)
-        outcome = sweep._run(job, f"compile-{_slug(cell)}", cell)
-        row = {"model": cell.model, "backend": cell.backend, "precision": cell.precision, "batch_size": cell.batch_size}
+        outcome = sweep._run(job, f"compile-{cell_slug(cell)}", cell)
+        row = {"model": cell.model, "backend": cell.backend, "precision": cell.precision, "batch_size": cell.batch_size,
+               "scenario": cell.scenario, "streams": cell.streams, "rate": cell.rate}
         if outcome.status == "done" and outcome.value is not None:
             row.update({k: v for k, v in outcome.value["row"].items() if k != "traceback"})
         else:

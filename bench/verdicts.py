@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from bench import goldens
 from bench.config import Precision, Tolerance
 from bench.errors import BenchError
-from bench.results import KEY, StoredRun, cell_key
+from bench.results import CELL_COLUMNS, KEY, StoredRun, cell_key, cell_slug
 from bench.timing import hierarchical_medians, t_interval
 from bench.validate import compare
 
@@ -79,13 +79,9 @@ def require_complete(run: StoredRun, allowed: bool) -> None:
                          "or pass --allow-incomplete to judge what is there")
 
 
-def _slug(r: Any) -> str:
-    return f"{r['model']}-{r['backend']}-{r['precision']}-b{r['batch_size']}"
-
-
 def _rejudge(run: StoredRun, r: Any, tol: Tolerance) -> dict[str, Any]:
     """Judge a cell's stored outputs against stored reference outputs under other tolerances."""
-    cand_path = run.run_dir / "outputs" / f"{_slug(r)}.npz"
+    cand_path = run.run_dir / "outputs" / f"{cell_slug(r)}.npz"
     goldens_dir = run.meta.get("config", {}).get("goldens")
     ref_dir = Path(goldens_dir) if goldens_dir else run.run_dir / "references"
     ref_path = ref_dir / goldens.file_name(r["model"], int(r["batch_size"]))
@@ -108,7 +104,7 @@ def gate(run: StoredRun, tolerances: dict[str, Tolerance] | None = None, allow_m
     by_key = {cell_key(r): r for _, r in run.cells.iterrows()}
     for key in planned_keys(run):
         if key not in by_key:
-            out.append({**dict(zip(KEY[:4], key)), "variant": None, "status": None, "verdict": "missing",
+            out.append({**dict(zip(CELL_COLUMNS, key)), "variant": None, "status": None, "verdict": "missing",
                         "note": f"planned, absent from {run.run_dir.name}'s table (run {run.meta.get('status')})"})
             continue
         r = by_key[key]
@@ -177,12 +173,26 @@ def _by_process(samples: pd.DataFrame) -> dict[tuple, list[np.ndarray]]:
     """Latencies per cell, one array per worker process (runs stored before processes were kept: one)."""
     proc = samples["process"] if "process" in samples.columns else pd.Series(0, index=samples.index)
     out: dict[tuple, list[np.ndarray]] = {}
-    for key, g in samples.assign(process=proc).groupby(KEY[:4]):
-        out[key] = [p["latency_ms"].to_numpy() for _, p in g.groupby("process")]
+    for key, g in samples.assign(process=proc).groupby(CELL_COLUMNS):
+        out[cell_key(dict(zip(CELL_COLUMNS, key)))] = [p["latency_ms"].to_numpy() for _, p in g.groupby("process")]
     return out
 
 
-COMPARE_COLUMNS = [*KEY[:4], "p50_a_ms", "p50_b_ms", "change", "ci_low", "ci_high", "verdict", "note"]
+# Scenarios whose figure is a throughput (higher is better): compared as time per sample, 1/throughput,
+# so that the change, its interval and the verdict read as for latency (positive: slower).
+THROUGHPUT_SCENARIOS = ("offline", "max_qps")
+COMPARE_COLUMNS = [*CELL_COLUMNS, "metric", "p50_a_ms", "p50_b_ms", "qps_a", "qps_b", "change", "ci_low", "ci_high", "verdict", "note"]
+
+
+def _throughputs(r: Any) -> list[np.ndarray]:
+    """Per process, ms per sample (1000 / samples per second) of a throughput cell."""
+    import json
+
+    try:
+        qps = json.loads(r["process_qps"]) if isinstance(r.get("process_qps"), str) else []
+    except ValueError:
+        qps = []
+    return [np.array([1e3 / q]) for q in qps if q]
 
 
 def _why_absent(run: StoredRun, name: str, key: tuple, rows: dict[tuple, Any], timed: dict[tuple, Any]) -> str | None:
@@ -205,8 +215,8 @@ def compare_runs(a: StoredRun, b: StoredRun, threshold: float = 0.05) -> pd.Data
     gb = _by_process(sb) if not sb.empty else {}
     ra = {cell_key(r): r for _, r in a.cells.iterrows()}
     rb = {cell_key(r): r for _, r in b.cells.iterrows()}
-    ta = {k: v for k, v in ga.items() if k in ra and ra[k]["status"] == "ok"}
-    tb = {k: v for k, v in gb.items() if k in rb and rb[k]["status"] == "ok"}
+    ta = _timed(ga, ra)
+    tb = _timed(gb, rb)
     if not set(ta) & set(tb):
         raise BenchError(f"no cell was timed in both runs ({a.run_dir} has {len(ta)} timed cells, {b.run_dir} has {len(tb)}, "
                          f"{len(set(ra) & set(rb))} in common by name): nothing to compare")
@@ -214,14 +224,29 @@ def compare_runs(a: StoredRun, b: StoredRun, threshold: float = 0.05) -> pd.Data
     for key in dict.fromkeys(planned_keys(a) + planned_keys(b)):
         why = [w for w in (_why_absent(a, "A", key, ra, ta), _why_absent(b, "B", key, rb, tb)) if w]
         if why:
-            rows.append({**dict(zip(KEY[:4], key)), "verdict": "missing", "note": "; ".join(why)})
+            rows.append({**dict(zip(CELL_COLUMNS, key)), "verdict": "missing", "note": "; ".join(why)})
             continue
         x, y = ta[key], tb[key]
         lo, hi = ratio_ci(x, y)
         pa, pb = float(np.median(np.concatenate(x))), float(np.median(np.concatenate(y)))
-        rows.append({**dict(zip(KEY[:4], key)), "p50_a_ms": pa, "p50_b_ms": pb, "change": pb / pa - 1,
-                     "ci_low": lo, "ci_high": hi, "verdict": verdict(lo, hi, threshold), "note": ""})
+        row = {**dict(zip(CELL_COLUMNS, key)), "change": pb / pa - 1, "ci_low": lo, "ci_high": hi,
+               "verdict": verdict(lo, hi, threshold), "note": ""}
+        if key[4] in THROUGHPUT_SCENARIOS:
+            row.update(metric="ms per sample (1/throughput)", qps_a=float(ra[key]["achieved_qps"]), qps_b=float(rb[key]["achieved_qps"]))
+        else:
+            row.update(metric="latency p50" + (" under load" if key[4] != "single_stream" else ""), p50_a_ms=pa, p50_b_ms=pb)
+        rows.append(row)
     return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+
+
+def _timed(samples: dict[tuple, list[np.ndarray]], rows: dict[tuple, Any]) -> dict[tuple, list[np.ndarray]]:
+    """The cells of a run that were timed and are ok: latency samples per process, or for a
+    throughput scenario each process's time per sample."""
+    out = {k: v for k, v in samples.items() if k in rows and rows[k]["status"] == "ok" and k[4] not in THROUGHPUT_SCENARIOS}
+    for k, r in rows.items():
+        if k[4] in THROUGHPUT_SCENARIOS and r["status"] == "ok" and _throughputs(r):
+            out[k] = _throughputs(r)
+    return out
 
 
 def parse_fraction(text: str) -> float:

@@ -49,6 +49,7 @@ class Outcome:
     traceback: str | None = None
     peak_rss_mb: float | None = None
     ready_s: float | None = None  # from asking for the worker to its running the job (isolated runs)
+    placement: dict[str, Any] | None = None  # where and when it ran (bench.executors): host, worker, started_at, ended_at
 
 
 def _peak_rss_mb() -> float:

@@ -70,7 +70,11 @@ class FakeBackend:
         if self.name == "fake_killed":
             os.kill(os.getpid(), signal.SIGKILL)
         if self.name == "fake_hang":
-            time.sleep(3600)
+            once = os.environ.get("FAKE_HANG_ONCE")  # hang the first time only: a marker file says it did
+            if not once or not Path(once).exists():
+                if once:
+                    Path(once).write_text(str(os.getpid()))
+                time.sleep(3600)
         if self.name == "fake_broken":
             raise RuntimeError("unsupported operator FancyConv\nmore detail\nlast line of the compiler log")
         return FakeCompiled(noise=0.5 if self.name == "fake_drift" else 0.0, interrupt=self.name == "fake_interrupt")

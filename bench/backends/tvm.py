@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
@@ -171,9 +172,30 @@ class TvmBackend:
 
 
 def _load_tensor_intrinsics() -> None:
-    """Builder-worker initializer. Each worker imports this on its first build (about 30 s on a
-    2-core machine); done at start-up, it no longer eats the build timeout (see shared STACK.md)."""
-    import tvm.s_tir.tensor_intrin  # noqa: F401
+    """Import TVM's tensor intrinsics, quickly. MetaSchedule imports them in the tuning process and
+    in each builder worker (its initializer): hundreds of TVMScript functions, each of whose
+    decorators calls inspect.stack(), which resolves every frame's module by scanning sys.modules.
+    That took 76 s per process on this 2-core machine with 2000 modules loaded; with a stack built
+    from linecache alone (what TVMScript reads of it: frames, lines, names), under 2 s."""
+    import inspect
+    import linecache
+
+    def stack(context: int = 1) -> list:
+        frame, out = sys._getframe(1), []
+        while frame is not None:
+            line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+            out.append(inspect.FrameInfo(frame, frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name,
+                                         [line] if line else None, 0 if line else None))
+            frame = frame.f_back
+        return out
+
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+    slow, inspect.stack = inspect.stack, stack
+    try:
+        import tvm.s_tir.tensor_intrin  # noqa: F401
+    finally:
+        inspect.stack = slow
 
 
 def _records(work_dir: Path) -> tuple[int, int]:
@@ -308,6 +330,7 @@ def _tune_process(onnx_path: str, shapes: dict, target_json: str, db_dir: str, t
 
     from bench.backends.tvm_tuning import tune
 
+    _load_tensor_intrinsics()  # before MetaSchedule imports them the slow way
     target = tvm.target.Target(json.loads(target_json))
     mod = _tuning_input(from_onnx(onnx.load(onnx_path), shape_dict=shapes, keep_params_in_input=False), target)
     from bench.worker import announce_progress

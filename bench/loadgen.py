@@ -1,0 +1,374 @@
+"""Throughput and latency under load, measured by MLPerf's own LoadGen (`mlcommons-loadgen`).
+
+The scenarios (config `scenarios`; `single_stream` is bench.timing's loop, not run here):
+
+- offline: every sample is available at once; the figure is samples per second sustained.
+- server: queries of one sample arrive as a Poisson process at a target rate; the figures are the
+  latency percentiles including queueing, and whether the percentile met the bound (VALID).
+- multi_stream: queries of `samples_per_query` samples, the next issued when the last completes;
+  the figure is the 99th percentile of query latency.
+- max_qps: server runs searching for the highest rate that is VALID under the bound; every probe
+  is recorded.
+
+LoadGen decides arrivals, durations, query counts, early stopping and VALID/INVALID; this module
+is its system under test (SUT). `streams` compiled instances of the cell each serve queries on a
+thread of their own: a thread takes the samples waiting in the queue, up to the batch size, and
+runs one call of its instance (dynamic batching; a call with fewer samples waiting still runs the
+full batch, since a compiled shape is static). The call is the single-stream timed region: the
+instance's inputs are placed before the run (the seeded validation inputs), so the figures are the
+engine's under concurrency, not a data pipeline's. Both engines release the GIL while they compute:
+ONNX Runtime in `run`, TVM in every FFI call (tvm_ffi releases it by default,
+TVM_FFI_RELEASE_GIL_BY_DEFAULT=1), so streams overlap on the cores.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.config import Cell, LoadGenConfig
+
+QSL_SIZE = 1024  # sample indices LoadGen draws from; inputs are pre-placed, so the indices pick nothing
+# LoadGen's early-stopping rule needs this many queries at the 99th percentile with none over the
+# bound (measured with mlcommons-loadgen 6.0: ~460 for server, 662 for multi_stream).
+EARLY_STOPPING_QUERIES = {"server": 460, "max_qps": 460, "multi_stream": 662}
+TIMED_REGION = ("LoadGen {scenario}: from LoadGen issuing a query to the SUT's completion callback, queueing included; "
+                "{streams} stream thread(s), each calling its own instance with {threads} thread(s) on its pre-placed batch")
+
+
+def available() -> str | None:
+    """None when LoadGen imports, else why not and how to install it."""
+    try:
+        import mlperf_loadgen  # noqa: F401
+    except ImportError as e:
+        return f"MLPerf LoadGen is not installed ({e}); pip install 'bench[loadgen]' (mlcommons-loadgen)"
+    return None
+
+
+def completing(call: Callable[[], object], compiled: Any) -> Callable[[], None]:
+    """`call`, run to completion: through the instance's own interval timer when it has one (a GPU
+    engine's event pair), else followed by its clock, which synchronizes a device."""
+    interval = getattr(compiled, "interval", None)
+    if interval is not None:
+        return lambda: interval(call)
+    clock = compiled.clock
+
+    def run() -> None:
+        call()
+        clock()
+
+    return run
+
+
+def service_time_s(call: Callable[[], None], min_time_s: float = 0.2, min_calls: int = 5) -> float:
+    """Median seconds of one call of one instance, alone: the basis of the capacity estimate."""
+    for _ in range(2):
+        call()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_calls or time.perf_counter() - start < min_time_s:
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+        if len(times) >= 10_000:
+            break
+    return statistics.median(times)
+
+
+class _SUT:
+    """LoadGen's system under test: stream threads serving a shared queue of samples."""
+
+    def __init__(self, calls: list[Callable[[], None]], batch: int):
+        import mlperf_loadgen as lg
+
+        self.lg = lg
+        self.batch = batch
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.latencies_ns: list[int] = []  # per sample: issued to completed
+        self.service_ns: list[int] = []  # per call
+        self.completed = 0
+        self.first_issue: int | None = None
+        self.last_done: int | None = None
+        self.error: BaseException | None = None
+        self.threads = [threading.Thread(target=self._serve, args=(c,), daemon=True, name=f"bench-stream-{i}")
+                        for i, c in enumerate(calls)]
+        for t in self.threads:
+            t.start()
+
+    def issue(self, samples: list[Any]) -> None:
+        now = time.perf_counter_ns()
+        if self.first_issue is None:
+            self.first_issue = now
+        for s in samples:
+            self.queue.put((s.id, now))
+
+    def flush(self) -> None: ...
+
+    def _serve(self, call: Callable[[], None]) -> None:
+        lg = self.lg
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            items, stop = [item], False
+            while len(items) < self.batch:
+                try:
+                    more = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                items.append(more)
+            t0 = time.perf_counter_ns()
+            if self.error is None:
+                try:
+                    call()
+                except BaseException as e:  # answered anyway, so LoadGen ends; the run fails with it
+                    self.error = e
+            t1 = time.perf_counter_ns()
+            lg.QuerySamplesComplete([lg.QuerySampleResponse(i, 0, 0) for i, _ in items])
+            self.service_ns.append(t1 - t0)
+            self.latencies_ns.extend(t1 - t for _, t in items)
+            self.completed += len(items)
+            self.last_done = t1
+            if stop:
+                return
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.queue.put(None)
+        for t in self.threads:
+            t.join()
+
+
+_NS = r"\(ns\)\s*:\s*(\d+)"
+_FIGURES = {
+    "samples_per_s": r"(?:Completed samples per second|Samples per second)\s*:\s*([\d.]+)",
+    "scheduled_qps": r"Scheduled samples per second\s*:\s*([\d.]+)",
+    "mean_ns": r"Mean latency " + _NS,
+    "min_ns": r"Min latency " + _NS,
+    "max_ns": r"Max latency " + _NS,
+    "p50_ns": r"50\.00 percentile latency " + _NS,
+    "p90_ns": r"90\.00 percentile latency " + _NS,
+    "p95_ns": r"95\.00 percentile latency " + _NS,
+    "p99_ns": r"99\.00 percentile latency " + _NS,
+}
+
+
+def parse_summary(text: str) -> dict[str, Any]:
+    """LoadGen's verdict and figures from mlperf_log_summary.txt: valid, reason (every constraint
+    it reports unsatisfied, and its early-stopping note), and the latency figures in ns."""
+    m = re.search(r"Result is\s*:\s*(\w+)", text)
+    out: dict[str, Any] = {"valid": bool(m and m.group(1) == "VALID")}
+    failed = [ln.split(":")[0].strip() for ln in text.splitlines() if re.search(r"satisfied\s*:\s*NO\b", ln)]
+    notes = re.search(r"Early Stopping Result:\n((?: \*.*\n?)+)", text)
+    reason = "; ".join(f"{f}: no" for f in failed)
+    if notes and not out["valid"]:
+        reason += " (" + " ".join(ln.strip(" *") for ln in notes.group(1).splitlines()) + ")"
+    out["reason"] = reason if not out["valid"] else ""
+    if m is None:
+        out["reason"] = "LoadGen wrote no result"
+    for key, pattern in _FIGURES.items():
+        found = re.search(pattern, text)
+        out[key] = float(found.group(1)) if found else None
+    return out
+
+
+def _settings(scenario: str, lgc: LoadGenConfig, capacity: float, batch: int, rate: float | None) -> Any:
+    import mlperf_loadgen as lg
+
+    s = lg.TestSettings()
+    s.mode = lg.TestMode.PerformanceOnly
+    s.min_duration_ms = int(lgc.min_duration_s * 1000)
+    s.min_query_count = max(lgc.min_query_count, 1)
+    if scenario == "offline":
+        s.scenario = lg.TestScenario.Offline
+        # LoadGen issues expected_qps x min_duration samples at once: overestimate, so the run lasts
+        # at least min_duration (an underestimate ends early and is INVALID)
+        s.offline_expected_qps = max(capacity * 1.5, 1.0)
+    elif scenario in ("server", "max_qps"):
+        s.scenario = lg.TestScenario.Server
+        s.server_target_qps = float(rate or 1.0)
+        s.server_target_latency_ns = int(lgc.latency_bound_ms * 1e6)
+        s.server_target_latency_percentile = lgc.latency_percentile
+    elif scenario == "multi_stream":
+        s.scenario = lg.TestScenario.MultiStream
+        s.multi_stream_samples_per_query = lgc.samples_per_query
+        s.multi_stream_expected_latency_ns = max(int(1e9 * lgc.samples_per_query / max(capacity, 1e-9)), 1)
+    else:
+        raise ValueError(f"scenario {scenario!r} is not a LoadGen scenario")
+    return s
+
+
+def run_test(calls: list[Callable[[], None]], batch: int, settings: Any, out_dir: Path) -> dict[str, Any]:
+    """One LoadGen run against `calls` (one per stream); LoadGen's logs land in out_dir."""
+    import mlperf_loadgen as lg
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sut = _SUT(calls, batch)
+    handle = lg.ConstructSUT(sut.issue, sut.flush)
+    qsl = lg.ConstructQSL(QSL_SIZE, QSL_SIZE, lambda ids: None, lambda ids: None)
+    log = lg.LogSettings()
+    log.log_output.outdir = str(out_dir)
+    log.log_output.copy_summary_to_stdout = False
+    log.enable_trace = False
+    try:
+        lg.StartTestWithLogSettings(handle, qsl, settings, log)
+    finally:
+        sut.close()
+        lg.DestroyQSL(qsl)
+        lg.DestroySUT(handle)
+    if sut.error is not None:
+        raise RuntimeError(f"a stream's call failed under LoadGen: {type(sut.error).__name__}: {sut.error}") from sut.error
+    summary = out_dir / "mlperf_log_summary.txt"
+    got = parse_summary(summary.read_text() if summary.is_file() else "")
+    span = (sut.last_done or 0) - (sut.first_issue or 0)
+    got["measured_samples_per_s"] = sut.completed / (span / 1e9) if span > 0 else None
+    got["latencies_ns"] = sut.latencies_ns
+    got["service_ns"] = sut.service_ns
+    return got
+
+
+def _probe_record(rate: float, r: dict[str, Any]) -> dict[str, Any]:
+    return {"target_qps": round(rate, 3), "achieved_qps": r["samples_per_s"], "p99_ms": _ms(r["p99_ns"]),
+            "valid": r["valid"], "reason": r["reason"]}
+
+
+def _ms(ns: float | None) -> float | None:
+    return None if ns is None else ns / 1e6
+
+
+def _offline(calls: list[Callable[[], None]], batch: int, lgc: LoadGenConfig, estimate: float, out_dir: Path,
+             on_phase: Callable[[str], None]) -> dict[str, Any]:
+    """An offline run, sized from the estimate; run again with more samples if the engine got
+    through them before LoadGen's minimum duration (an INVALID run that says nothing of the engine)."""
+    on_phase("loadgen: offline")
+    result = run_test(calls, batch, _settings("offline", lgc, estimate, batch, None), out_dir)
+    if not result["valid"] and result["samples_per_s"] and "Min duration" in result["reason"]:
+        on_phase("loadgen: offline again, with more samples")
+        result = run_test(calls, batch, _settings("offline", lgc, result["samples_per_s"] * 1.5, batch, None), out_dir)
+    return result
+
+
+def run_scenario(cell: Cell, lgc: LoadGenConfig, calls: list[Callable[[], None]], out_dir: Path,
+                 on_phase: Callable[[str], None] = lambda p: None) -> tuple[dict[str, Any], list[int]]:
+    """Run the cell's scenario; returns (this process's LoadGen figures, per-sample latencies in ns
+    for server and multi_stream, per-call service times for offline and max_qps).
+
+    Server rates given as `load` and the max_qps search are based on the cell's capacity: the
+    samples per second of an offline LoadGen run through the same harness (its logs under
+    capacity/), not an estimate from one call's latency, which leaves out the harness and the
+    streams' contention for the cores."""
+    batch = cell.batch_size
+    on_phase("loadgen: one call's latency")
+    one = service_time_s(calls[0])
+    estimate = len(calls) * batch / one  # samples/s if the streams scaled perfectly and the harness cost nothing
+    lgc = lgc.model_copy(update={"min_query_count": max(lgc.min_query_count, EARLY_STOPPING_QUERIES.get(cell.scenario, 1))})
+    part: dict[str, Any] = {"capacity_estimate_qps": estimate, "service_ms": one * 1e3}
+    target = cell.server_rate
+    if cell.scenario == "max_qps" or (target is not None and target[0] == "load"):
+        measured = _offline(calls, batch, lgc, estimate, out_dir / "capacity", on_phase)
+        part["capacity_qps"] = measured["samples_per_s"] or measured["measured_samples_per_s"]
+    if cell.scenario == "max_qps":
+        result, rate, probes = _search(cell, lgc, calls, part["capacity_qps"], out_dir, on_phase)
+        part["probes"] = probes
+    elif cell.scenario == "offline":
+        rate, result = None, _offline(calls, batch, lgc, estimate, out_dir, on_phase)
+    else:
+        rate = None
+        if target is not None:
+            rate = target[1] if target[0] == "qps" else target[1] * part["capacity_qps"]
+        on_phase(f"loadgen: {cell.scenario}" + (f" at {rate:.4g} qps" if rate else ""))
+        result = run_test(calls, batch, _settings(cell.scenario, lgc, estimate, batch, rate), out_dir)
+    achieved = result["samples_per_s"] or result["measured_samples_per_s"]
+    reason = result["reason"] if cell.scenario == "max_qps" else _reason(result, cell.scenario, lgc)
+    part.update(valid=result["valid"], reason=reason, target_qps=rate, achieved_qps=achieved,
+                **{k.replace("_ns", "_ms"): _ms(result[k]) for k in ("mean_ns", "min_ns", "max_ns", "p50_ns", "p90_ns", "p95_ns", "p99_ns")})
+    if cell.scenario == "offline":  # latency from the one query's issue: not a figure of the engine
+        part.update({k: None for k in ("mean_ms", "min_ms", "max_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms")})
+    samples = result["service_ns"] if cell.scenario in ("offline", "max_qps") else result["latencies_ns"]
+    return part, samples
+
+
+def _reason(result: dict[str, Any], scenario: str, lgc: LoadGenConfig) -> str:
+    """LoadGen's reason, led by the latency against the bound when that is what failed."""
+    reason = result["reason"]
+    if reason and scenario in ("server", "max_qps") and lgc.latency_percentile == 0.99 and result.get("p99_ns"):
+        p99 = result["p99_ns"] / 1e6
+        if p99 > lgc.latency_bound_ms:
+            reason = f"p99 {p99:.4g} ms over the {lgc.latency_bound_ms:g} ms bound; {reason}"
+    return reason
+
+
+def _search(cell: Cell, lgc: LoadGenConfig, calls: list[Callable[[], None]], capacity: float, out_dir: Path,
+            on_phase: Callable[[str], None]) -> tuple[dict[str, Any], float | None, list[dict[str, Any]]]:
+    """Highest VALID server rate within lgc.max_qps_probes runs: from 90% of the offline capacity,
+    up by a quarter while VALID, then bisect between the best VALID and the lowest INVALID rate."""
+    lo: tuple[float, dict[str, Any]] | None = None
+    hi: float | None = None
+    rate = capacity * 0.9
+    probes: list[dict[str, Any]] = []
+    last: dict[str, Any] = {}
+    for i in range(lgc.max_qps_probes):
+        on_phase(f"loadgen: max_qps probe {i + 1}/{lgc.max_qps_probes} at {rate:.4g} qps")
+        r = run_test(calls, cell.batch_size, _settings("server", lgc, capacity, cell.batch_size, rate), out_dir / f"probe{i + 1}")
+        r["reason"] = _reason(r, "server", lgc)
+        probes.append(_probe_record(rate, r))
+        last = r
+        if r["valid"]:
+            lo = (rate, r)
+        else:
+            hi = rate if hi is None else min(hi, rate)
+        if hi is None:
+            rate *= 1.25
+        elif lo is None:
+            rate = hi / 2
+        else:
+            if (hi - lo[0]) / hi < 0.02:
+                break
+            rate = (lo[0] + hi) / 2
+    if lo is None:
+        lowest = min(p["target_qps"] for p in probes)
+        return {**last, "valid": False, "reason": f"no rate probed was VALID (lowest {lowest:.4g} qps: {last['reason']})"}, None, probes
+    return lo[1], lo[0], probes
+
+
+def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row's figures from every process's LoadGen part: the median of each figure across
+    processes, VALID only when every process was, and how far the processes' throughputs spread."""
+    def med(key: str) -> float | None:
+        vals = [p[key] for p in parts if p.get(key) is not None]
+        return statistics.median(vals) if vals else None
+
+    qps = [p["achieved_qps"] for p in parts if p.get("achieved_qps")]
+    spread = (max(qps) - min(qps)) / statistics.median(qps) if len(qps) > 1 else 0.0
+    p50s = [p["p50_ms"] for p in parts if p.get("p50_ms") is not None]
+    lat_spread = (max(p50s) - min(p50s)) / statistics.median(p50s) if len(p50s) > 1 else None
+    reasons = [f"process {i + 1}: {p['reason']}" for i, p in enumerate(parts) if not p.get("valid")]
+    row: dict[str, Any] = {
+        "achieved_qps": med("achieved_qps"), "throughput_ips": med("achieved_qps"), "target_qps": med("target_qps"),
+        "loadgen_valid": all(p.get("valid") for p in parts) if parts else None,
+        "loadgen_reason": "; ".join(reasons) or None,
+        "process_qps": json.dumps([round(q, 3) for q in qps]), "qps_spread": spread,
+        "capacity_estimate_qps": med("capacity_estimate_qps"), "capacity_qps": med("capacity_qps"),
+        **{k: med(k) for k in ("mean_ms", "min_ms", "max_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms")},
+        "process_p50_ms": json.dumps([round(x, 6) for x in p50s]) if p50s else None, "repeat_p50_spread": lat_spread,
+    }
+    if any("probes" in p for p in parts):
+        row["probes"] = json.dumps([p.get("probes") for p in parts])
+    worst = max([spread] + ([lat_spread] if lat_spread is not None else []))
+    row["unstable"] = bool(worst >= 0.10)
+    row["unstable_reason"] = f"processes' figures spread {worst:.0%} (>= 10%)" if row["unstable"] else None
+    row["ci_method"] = "none: LoadGen's percentiles, median of processes" if row["p50_ms"] is not None else None
+    return row
+
+
+def timed_region(cell: Cell, threads: int) -> str:
+    return TIMED_REGION.format(scenario=cell.scenario, streams=cell.streams, threads=threads)

@@ -1,0 +1,180 @@
+"""A grid across a fleet: a real Dask cluster on this machine, loopback only (127.0.0.1, no
+dashboard), two workers labelled as two machine classes; and --shard with bench merge."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from bench.config import config_from_dict
+from bench.errors import BenchError
+from bench.runner import execute, plan
+from tests import fakes
+from tests.conftest import FAST_TIMING
+
+distributed = pytest.importorskip("distributed")
+
+TARGETS = ("epyc-a", "epyc-b")
+
+
+@pytest.fixture
+def cluster(monkeypatch, tmp_path):
+    """Scheduler and two Nanny workers on 127.0.0.1, each offering one bench_slot and its target;
+    the scheduler never re-runs a task whose worker died. Everything it started is stopped, by pid."""
+    import dask
+    from distributed import Client, Nanny, Scheduler, SpecCluster
+
+    fakes.install(monkeypatch)  # workers import the fakes too (BENCH_PLUGINS, PYTHONPATH)
+    monkeypatch.setenv("FAKE_HANG_ONCE", str(tmp_path / "hung-once"))
+    env = {k: os.environ[k] for k in ("BENCH_PLUGINS", "PYTHONPATH", "BENCH_CACHE_DIR", "BENCH_LOCK_DIR", "FAKE_HANG_ONCE")}
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0, "distributed.worker.daemon": False,
+                          "distributed.nanny.environ": env}):
+        workers = {t: {"cls": Nanny, "options": {"host": "127.0.0.1", "nthreads": 1, "dashboard": False,
+                                                  "resources": {"bench_slot": 1, t: 1}}} for t in TARGETS}
+        spec = SpecCluster(scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": None}},
+                           workers=workers, silence_logs=True)
+        client = Client(spec, set_as_default=False)
+        started: set[int] = set()  # the scheduler and the nannies run in this process; the workers are children
+        try:
+            yield spec.scheduler_address, client
+        finally:
+            for proc in psutil.Process().children(recursive=True):
+                started.add(proc.pid)
+            client.close()
+            spec.close(timeout=30)
+            for pid in started:
+                if psutil.pid_exists(pid):
+                    try:
+                        proc = psutil.Process(pid)
+                        if proc.status() != psutil.STATUS_ZOMBIE and any("distributed" in a or "multiprocessing" in a for a in proc.cmdline()):
+                            proc.kill()
+                    except psutil.Error:
+                        pass
+
+
+def _fleet_config(mlp_onnx, backends=("onnxruntime",), **kw):
+    return config_from_dict({"name": "fleet", "models": [{"name": "mlp", "source": str(mlp_onnx)}], "backends": list(backends),
+                             "batch_sizes": [1, 2, 3], "targets": list(TARGETS), "timing": FAST_TIMING, "repeats": 2, **kw})
+
+
+def test_each_cell_runs_alone_on_a_worker_of_its_target(cluster, mlp_onnx, models_dir, tmp_path):
+    from bench.executors import DaskExecutor
+    from bench.report import build_report
+
+    address, client = cluster
+    workers = {next(r for r in w["resources"] if r != "bench_slot"): addr for addr, w in client.scheduler_info()["workers"].items()}
+    fleet = DaskExecutor(address)
+    try:
+        assert fleet.parallelism == 2 and fleet.targets() == set(TARGETS) and not fleet.warnings
+        run_dir = execute(plan(_fleet_config(mlp_onnx), models_dir), tmp_path / "results", executor=fleet, cache_dir=tmp_path / "c")
+    finally:
+        fleet.close()
+    cells = pd.read_parquet(run_dir / "cells.parquet")
+    assert len(cells) == 6 and (cells["status"] == "ok").all() and cells["accuracy_ok"].all(), cells[["status", "error"]]
+    spans = []
+    for r in cells.itertuples():
+        placements = json.loads(r.placements)
+        assert len(placements) == 2 and {p["worker"] for p in placements} == {workers[r.target]}  # its target's worker only
+        assert r.host and r.worker == workers[r.target]
+        spans += [(p["worker"], p["started_at"], p["ended_at"]) for p in placements]
+    for worker in workers.values():  # one timed process at a time per machine
+        mine = sorted((s, e) for w, s, e in spans if w == worker)
+        assert all(end <= nxt for (_, end), (nxt, _) in zip(mine, mine[1:])), mine
+    both = [(s, e) for _, s, e in spans]
+    assert any(s1 < e2 and s2 < e1 for i, (s1, e1) in enumerate(both) for s2, e2 in both[i + 1:]), "the two machines never overlapped"
+    assert (run_dir / "outputs").is_dir() and len(list((run_dir / "outputs").glob("*.npz"))) == 6  # brought back to the driver
+    md = (build_report(run_dir, tmp_path / "reports") / "report.md").read_text()
+    assert "## Targets side by side" in md and all(t in md for t in TARGETS)
+
+
+def test_a_worker_lost_mid_cell_costs_that_cell_and_resume_finishes_it(cluster, mlp_onnx, models_dir, tmp_path):
+    from bench.executors import DaskExecutor
+
+    address, client = cluster
+    worker_pids = client.run(os.getpid)
+    cfg = _fleet_config(mlp_onnx, backends=("fake", "fake_hang"), reference={"backend": "fake"}, repeats=1,
+                        targets=["epyc-a"], batch_sizes=[1, 2])
+    marker = Path(os.environ["FAKE_HANG_ONCE"])
+    killed = {}
+
+    def kill_when_hung():
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cell_pid = int(marker.read_text())
+        ancestors = {p.pid for p in psutil.Process(cell_pid).parents()}
+        (victim,) = [pid for pid in worker_pids.values() if pid in ancestors]
+        killed["pid"] = victim
+        os.kill(victim, signal.SIGKILL)
+
+    import threading
+
+    killer = threading.Thread(target=kill_when_hung, daemon=True)
+    killer.start()
+    fleet = DaskExecutor(address)
+    try:
+        run_dir = execute(plan(cfg, models_dir), tmp_path / "results", executor=fleet, cache_dir=tmp_path / "c")
+        killer.join(timeout=5)
+        cells = pd.read_csv(run_dir / "cells.csv").set_index(["backend", "batch_size"])
+        lost = cells.loc[("fake_hang", 1)]
+        assert lost["status"] == "crashed" and "Dask worker running it was lost" in lost["error"] and lost["resumable"]
+        assert (cells.drop(index=("fake_hang", 1))["status"] == "ok").all()  # the rest complete
+        assert not psutil.pid_exists(int(marker.read_text()))  # the cell's own process died with its worker
+        resumed = execute(plan(cfg, models_dir), tmp_path / "results", run_id=run_dir.name, resume=True, executor=fleet,
+                          cache_dir=tmp_path / "c")
+    finally:
+        fleet.close()
+    cells = pd.read_csv(resumed / "cells.csv")
+    assert len(cells) == 4 and (cells["status"] == "ok").all(), cells[["backend", "status", "error"]]
+    assert json.loads((resumed / "meta.json").read_text())["status"] == "complete"
+
+
+def test_targets_without_a_fleet_are_bad_input(mlp_onnx, models_dir, tmp_path):
+    with pytest.raises(BenchError, match="targets epyc-a, epyc-b: no worker offers them.*--executor dask"):
+        execute(plan(_fleet_config(mlp_onnx), models_dir), tmp_path / "results")
+
+
+# --- shards ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_backends(monkeypatch):
+    fakes.install(monkeypatch)
+
+
+def _shard_config(mlp_onnx, **kw):
+    return config_from_dict({"name": "sharded", "models": [{"name": "mlp", "source": str(mlp_onnx)}], "backends": ["fake", "fake_drift"],
+                             "batch_sizes": [1, 2, 3], "reference": {"backend": "fake"}, "timing": FAST_TIMING, "repeats": 1, **kw})
+
+
+def test_shards_merged_equal_the_whole_grid(fake_backends, mlp_onnx, models_dir, tmp_path):
+    from bench.merge import merge_runs
+    from bench.results import cell_key, load_run
+
+    p = plan(_shard_config(mlp_onnx), models_dir)
+    shards = [execute(p, tmp_path / "results", shard=(i, 2)) for i in (1, 2)]
+    sizes = [len(pd.read_csv(d / "cells.csv")) for d in shards]
+    assert sizes == [3, 3]
+    merged = load_run(merge_runs(shards, tmp_path / "results"))
+    assert sorted(cell_key(r) for _, r in merged.cells.iterrows()) == sorted(cell_key(c) for c in p.cells)
+    assert merged.meta["status"] == "complete" and len(merged.meta["merged_from"]) == 2
+    assert set(merged.cells["run_id"]) == {merged.run_id} and len(merged.samples) > 0
+    with pytest.raises(BenchError, match="overlapping shards"):
+        merge_runs([shards[0], shards[0]], tmp_path / "results")
+    other = execute(plan(_shard_config(mlp_onnx, seed=1), models_dir), tmp_path / "results", shard=(1, 2))
+    with pytest.raises(BenchError, match="another config.*seed: 0 -> 1"):
+        merge_runs([shards[0], other], tmp_path / "results")
+    lone = merge_runs([shards[0], execute(plan(_shard_config(mlp_onnx), models_dir), tmp_path / "r2", shard=(2, 4))], tmp_path / "results")
+    assert json.loads((lone / "meta.json").read_text())["status"] == "incomplete"
+
+
+def test_a_bad_shard_is_refused(fake_backends, mlp_onnx, models_dir, tmp_path):
+    with pytest.raises(BenchError, match="--shard 3/2"):
+        execute(plan(_shard_config(mlp_onnx), models_dir), tmp_path / "results", shard=(3, 2))
