@@ -383,7 +383,7 @@ def compare_cmd(
     """Latency change per cell of B against A, with a 95% interval (hierarchical bootstrap over worker
     processes) and a verdict; cells missing or not ok in either run are listed as `missing`. Offline and
     max_qps cells compare their throughput, as time per sample (positive: fewer samples per second)."""
-    from bench.verdicts import compare_runs, environment_differences, parse_fraction
+    from bench.verdicts import compare_runs, environment_differences, fingerprint_differences, parse_fraction
 
     import pandas as pd
 
@@ -395,6 +395,9 @@ def compare_cmd(
         if diffs and strict_env:
             raise BenchError("the runs' environments differ: " + "; ".join(diffs))
         table = compare_runs(a, b, thr)
+        if strict_env and fingerprint_differences(table):
+            raise BenchError(f"{len(fingerprint_differences(table))} cell(s) ran on machines of different environments: "
+                             + fingerprint_differences(table)[0])
     except BenchError as e:
         _fail(e)
     for d in diffs:

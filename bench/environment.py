@@ -63,3 +63,14 @@ def environment(threads: int) -> dict[str, Any]:
         "libraries": library_versions(),
         "cpu_peak": cpu_peak(),
     }
+
+
+def fingerprint() -> dict[str, Any]:
+    """What makes two machines' figures comparable: CPU, cores, OS, Python and library versions, and a
+    short hash of them (`env_fingerprint` in a row run on a fleet)."""
+    import hashlib
+    import json
+
+    facts = {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "os": platform.platform(), "python": platform.python_version(),
+             "libraries": library_versions()}
+    return {**facts, "hash": hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:12]}

@@ -129,9 +129,21 @@ def remote_job(job: dict[str, Any], name: str, timeout_s: float, files: dict[str
                 root = Path(local[key])
                 back[key] = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
         return {"outcome": dataclasses.asdict(outcome), "files": back, "host": socket.gethostname(),
-                "worker": get_worker().address, "started_at": started, "ended_at": ended}
+                "worker": worker.address, "started_at": started, "ended_at": ended, "fingerprint": _fingerprint()}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+_FINGERPRINT: dict[str, Any] = {}
+
+
+def _fingerprint() -> dict[str, Any]:
+    """This worker machine's environment fingerprint (bench.environment), computed once per process."""
+    if not _FINGERPRINT:
+        from bench.environment import fingerprint
+
+        _FINGERPRINT.update(fingerprint())
+    return _FINGERPRINT
 
 
 def _worker_models() -> Path:
@@ -233,8 +245,9 @@ class DaskExecutor:
                 dest = Path(job[key]) / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(data)
-        outcome = Outcome(**got["outcome"])
-        return _placed(outcome, got["started_at"], got["ended_at"], got["host"], got["worker"])
+        outcome = _placed(Outcome(**got["outcome"]), got["started_at"], got["ended_at"], got["host"], got["worker"])
+        outcome.placement["fingerprint"] = got["fingerprint"]
+        return outcome
 
     def _forget_model(self, job: dict[str, Any]) -> None:
         with self._lock:

@@ -266,6 +266,10 @@ def placement_columns(placed: list[dict[str, Any]]) -> dict[str, Any]:
     if not placed:
         return {}
     out: dict[str, Any] = {"host": placed[0].get("host"), "worker": placed[0].get("worker")}
+    prints = {p["fingerprint"]["hash"]: p["fingerprint"] for p in placed if p.get("fingerprint")}
+    if prints:  # a fleet: the machine's environment, as meta.json holds the driver's
+        out["env_fingerprint"] = ",".join(prints)
+        out["host_environment"] = json.dumps(next(iter(prints.values())))
     spans = [{k: p[k] for k in ("worker", "started_at", "ended_at") if k in p} for p in placed if "started_at" in p]
     if spans:
         out["placements"] = json.dumps(spans)

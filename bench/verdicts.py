@@ -230,13 +230,36 @@ def compare_runs(a: StoredRun, b: StoredRun, threshold: float = 0.05) -> pd.Data
         lo, hi = ratio_ci(x, y)
         pa, pb = float(np.median(np.concatenate(x))), float(np.median(np.concatenate(y)))
         row = {**dict(zip(CELL_COLUMNS, key)), "change": pb / pa - 1, "ci_low": lo, "ci_high": hi,
-               "verdict": verdict(lo, hi, threshold), "note": ""}
+               "verdict": verdict(lo, hi, threshold), "note": _machines_differ(ra[key], rb[key])}
         if key[4] in THROUGHPUT_SCENARIOS:
             row.update(metric="ms per sample (1/throughput)", qps_a=float(ra[key]["achieved_qps"]), qps_b=float(rb[key]["achieved_qps"]))
         else:
             row.update(metric="latency p50" + (" under load" if key[4] != "single_stream" else ""), p50_a_ms=pa, p50_b_ms=pb)
         rows.append(row)
     return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+
+
+def _machines_differ(a: Any, b: Any) -> str:
+    """A note when a cell ran on machines of different environment fingerprints (fleet runs)."""
+    fa, fb = a.get("env_fingerprint"), b.get("env_fingerprint")
+    if isinstance(fa, str) and isinstance(fb, str) and fa != fb:
+        return f"WARNING: ran on different machines (environment {fa} vs {fb}): {_env_diff(a, b)}"
+    return ""
+
+
+def _env_diff(a: Any, b: Any) -> str:
+    import json
+
+    try:
+        ea, eb = json.loads(a["host_environment"]), json.loads(b["host_environment"])
+    except (TypeError, ValueError, KeyError):
+        return "details unknown"
+    return "; ".join(environment_differences({"environment": ea}, {"environment": eb})[:3]) or "details unknown"
+
+
+def fingerprint_differences(table: pd.DataFrame) -> list[str]:
+    """The compare table's notes of cells that ran on machines of different environments."""
+    return [n for n in table["note"].dropna() if str(n).startswith("WARNING: ran on different machines")]
 
 
 def _timed(samples: dict[tuple, list[np.ndarray]], rows: dict[tuple, Any]) -> dict[tuple, list[np.ndarray]]:

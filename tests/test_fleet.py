@@ -82,7 +82,7 @@ def test_each_cell_runs_alone_on_a_worker_of_its_target(cluster, mlp_onnx, model
     for r in cells.itertuples():
         placements = json.loads(r.placements)
         assert len(placements) == 2 and {p["worker"] for p in placements} == {workers[r.target]}  # its target's worker only
-        assert r.host and r.worker == workers[r.target]
+        assert r.host and r.worker == workers[r.target] and len(r.env_fingerprint) == 12  # the machine's environment
         spans += [(p["worker"], p["started_at"], p["ended_at"]) for p in placements]
     for worker in workers.values():  # one timed process at a time per machine
         mine = sorted((s, e) for w, s, e in spans if w == worker)
@@ -166,12 +166,21 @@ def test_shards_merged_equal_the_whole_grid(fake_backends, mlp_onnx, models_dir,
     assert sorted(cell_key(r) for _, r in merged.cells.iterrows()) == sorted(cell_key(c) for c in p.cells)
     assert merged.meta["status"] == "complete" and len(merged.meta["merged_from"]) == 2
     assert set(merged.cells["run_id"]) == {merged.run_id} and len(merged.samples) > 0
-    with pytest.raises(BenchError, match="overlapping shards"):
-        merge_runs([shards[0], shards[0]], tmp_path / "results")
-    other = execute(plan(_shard_config(mlp_onnx, seed=1), models_dir), tmp_path / "results", shard=(1, 2))
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "bench", "merge", str(shards[0]), str(shards[0]), "--results-dir", str(tmp_path / "m")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "overlapping shards" in proc.stderr, proc.stderr
+    import shutil
+
+    other = shutil.copytree(shards[1], tmp_path / "other" / shards[1].name)  # the same cells, of another config
+    meta = json.loads((other / "meta.json").read_text())
+    meta["config"]["seed"], meta["config_hash"] = 1, "another"
+    (other / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(BenchError, match="another config.*seed: 0 -> 1"):
         merge_runs([shards[0], other], tmp_path / "results")
-    lone = merge_runs([shards[0], execute(plan(_shard_config(mlp_onnx), models_dir), tmp_path / "r2", shard=(2, 4))], tmp_path / "results")
+    lone = merge_runs([shards[0], execute(p, tmp_path / "r2", shard=(2, 4))], tmp_path / "results")
     assert json.loads((lone / "meta.json").read_text())["status"] == "incomplete"
 
 
