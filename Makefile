@@ -29,6 +29,7 @@ benchmark: $(STAMP)
 	$(BIN)/python -m benchmarks.fixed_cost
 	$(BIN)/python -m benchmarks.cache_and_int8
 	$(BIN)/python -m benchmarks.loadgen
+	$(BIN)/python -m benchmarks.fleet
 
 # TVM for CUDA (sm_90), compiled here without a GPU, bundled with a runtime-only TVM for Python 3.12:
 # copy build/gpu-bundle to a CUDA machine (numpy is all it needs) and run the command printed last.

@@ -215,7 +215,7 @@ def run(
     except BenchError as e:
         _fail(e)
     if compile_only:
-        _compile_all(p, cache_dir)
+        _compile_all(p, cache_dir, executor_kind, scheduler)
         return
     if dry_run:
         for cell in p.cells:
@@ -467,6 +467,8 @@ def tune(
     config: Path = typer.Argument(..., help="YAML config whose cells to compile"),
     models_dir: Path = typer.Option(Path("models"), help="cache of exported zoo models"),
     cache_dir: Optional[Path] = typer.Option(None, help="artifact cache location (default: $BENCH_CACHE_DIR or ~/.cache/bench)"),
+    executor_kind: str = typer.Option("local", "--executor", help="where jobs run: local, or dask (each job takes a worker's compile_slot)"),
+    scheduler: Optional[str] = typer.Option(None, help="--executor dask: the scheduler's address (default $BENCH_SCHEDULER)"),
 ) -> None:
     """Compile every cell into the artifact cache, tuning where a backend tunes (tvm_tuned), timing nothing.
     A later `bench run` of the same config finds everything built."""
@@ -477,19 +479,27 @@ def tune(
         p = plan(load_config(config), models_dir, config)
     except BenchError as e:
         _fail(e)
-    _compile_all(p, cache_dir)
+    _compile_all(p, cache_dir, executor_kind, scheduler)
 
 
-def _compile_all(p, cache_dir: Optional[Path]) -> None:
+def _compile_all(p, cache_dir: Optional[Path], executor_kind: str = "local", scheduler: Optional[str] = None) -> None:
     import tempfile
 
     import pandas as pd
 
+    from bench.executors import make_executor
     from bench.runner import compile_all
 
     reporter = _reporter()
-    with tempfile.TemporaryDirectory(prefix="bench-tune-") as work:
-        rows = compile_all(p, Path(work), reporter, cache_dir)
+    try:
+        fleet = make_executor(executor_kind, scheduler or os.environ.get("BENCH_SCHEDULER"))
+    except BenchError as e:
+        _fail(e)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-tune-") as work:
+            rows = compile_all(p, Path(work), reporter, cache_dir, executor=fleet)
+    finally:
+        fleet.close()
     reporter.stop()
     df = pd.DataFrame(rows)
     cols = [c for c in ("model", "backend", "precision", "batch_size", "status", "variant", "compile_s", "cache_hit",

@@ -120,14 +120,14 @@ class _Sweep:
     def config(self) -> Config:
         return self.plan.config
 
-    def _run(self, job: dict[str, Any], name: str, cell: Cell | None = None, target: str = LOCAL) -> Outcome:
+    def _run(self, job: dict[str, Any], name: str, cell: Cell | None = None, target: str = LOCAL, timed: bool = True) -> Outcome:
         def on_phase(phase: str) -> None:
             if cell is not None:
                 self.reporter.phase(cell, phase)
 
         if self.isolate:
             return self.executor.run(job, self.run_dir / "work", name, self.config.cell_timeout_s, on_phase,
-                                     cell.target if cell is not None else target, timed=True)
+                                     cell.target if cell is not None else target, timed=timed)
         return run_job(job, on_phase)
 
     def _log(self, name: str, text: str | None) -> None:
@@ -495,11 +495,13 @@ def save_goldens(p: Plan, out_dir: Path | str, isolate: bool = True, cache_dir: 
 
 
 def compile_all(p: Plan, work_dir: Path | str, reporter: Reporter | None = None, cache_dir: Path | str | None = None,
-                isolate: bool = True) -> list[dict[str, Any]]:
-    """Compile every cell into the artifact cache (tuning where a backend tunes), timing nothing."""
+                isolate: bool = True, executor: Executor | None = None) -> list[dict[str, Any]]:
+    """Compile every cell into the artifact cache (tuning where a backend tunes), timing nothing; on
+    a fleet, each job asks for a worker's compile_slot instead of its bench_slot."""
     reporter = reporter or Reporter()
     work = Path(work_dir)
-    sweep = _Sweep(p, "compile", work, reporter, isolate, Path(cache_dir) if cache_dir else default_cache_root(), True)
+    sweep = _Sweep(p, "compile", work, reporter, isolate, Path(cache_dir) if cache_dir else default_cache_root(), True,
+                   executor or LocalExecutor())
     preload_for(backend_preloads(list(p.config.backends)))
     rows = []
     reporter.start(len(p.cells), "compile")
@@ -508,9 +510,9 @@ def compile_all(p: Plan, work_dir: Path | str, reporter: Reporter | None = None,
         job = encode("cell", p.config, p.models[cell.model], cell=cell, reference_path=None, reference_note=None,
                      validate=False, outputs_path=None, work_dir=work, cache_dir=sweep.cache_dir, use_cache=True,
                      compile_only=True)
-        outcome = sweep._run(job, f"compile-{cell_slug(cell)}", cell)
+        outcome = sweep._run(job, f"compile-{cell_slug(cell)}", cell, timed=False)
         row = {"model": cell.model, "backend": cell.backend, "precision": cell.precision, "batch_size": cell.batch_size,
-               "scenario": cell.scenario, "streams": cell.streams, "rate": cell.rate}
+               "scenario": cell.scenario, "streams": cell.streams, "rate": cell.rate, "target": cell.target}
         if outcome.status == "done" and outcome.value is not None:
             row.update({k: v for k, v in outcome.value["row"].items() if k != "traceback"})
         else:

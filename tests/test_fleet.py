@@ -37,7 +37,8 @@ def cluster(monkeypatch, tmp_path):
     with dask.config.set({"distributed.scheduler.allowed-failures": 0, "distributed.worker.daemon": False,
                           "distributed.nanny.environ": env}):
         workers = {t: {"cls": Nanny, "options": {"host": "127.0.0.1", "nthreads": 1, "dashboard": False,
-                                                  "resources": {"bench_slot": 1, t: 1}}} for t in TARGETS}
+                                                  "resources": {"bench_slot": 1, "compile_slot": 1, t: 1}}}
+                   for t in TARGETS}
         spec = SpecCluster(scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": None}},
                            workers=workers, silence_logs=True)
         client = Client(spec, set_as_default=False)
@@ -69,11 +70,17 @@ def test_each_cell_runs_alone_on_a_worker_of_its_target(cluster, mlp_onnx, model
     from bench.report import build_report
 
     address, client = cluster
-    workers = {next(r for r in w["resources"] if r != "bench_slot"): addr for addr, w in client.scheduler_info()["workers"].items()}
+    workers = {next(r for r in w["resources"] if r not in ("bench_slot", "compile_slot")): addr
+               for addr, w in client.scheduler_info()["workers"].items()}
     fleet = DaskExecutor(address)
     try:
         assert fleet.parallelism == 2 and fleet.targets() == set(TARGETS) and not fleet.warnings
         run_dir = execute(plan(_fleet_config(mlp_onnx), models_dir), tmp_path / "results", executor=fleet, cache_dir=tmp_path / "c")
+        from bench.runner import compile_all  # bench tune on the fleet: compile_slot jobs, timing nothing
+
+        built = compile_all(plan(_fleet_config(mlp_onnx, batch_sizes=[4]), models_dir), tmp_path / "tune", executor=fleet,
+                            cache_dir=tmp_path / "c")
+        assert [r["status"] for r in built] == ["ok", "ok"] and {r["target"] for r in built} == set(TARGETS)
     finally:
         fleet.close()
     cells = pd.read_parquet(run_dir / "cells.parquet")
