@@ -192,7 +192,7 @@ def run(
     cache_dir: Optional[Path] = typer.Option(None, help="artifact cache location (default: $BENCH_CACHE_DIR or ~/.cache/bench)"),
     compile_only: bool = typer.Option(False, "--compile-only", help="compile (and tune) every cell into the cache, time nothing (= bench tune)"),
     wait: bool = typer.Option(True, help="wait while another bench run on this machine is timing (--no-wait: refuse, exit 2)"),
-    executor_kind: str = typer.Option("local", "--executor", help="where cells run: local (worker processes here) or dask (a Dask cluster)"),
+    executor_kind: Optional[str] = typer.Option(None, "--executor", help="where cells run: local (worker processes here) or dask (a Dask cluster); default: the config's executor.kind"),
     scheduler: Optional[str] = typer.Option(None, help="--executor dask: the scheduler's address, tcp://HOST:PORT (default $BENCH_SCHEDULER)"),
     shard: Optional[str] = typer.Option(None, metavar="I/N", help="run the I-th of N deterministic slices of the grid, into a run of its own (bench merge joins them)"),
 ) -> None:
@@ -234,7 +234,7 @@ def run(
     try:
         from bench.executors import make_executor
 
-        fleet = make_executor(executor_kind, scheduler or os.environ.get("BENCH_SCHEDULER"))
+        fleet = make_executor(executor_kind or cfg.executor.kind, scheduler or cfg.executor.scheduler or os.environ.get("BENCH_SCHEDULER"))
         for warning in getattr(fleet, "warnings", []):
             err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
         run_dir = execute(p, results_dir, reporter, run_id=resume, isolate=isolate, resume=resume is not None,
@@ -467,7 +467,7 @@ def tune(
     config: Path = typer.Argument(..., help="YAML config whose cells to compile"),
     models_dir: Path = typer.Option(Path("models"), help="cache of exported zoo models"),
     cache_dir: Optional[Path] = typer.Option(None, help="artifact cache location (default: $BENCH_CACHE_DIR or ~/.cache/bench)"),
-    executor_kind: str = typer.Option("local", "--executor", help="where jobs run: local, or dask (each job takes a worker's compile_slot)"),
+    executor_kind: Optional[str] = typer.Option(None, "--executor", help="where jobs run: local, or dask (each job takes a worker's compile_slot); default: the config's executor.kind"),
     scheduler: Optional[str] = typer.Option(None, help="--executor dask: the scheduler's address (default $BENCH_SCHEDULER)"),
 ) -> None:
     """Compile every cell into the artifact cache, tuning where a backend tunes (tvm_tuned), timing nothing.
@@ -482,7 +482,7 @@ def tune(
     _compile_all(p, cache_dir, executor_kind, scheduler)
 
 
-def _compile_all(p, cache_dir: Optional[Path], executor_kind: str = "local", scheduler: Optional[str] = None) -> None:
+def _compile_all(p, cache_dir: Optional[Path], executor_kind: Optional[str] = None, scheduler: Optional[str] = None) -> None:
     import tempfile
 
     import pandas as pd
@@ -492,7 +492,8 @@ def _compile_all(p, cache_dir: Optional[Path], executor_kind: str = "local", sch
 
     reporter = _reporter()
     try:
-        fleet = make_executor(executor_kind, scheduler or os.environ.get("BENCH_SCHEDULER"))
+        fleet = make_executor(executor_kind or p.config.executor.kind,
+                              scheduler or p.config.executor.scheduler or os.environ.get("BENCH_SCHEDULER"))
     except BenchError as e:
         _fail(e)
     try:

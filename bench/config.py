@@ -168,6 +168,14 @@ class LoadGenConfig(_Frozen):
         return v
 
 
+class ExecutorConfig(_Frozen):
+    """Where cells run (bench.executors); the CLI's --executor and --scheduler override it. Not part
+    of the config's hash: where a cell ran is recorded per row, and a run may resume elsewhere."""
+
+    kind: Literal["local", "dask"] = "local"
+    scheduler: str | None = Field(default=None, description="dask: the scheduler's address, tcp://HOST:PORT")
+
+
 class ValidationConfig(_Frozen):
     iterations: int = Field(default=2, ge=1, description="seeded input batches compared against the reference")
 
@@ -248,6 +256,7 @@ class Config(_Frozen):
                                description="requests in flight, each on its own compiled instance; a grid axis "
                                "of the LoadGen scenarios (single_stream is one caller in a loop)")
     loadgen: LoadGenConfig = Field(default_factory=LoadGenConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     targets: list[str] = Field(default_factory=lambda: [LOCAL_TARGET], min_length=1,
                                description="machine classes (Dask worker resource labels) each cell runs on; a grid axis")
     exclude: list[ExcludeRule] = Field(default_factory=list)
@@ -432,7 +441,8 @@ class Config(_Frozen):
         return data
 
     def digest(self) -> str:
-        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":")).encode()
+        what = {k: v for k, v in self.canonical().items() if k != "executor"}  # where, not what, is measured
+        blob = json.dumps(what, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
 
 

@@ -181,7 +181,7 @@ def parse_summary(text: str) -> dict[str, Any]:
     return out
 
 
-def _settings(scenario: str, lgc: LoadGenConfig, capacity: float, batch: int, rate: float | None) -> Any:
+def _settings(scenario: str, lgc: LoadGenConfig, capacity: float, rate: float | None = None) -> Any:
     import mlperf_loadgen as lg
 
     s = lg.TestSettings()
@@ -250,10 +250,10 @@ def _offline(calls: list[Callable[[], None]], batch: int, lgc: LoadGenConfig, es
     """An offline run, sized from the estimate; run again with more samples if the engine got
     through them before LoadGen's minimum duration (an INVALID run that says nothing of the engine)."""
     on_phase("loadgen: offline")
-    result = run_test(calls, batch, _settings("offline", lgc, estimate, batch, None), out_dir)
+    result = run_test(calls, batch, _settings("offline", lgc, estimate), out_dir)
     if not result["valid"] and result["samples_per_s"] and "Min duration" in result["reason"]:
         on_phase("loadgen: offline again, with more samples")
-        result = run_test(calls, batch, _settings("offline", lgc, result["samples_per_s"] * 1.5, batch, None), out_dir)
+        result = run_test(calls, batch, _settings("offline", lgc, result["samples_per_s"] * 1.5), out_dir)
     return result
 
 
@@ -286,7 +286,7 @@ def run_scenario(cell: Cell, lgc: LoadGenConfig, calls: list[Callable[[], None]]
         if target is not None:
             rate = target[1] if target[0] == "qps" else target[1] * part["capacity_qps"]
         on_phase(f"loadgen: {cell.scenario}" + (f" at {rate:.4g} qps" if rate else ""))
-        result = run_test(calls, batch, _settings(cell.scenario, lgc, estimate, batch, rate), out_dir)
+        result = run_test(calls, batch, _settings(cell.scenario, lgc, estimate, rate), out_dir)
     achieved = result["samples_per_s"] or result["measured_samples_per_s"]
     reason = result["reason"] if cell.scenario == "max_qps" else _reason(result, cell.scenario, lgc)
     part.update(valid=result["valid"], reason=reason, target_qps=rate, achieved_qps=achieved,
@@ -318,7 +318,7 @@ def _search(cell: Cell, lgc: LoadGenConfig, calls: list[Callable[[], None]], cap
     last: dict[str, Any] = {}
     for i in range(lgc.max_qps_probes):
         on_phase(f"loadgen: max_qps probe {i + 1}/{lgc.max_qps_probes} at {rate:.4g} qps")
-        r = run_test(calls, cell.batch_size, _settings("server", lgc, capacity, cell.batch_size, rate), out_dir / f"probe{i + 1}")
+        r = run_test(calls, cell.batch_size, _settings("server", lgc, capacity, rate), out_dir / f"probe{i + 1}")
         r["reason"] = _reason(r, "server", lgc)
         probes.append(_probe_record(rate, r))
         last = r
