@@ -55,6 +55,32 @@ def make_mlp_onnx(path: Path, batch_dim="batch", features: int = 8, classes: int
     return path
 
 
+def make_cnn_onnx(path: Path, channels: int = 4, classes: int = 3, seed: int = 0) -> Path:
+    """A minimal CNN (Conv, Relu, GlobalAveragePool, Flatten, Gemm) on 1x8x8 inputs, with a dynamic
+    batch axis: the smallest graph with several distinct tuning tasks, for MetaSchedule tests."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.standard_normal((channels, 1, 3, 3)).astype(np.float32), "w")
+    fc = numpy_helper.from_array(rng.standard_normal((classes, channels)).astype(np.float32), "fc")
+    fb = numpy_helper.from_array(rng.standard_normal(classes).astype(np.float32), "fb")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", classes])
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc", "fb"], ["y"], transB=1),
+    ]
+    model = helper.make_model(helper.make_graph(nodes, "cnn", [x], [y], [w, fc, fb]), opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def mlp_onnx(tmp_path_factory) -> Path:
     return make_mlp_onnx(tmp_path_factory.mktemp("onnx") / "mlp.onnx")
