@@ -102,30 +102,36 @@ class _SUT:
             t.start()
 
     def issue(self, samples: list[Any]) -> None:
+        # chunks of up to a batch: an offline query of N samples is N / batch queue items, not N
         now = time.perf_counter_ns()
         if self.first_issue is None:
             self.first_issue = now
-        for s in samples:
-            self.queue.put((s.id, now))
+        ids = [s.id for s in samples]
+        for i in range(0, len(ids), self.batch):
+            self.queue.put((ids[i:i + self.batch], now))
 
     def flush(self) -> None: ...
 
     def _serve(self, call: Callable[[], None]) -> None:
-        lg = self.lg
+        lg, batch, get_nowait = self.lg, self.batch, self.queue.get_nowait
         while True:
             item = self.queue.get()
             if item is None:
                 return
-            items, stop = [item], False
-            while len(items) < self.batch:
+            chunks, n, stop = [item], len(item[0]), False
+            while n < batch:  # dynamic batching: whatever else is waiting, up to the batch size
                 try:
-                    more = self.queue.get_nowait()
+                    more = get_nowait()
                 except queue.Empty:
                     break
                 if more is None:
                     stop = True
                     break
-                items.append(more)
+                if n + len(more[0]) > batch:
+                    self.queue.put(more)  # does not fit this call: back for the next one
+                    break
+                chunks.append(more)
+                n += len(more[0])
             t0 = time.perf_counter_ns()
             if self.error is None:
                 try:
@@ -133,10 +139,11 @@ class _SUT:
                 except BaseException as e:  # answered anyway, so LoadGen ends; the run fails with it
                     self.error = e
             t1 = time.perf_counter_ns()
-            lg.QuerySamplesComplete([lg.QuerySampleResponse(i, 0, 0) for i, _ in items])
+            lg.QuerySamplesComplete([lg.QuerySampleResponse(i, 0, 0) for ids, _ in chunks for i in ids])
             self.service_ns.append(t1 - t0)
-            self.latencies_ns.extend(t1 - t for _, t in items)
-            self.completed += len(items)
+            for ids, t in chunks:
+                self.latencies_ns.extend([t1 - t] * len(ids))
+            self.completed += n
             self.last_done = t1
             if stop:
                 return
