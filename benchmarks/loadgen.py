@@ -2,7 +2,8 @@
 
 1. Harness cost: offline throughput at 1 stream (LoadGen, the SUT's queue and threads, dynamic
    batching) against the single-stream loop's throughput (batch / mean latency) at the same batch
-   size, ONNX Runtime on ResNet-18-tiny, in one run. Target: the harness costs under 5%.
+   size, ONNX Runtime on ResNet-18-tiny, in one run, with 2 engine threads and with 1. Target: the
+   harness costs under 5%.
 2. 2 streams x 1 thread against 1 stream x 2 threads: offline throughput on the quickstart models
    (ResNet-18 and MobileNetV2 at 112x112) on ONNX Runtime and TVM. Which wins is a finding.
 
@@ -27,11 +28,11 @@ def _run(cfg: dict, work: Path, models: Path) -> pd.DataFrame:
     return pd.read_parquet(execute(plan(cfg, models), work, cache_dir=work / "cache") / "cells.parquet")
 
 
-def harness_cost(work: Path, models: Path) -> None:
-    cells = _run({"name": "lg-cost", "models": [{"name": "r18", "source": "zoo:resnet18-tiny"}], "backends": ["onnxruntime"],
-                  "batch_sizes": [1, 8], "scenarios": ["single_stream", "offline"], "threads": 2, "repeats": 3,
+def harness_cost(work: Path, models: Path, threads: int) -> None:
+    cells = _run({"name": f"lg-cost-{threads}", "models": [{"name": "r18", "source": "zoo:resnet18-tiny"}], "backends": ["onnxruntime"],
+                  "batch_sizes": [1, 8], "scenarios": ["single_stream", "offline"], "threads": threads, "repeats": 3,
                   "timing": {"warmup": 10, "min_iterations": 100, "min_time_s": 3.0}, "loadgen": LOADGEN}, work, models)
-    print("1. LoadGen harness cost: offline at 1 stream against the single-stream loop, ONNX Runtime, resnet18-tiny, 2 threads")
+    print(f"1. LoadGen harness cost: offline at 1 stream against the single-stream loop, ONNX Runtime, resnet18-tiny, {threads} thread(s)")
     for batch, g in cells.groupby("batch_size"):
         loop = g[g["scenario"] == "single_stream"].iloc[0]
         off = g[g["scenario"] == "offline"].iloc[0]
@@ -60,7 +61,8 @@ def streams_vs_threads(work: Path, models: Path) -> None:
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-loadgen-"))
     models = Path(tempfile.gettempdir()) / "bench-benchmark-models"
-    harness_cost(work / "cost", models)
+    for threads in (2, 1):  # 1: a core left to LoadGen's own threads and the stream's Python
+        harness_cost(work / f"cost{threads}", models, threads)
     streams_vs_threads(work / "streams", models)
 
 
