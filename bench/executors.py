@@ -44,6 +44,9 @@ class Executor(Protocol):
     def targets(self) -> set[str] | None:
         """The machine classes this executor can reach (None: it cannot tell)."""
 
+    def slots(self, target: str) -> int:
+        """Timed cells of that machine class it can run at once."""
+
     def close(self) -> None: ...
 
 
@@ -66,6 +69,9 @@ class LocalExecutor:
 
     def targets(self) -> set[str] | None:
         return {LOCAL}
+
+    def slots(self, target: str) -> int:
+        return 1
 
     def close(self) -> None: ...
 
@@ -191,6 +197,10 @@ class DaskExecutor:
         for w in self.client.scheduler_info().get("workers", {}).values():
             found |= {r for r in w.get("resources", {}) if r not in ("bench_slot", "compile_slot")}
         return found
+
+    def slots(self, target: str) -> int:
+        workers = self.client.scheduler_info().get("workers", {}).values()
+        return max(1, int(sum(w.get("resources", {}).get("bench_slot", 0) for w in workers if target in w.get("resources", {}))))
 
     def _files(self, job: dict[str, Any]) -> dict[str, Any]:
         files: dict[str, Any] = {}

@@ -451,26 +451,36 @@ def shard_cells(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
 
 
 def _sweep_concurrently(sweep: _Sweep, todo: list[Cell], slots: int) -> None:
-    """Cells in flight at once, one per timing slot of the executor; rows are journaled here, in
-    the order they finish. Ctrl-C cancels what is in flight and keeps what finished."""
+    """Cells in flight at once: for each machine class, as many as its workers have timing slots, so
+    no class waits while another's cells queue; rows are journaled here, in the order they finish.
+    Ctrl-C cancels what is in flight and keeps what finished."""
+    from collections import deque
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="bench-cell")
+    queues: dict[str, deque[tuple[int, Cell]]] = {}
+    for i, cell in enumerate(todo):
+        queues.setdefault(cell.target, deque()).append((i, cell))
+    limit = {t: sweep.executor.slots(t) for t in queues}
+    busy = dict.fromkeys(queues, 0)
+    pool = ThreadPoolExecutor(max_workers=max(slots, sum(limit.values())), thread_name_prefix="bench-cell")
+    pending: dict[Any, Cell] = {}
     try:
-        pending = {}
-        for i, cell in enumerate(todo):
-            sweep.reporter.cell(i, cell)
-            pending[pool.submit(sweep.run_cell, cell)] = cell
-        while pending:
+        while pending or any(queues.values()):
+            for target, q in queues.items():
+                while q and busy[target] < limit[target]:
+                    i, cell = q.popleft()
+                    sweep.reporter.cell(i, cell)
+                    pending[pool.submit(sweep.run_cell, cell)] = cell
+                    busy[target] += 1
             INTERRUPTS.check()
             finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             for fut in finished:
-                pending.pop(fut)
+                busy[pending.pop(fut).target] -= 1
                 row, samples = fut.result()
                 results.append_cell(sweep.run_dir, row, samples)
                 sweep.reporter.done(row)
     finally:
-        for fut in list(pending if "pending" in locals() else []):
+        for fut in pending:
             fut.cancel()
         pool.shutdown(wait=False, cancel_futures=True)
 
