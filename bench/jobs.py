@@ -186,6 +186,10 @@ def cell_job(
                 row["loadgen"], samples = loadgen.run_scenario(cell, config.loadgen, calls, loadgen_dir or work_dir / "loadgen", on_phase)
             else:
                 samples = measure(fn, compiled.clock, config.timing, getattr(compiled, "interval", None))
+                opinion = getattr(compiled, "second_opinion", None)
+                if validate and samples and opinion is not None:  # once per cell, in its first process
+                    on_phase("second opinion")
+                    row.update(opinion(samples))
         row["lock_wait_s"] = round(waited, 3)
     except Unsupported as e:
         row.update(status="skipped", error=str(e), phase=phase)

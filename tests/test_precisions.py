@@ -104,14 +104,22 @@ def test_tensorrt_profile_spans_the_grid_batch_sizes():
     assert profile_shapes({"x": (2, 8)}, batch_sizes=(), batch=2)["x"] == ((2, 8),) * 3
 
 
-def test_tensorrt_builder_flags():
-    assert builder_flags("fp32", {}) == {"fp16": False, "int8": False, "tf32": False}
-    assert builder_flags("fp16", {})["fp16"] is True
-    f = builder_flags("int8", {"workspace_mb": 512, "builder_optimization_level": 5})
-    assert f["int8"] and f["fp16"]  # int8 engines fall back to fp16, not fp32, where int8 has no kernel
-    assert f["memory_pool_limits"] == {"workspace": 512 << 20} and f["builder_optimization_level"] == 5
+@pytest.mark.parametrize("version", ["10.13.3", "11.4.0"])
+def test_tensorrt_builder_flags(version):
+    from tests.standins.tensorrt_api import make_module
+
+    trt = make_module(version)
+    # Strong typing (both versions): no precision flag at all; the graph carries the types.
+    assert builder_flags("fp32", {}, trt) == {"tf32": False}
+    assert builder_flags("int8", {}, trt) == {"tf32": False}
+    f = builder_flags("fp16", {"workspace_mb": 512, "builder_optimization_level": 5}, trt)
+    # The pool is TensorRT's enum, as IBuilderConfig.set_memory_pool_limit takes it (a string key raised TypeError).
+    assert f["memory_pool_limits"] == {trt.MemoryPoolType.WORKSPACE: 512 << 20} and f["builder_optimization_level"] == 5
+    assert builder_flags("fp32", {"tf32": True}, trt)["tf32"] is True
+    weak = builder_flags("int8", {}, trt, typing="weak")
+    assert weak["int8"] and weak["fp16"]  # weak int8 engines fall back to fp16, not fp32, where int8 has no kernel
     with pytest.raises(ValueError):
-        builder_flags("fp8", {})
+        builder_flags("fp8", {}, trt)
 
 
 class _FakeCudaRuntime:

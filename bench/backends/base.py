@@ -75,7 +75,9 @@ class Compiled(Protocol):
     facts: Mapping[str, Any]
     # The clock the harness times `prepare`'s callable with: nanoseconds, monotonic. A GPU backend
     # returns one that synchronizes its device. A backend may also have `interval(fn) -> ns`, a
-    # timer of one call (TensorRT: a CUDA event pair), which the harness then uses instead.
+    # timer of one call (TensorRT: a CUDA event pair), which the harness then uses instead, and
+    # `second_opinion(samples_ns) -> dict`: columns from another tool timing the same artifact
+    # (TensorRT: trtexec), asked once per cell after the timed loop, inside the timing lock.
     clock: Callable[[], int]
     # What one timed call spans, in words, published as the row's `timed_region`. The rule for every
     # backend: inputs resident on the device the engine computes on, converted and placed before

@@ -3,16 +3,28 @@
 fp16 and int8 are ONNX-level conversions (bench.precision). What each session really executes is
 read back from the graph ONNX Runtime optimized: its CPU provider has few fp16 kernels and casts
 much of an fp16 graph back to fp32, and a QDQ graph runs int8 kernels only where it fused them.
+
+The GPU providers as their users run them (options recorded in the row's `options`):
+- CUDA: `use_tf32=0` unless `tf32: true` (the provider's default is TF32 for fp32 math, which
+  would make an "fp32" row compare other math than TensorRT's, which clears TF32).
+- TensorRT: registered with the CUDA provider behind it (nodes TensorRT rejects run on CUDA, not
+  on the CPU), fp16 and int8 from the same graphs as the TensorRT backend (the fp16 graph; the
+  TensorRT-flavored, symmetric signed Q/DQ graph), its engine cache kept per GPU identity. A
+  compiling provider cannot save `optimized_model_filepath` (ONNX Runtime refuses to serialize
+  compiled nodes and its Python wrapper then silently retries on the CPU), so it is never set.
+- Placement: `get_providers()` always lists the CPU provider, so where nodes ran is read from
+  ONNX Runtime's own profiler over one untimed run at compile time (profiling ends before any
+  timed call): `placement` counts nodes per provider, and `cpu_fallback` names the nodes a GPU
+  session left on the CPU. Such a row is marked in the report, never published as GPU work alone.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
-
-from typing import Literal
 
 from pydantic import Field
 
@@ -24,8 +36,11 @@ INT8_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGe
             "DynamicQuantizeMatMul", "NhwcQLinearConv"}
 
 
-def executed_precision(optimized_path: str) -> str:
-    """Element types of the compute ops in the graph ONNX Runtime optimized."""
+def executed_precision(optimized_path: str, qdq_is_int8: bool = False) -> str:
+    """Element types of the compute ops in the graph ONNX Runtime optimized. With `qdq_is_int8`
+    (a graph handed whole to a compiling provider, TensorRT, which fuses Q/DQ into int8 kernels),
+    a compute op fed by a DequantizeLinear counts as int8; ONNX Runtime's own optimized graph
+    keeps such a pair only where it did not fuse it, so there it is float math."""
     import onnx
     from onnx import TensorProto
 
@@ -34,8 +49,9 @@ def executed_precision(optimized_path: str) -> str:
     types.update({i.name: i.data_type for i in model.graph.initializer})
     names = {TensorProto.FLOAT: "fp32", TensorProto.FLOAT16: "fp16", TensorProto.BFLOAT16: "bf16"}
     counts: Counter[str] = Counter()
+    dequantized = {o for node in model.graph.node if node.op_type == "DequantizeLinear" for o in node.output}
     for node in model.graph.node:
-        if node.op_type in INT8_OPS:
+        if node.op_type in INT8_OPS or (qdq_is_int8 and node.op_type in COMPUTE_OPS and node.input and node.input[0] in dequantized):
             counts["int8"] += 1
         elif node.op_type in COMPUTE_OPS:
             # The weight's type: activations' value_info may be missing after optimization.
@@ -44,19 +60,69 @@ def executed_precision(optimized_path: str) -> str:
     return execution_summary(counts)
 
 
+ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64, "tensor(int64)": np.int64,
+             "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+
+
+def placement(profile: list[dict[str, Any]]) -> dict[str, Any]:
+    """Nodes per execution provider, from an ONNX Runtime profile (its "Node" events carry
+    args.provider and args.op_name): {'nodes': {provider: n}, 'cpu': [(name, op)], 'copies': n}."""
+    nodes: Counter[str] = Counter()
+    cpu: dict[str, str] = {}
+    copies = 0
+    seen: set[str] = set()
+    for ev in profile:
+        args = ev.get("args") or {}
+        if ev.get("cat") != "Node" or "provider" not in args or not str(ev.get("name", "")).endswith("_kernel_time"):
+            continue
+        name = str(ev["name"])[: -len("_kernel_time")]
+        if name in seen:
+            continue
+        seen.add(name)
+        op = str(args.get("op_name", "?"))
+        if op.startswith("Memcpy"):
+            copies += 1
+            continue
+        nodes[str(args["provider"])] += 1
+        if args["provider"] == "CPUExecutionProvider":
+            cpu[name] = op
+    return {"nodes": dict(nodes), "cpu": sorted(cpu.items()), "copies": copies}
+
+
+def placement_facts(placed: Mapping[str, Any], provider: str) -> dict[str, Any]:
+    counts = ", ".join(f"{p} x{n}" for p, n in sorted(placed["nodes"].items(), key=lambda kv: -kv[1])) or "no nodes seen"
+    facts: dict[str, Any] = {"placement": counts + (f"; {placed['copies']} copy node(s)" if placed["copies"] else ""),
+                             "cpu_fallback": None}
+    if provider != "CPUExecutionProvider" and placed["cpu"]:
+        total = sum(placed["nodes"].values())
+        ops = Counter(op for _, op in placed["cpu"])
+        facts["cpu_fallback"] = (f"{len(placed['cpu'])} of {total} nodes ran on the CPU: "
+                                 + ", ".join(f"{op} x{n}" for op, n in ops.most_common())
+                                 + f" (e.g. {placed['cpu'][0][0]})")
+    return facts
+
+
 class OrtOptions(BackendOptions):
     graph_optimization_level: Literal["disabled", "basic", "extended", "all"] = Field(
         "all", description="ONNX Runtime's graph optimizations: disabled, basic, extended or all")
 
 
+class OrtGpuOptions(OrtOptions):
+    tf32: bool = Field(False, description="allow TF32 math in fp32 convolutions and GEMMs (CUDA provider's use_tf32)")
+    device_id: int = Field(0, ge=0, description="the CUDA device")
+
+
 class OnnxRuntimeBackend:
-    Options = OrtOptions
+    Options: type[OrtOptions] = OrtOptions
     name = "onnxruntime"
     variant = "default"
     keeps_dynamic_batch = False
     precisions = ("fp32", "fp16", "int8")
     provider = "CPUExecutionProvider"
+    device = "cpu"
     package_hint = "pip install 'bench[cpu]'"
+    int8_flavor = "cpu"  # which int8 graph (bench.precision.INT8_FLAVORS)
+    compiling = False  # a provider that compiles the graph: ONNX Runtime cannot save its optimized model
 
     def availability(self) -> Availability:
         ort, unusable = import_framework("onnxruntime", "onnxruntime", self.package_hint)
@@ -66,6 +132,10 @@ class OnnxRuntimeBackend:
         if self.provider not in available:
             return Availability(False, f"{self.provider} is not in this onnxruntime build (it has {', '.join(available)}); {self.package_hint}")
         return Availability(True, versions={"onnxruntime": ort.__version__})
+
+    def providers(self, request: CompileRequest, options: Any) -> list[tuple[str, dict[str, str]]]:
+        """The providers the session is created with, in order, with their options."""
+        return [(self.provider, {})]
 
     def session_options(self, request: CompileRequest) -> Any:
         import onnxruntime as ort
@@ -85,45 +155,107 @@ class OnnxRuntimeBackend:
     def compile(self, request: CompileRequest) -> "OrtCompiled":
         import onnxruntime as ort
 
-        path, hit = onnx_for(request)
+        options = self.Options.model_validate(request.options)
+        path, hit = onnx_for(request, self.int8_flavor)
         opts = self.session_options(request)
         request.work_dir.mkdir(parents=True, exist_ok=True)
-        optimized = request.work_dir / f"ort-optimized-{request.precision}-b{request.batch_size}.onnx"
-        opts.optimized_model_filepath = str(optimized)
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=[self.provider])
+        tag = f"{self.name}-{request.precision}-b{request.batch_size}"
+        optimized = None if self.compiling else request.work_dir / f"ort-optimized-{tag}.onnx"
+        if optimized is not None:
+            opts.optimized_model_filepath = str(optimized)
+        opts.enable_profiling = True  # for one untimed run below: where each node ran
+        opts.profile_file_prefix = str(request.work_dir / f"ort-placement-{tag}")
+        asked = self.providers(request, options)
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=[(p, dict(o)) for p, o in asked])
         used = session.get_providers()
         if not used or used[0] != self.provider:
             # A session silently running elsewhere would publish the wrong device's numbers.
             raise RuntimeError(f"asked for {self.provider}, the session runs on {used}")
-        try:
-            executes_as = executed_precision(str(optimized))
-        except Exception as e:  # reading back is best effort; never guess
-            executes_as = f"unknown ({type(e).__name__})"
-        finally:
-            optimized.unlink(missing_ok=True)
+        placed = self._placement(session, request)
+        if optimized is None:
+            executes_as = f"{executed_precision(str(path), qdq_is_int8=True)} (the graph {self.provider} compiled)"
+        else:
+            try:
+                executes_as = executed_precision(str(optimized))
+            except Exception as e:  # reading back is best effort; never guess
+                executes_as = f"unknown ({type(e).__name__})"
+            finally:
+                optimized.unlink(missing_ok=True)
         facts = {
             "variant": self.variant,
-            "provider": ",".join(used),
-            "device": "cpu" if self.provider == "CPUExecutionProvider" else "cuda",
+            "provider": self.provider,
+            "device": self.device,
             "threads": request.threads,
             "backend_version": ort.__version__,
             "executes_as": executes_as,
             "cache_hit": hit,
-            "options": f"graph_optimization_level={self.Options.model_validate(request.options).graph_optimization_level}",
+            "options": "; ".join([f"graph_optimization_level={options.graph_optimization_level}",
+                                  *(f"{p}: " + ", ".join(f"{k}={v}" for k, v in o.items()) for p, o in asked if o)]),
+            **placement_facts(placed, self.provider),
+            **self.identity(),
         }
         return OrtCompiled(session, facts)
 
+    def identity(self) -> dict[str, str]:
+        return {}
+
+    def _placement(self, session: Any, request: CompileRequest) -> dict[str, Any]:
+        """One untimed run on zeros with the profiler on, then the profiler ended (no timed call
+        is profiled): which provider ran each node."""
+        import json
+
+        feeds = {i.name: np.zeros(request.shapes[i.name], ORT_TYPES.get(i.type, np.float32)) for i in session.get_inputs()}
+        session.run(None, feeds)
+        path = Path(session.end_profiling())
+        try:
+            return placement(json.loads(path.read_text()))
+        finally:
+            path.unlink(missing_ok=True)
+
 
 class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
+    Options = OrtGpuOptions
     name = "onnxruntime_cuda"
     provider = "CUDAExecutionProvider"
+    device = "cuda"
     package_hint = "install onnxruntime-gpu (pip install 'bench[gpu]') on a machine with CUDA"
+    int8_flavor = "tensorrt"  # the CUDA provider's QDQ kernels are symmetric signed int8 too
+
+    def cuda_options(self, options: Any) -> dict[str, str]:
+        return {"device_id": str(options.device_id), "use_tf32": "1" if options.tf32 else "0"}
+
+    def providers(self, request: CompileRequest, options: Any) -> list[tuple[str, dict[str, str]]]:
+        return [("CUDAExecutionProvider", self.cuda_options(options))]
+
+    def identity(self) -> dict[str, str]:
+        from bench import gpu
+
+        return gpu.identity()
 
 
-class OnnxRuntimeTensorrtBackend(OnnxRuntimeBackend):
+class OnnxRuntimeTensorrtBackend(OnnxRuntimeCudaBackend):
     name = "onnxruntime_trt"
     provider = "TensorrtExecutionProvider"
     package_hint = "install onnxruntime-gpu and TensorRT (pip install 'bench[gpu]') on a machine with CUDA"
+    compiling = True
+
+    def providers(self, request: CompileRequest, options: Any) -> list[tuple[str, dict[str, str]]]:
+        from bench import gpu
+        from bench.cache import digest
+
+        base = request.cache.root if request.cache.enabled else request.work_dir
+        engines = base / "ort-trt-engines" / digest({"onnxruntime": _ort_version(), **gpu.identity()})
+        engines.mkdir(parents=True, exist_ok=True)
+        trt = {"device_id": str(options.device_id), "trt_engine_cache_enable": "True", "trt_engine_cache_path": str(engines),
+               "trt_timing_cache_enable": "True", "trt_fp16_enable": str(request.precision == "fp16"),
+               "trt_int8_enable": str(request.precision == "int8")}
+        return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", self.cuda_options(options))]
+
+
+def _ort_version() -> str:
+    import onnxruntime as ort
+
+    return str(ort.__version__)
 
 
 def bind(session: Any, feeds: Feeds, device: str) -> Any:

@@ -1,30 +1,53 @@
-"""TensorRT, built with Polygraphy's loaders, timed on the GPU with CUDA events.
+"""TensorRT 10.x and 11.x, built with Polygraphy's loaders, timed on the GPU with CUDA events.
+
+Typing. TensorRT 11 has no weak typing (NVIDIA, "Migrating from TensorRT 10.x to 11.x": removed
+`BuilderFlag.FP16/INT8/...`, `IBuilderConfig.int8_calibrator`, `set_calibration_profile`): networks
+are strongly typed, fp16 comes from an fp16 ONNX graph and int8 from explicit Q/DQ nodes. One code
+path serves 10.x and 11.x: strongly typed by default (`typing: strong`), fp16 from the suite's fp16
+graph, int8 from its TensorRT-flavored Q/DQ graph (bench.precision: signed, symmetric, zero point 0,
+per-channel weights, calibrated on the suite's seeded calibration set and checked before the
+engine sees it). `typing: weak` (TensorRT 10.x only) keeps the old route: the fp32 graph with the
+FP16/INT8 builder flags and an entropy calibrator. TF32 is off unless `tf32: true`, so an fp32 row
+is fp32 math. Rows say `trt_typing`.
 
 One engine per (model, precision) covers every batch size of the grid through one optimization
-profile (min = smallest batch, opt = this cell's batch, max = largest). int8 uses an entropy
-calibrator fed with the same calibration set as the other backends, in batches of the cell's size
-(the profile's opt shape, which the calibration profile accepts). `executes_as` is read from the
-built engine's inspector. A timed call is one enqueue between a pair of CUDA events. Engines and timing caches are
-cached (the timing cache is saved beside each engine). Everything imports lazily: on a machine without TensorRT or a CUDA device, `availability`
-says which, and the cells are skipped with that reason.
+profile (min = smallest batch, opt = this cell's batch, max = largest). `executes_as` is read from
+the engine inspector given an execution context with the cell's input shapes (without one, a
+dynamic-shape engine's layers read "N/A due to dynamic shapes"); both inspector formats are read
+(10.x `Format/Datatype`, 11.x `Datatype`). A timed call is one enqueue between a pair of CUDA
+events. Engines are cached under the GPU's identity (bench.gpu: name, compute capability, driver,
+CUDA runtime) and TensorRT's version, since engines do not move across GPUs; the timing cache is
+kept per GPU identity and loaded by the next build.
 
-The pure parts (`profile_shapes`, `builder_flags`, `engine_precision`, the event-pair arithmetic and
-its error paths) are tested everywhere; the rest needs a GPU and TensorRT, which this project's own
-machines cannot install.
+A second opinion: where `trtexec` is on the PATH, the same engine file is timed by NVIDIA's own
+tool (`--exportTimes`, per-iteration compute times, no data transfers, as bench's timed region)
+after bench's own loop, and the row carries `trtexec_p50_ms` and `trtexec_ratio` (bench's median
+of that process over trtexec's).
+
+Everything imports lazily: on a machine without TensorRT or a CUDA device, `availability` says
+which. Tests drive compile, the inspector and the timed loop through Polygraphy against contract
+stand-ins of the 10.x and 11.x APIs (tests/standins/); this project's machines cannot install
+TensorRT, so no row of this backend has run on real hardware in its CI.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
+import shutil
+import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 
 from pydantic import Field
 
-from bench.backends.base import Availability, BackendOptions, CompileRequest, Feeds, import_framework
+from bench import gpu
+from bench.backends.base import Availability, BackendOptions, CompileRequest, Feeds, Unsupported, import_framework
+from bench.cache import digest, file_sha256
+from bench.precision import feeds_digest, onnx_for
 
 
 def profile_shapes(shapes: Mapping[str, tuple[int, ...]], batch_sizes: tuple[int, ...], batch: int) -> dict[str, tuple[tuple[int, ...], ...]]:
@@ -40,14 +63,37 @@ def profile_shapes(shapes: Mapping[str, tuple[int, ...]], batch_sizes: tuple[int
     return out
 
 
-def builder_flags(precision: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for Polygraphy's CreateConfig."""
+def api_facts(trt: Any) -> dict[str, Any]:
+    """What the installed TensorRT offers: its major version, whether weak typing (precision builder
+    flags, calibrators) exists, and whether strong typing is a flag to set or always on."""
+    version = str(trt.__version__)
+    major = int(version.split(".")[0])
+    return {"version": version, "major": major,
+            "weak_typing": hasattr(trt.BuilderFlag, "FP16") and hasattr(trt.BuilderFlag, "INT8"),
+            "strongly_typed_flag": hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")}
+
+
+def typing_mode(requested: str, api: Mapping[str, Any]) -> str:
+    """'strong' or 'weak', or Unsupported naming what this TensorRT lacks."""
+    if requested == "weak" and not api["weak_typing"]:
+        raise Unsupported(f"TensorRT {api['version']} has no weak typing (removed in 11.x: BuilderFlag.FP16/INT8 and calibrators); "
+                          "use typing: strong (the default), which builds fp16 and int8 from the suite's fp16 and Q/DQ graphs")
+    if requested == "strong" and not api["strongly_typed_flag"] and api["weak_typing"]:
+        raise Unsupported(f"TensorRT {api['version']} has no strongly typed networks; set backend_options.tensorrt.typing: weak")
+    return requested
+
+
+def builder_flags(precision: str, options: Mapping[str, Any], trt: Any, typing: str = "strong") -> dict[str, Any]:
+    """Keyword arguments for Polygraphy's CreateConfig. Precision flags only for weak typing (a
+    strongly typed network takes its types from the graph, and 11.x has no such flags)."""
     if precision not in ("fp32", "fp16", "int8"):
         raise ValueError(f"unknown precision {precision!r}")
-    flags: dict[str, Any] = {"fp16": precision in ("fp16", "int8"), "int8": precision == "int8", "tf32": False}
-    if "workspace_mb" in options:
-        flags["memory_pool_limits"] = {"workspace": int(options["workspace_mb"]) << 20}
-    if "builder_optimization_level" in options:
+    flags: dict[str, Any] = {"tf32": bool(options.get("tf32", False))}
+    if typing == "weak":
+        flags.update(fp16=precision in ("fp16", "int8"), int8=precision == "int8")
+    if options.get("workspace_mb") is not None:
+        flags["memory_pool_limits"] = {trt.MemoryPoolType.WORKSPACE: int(options["workspace_mb"]) << 20}
+    if options.get("builder_optimization_level") is not None:
         flags["builder_optimization_level"] = int(options["builder_optimization_level"])
     return flags
 
@@ -55,9 +101,7 @@ def builder_flags(precision: str, options: Mapping[str, Any]) -> dict[str, Any]:
 def cuda_device() -> tuple[str | None, str]:
     """(device name, '') when a CUDA device is usable, else (None, why not)."""
     try:
-        from polygraphy import cuda
-
-        handle = cuda.wrapper().handle
+        handle = gpu.runtime_handle()
     except Exception as e:
         return None, f"the CUDA runtime library could not be loaded ({type(e).__name__}: {e})"
     count = ctypes.c_int(0)
@@ -90,11 +134,7 @@ class CudaEventPair:
     status is checked. This is the `interval` the harness times a call with (bench.timing.measure)."""
 
     def __init__(self, stream_ptr: int, handle: Any = None):
-        if handle is None:
-            from polygraphy import cuda
-
-            handle = cuda.wrapper().handle
-        self.h = handle
+        self.h = gpu.runtime_handle() if handle is None else handle
         self.stream = ctypes.c_void_p(stream_ptr)
         self.start, self.end = self._event(), self._event()
 
@@ -130,32 +170,92 @@ def enqueue_checked(execute: Callable[[int], bool], stream_ptr: int) -> Callable
 
 _TRT_TYPES = (("int8", "int8"), ("fp8", "fp8"), ("half", "fp16"), ("fp16", "fp16"), ("bf16", "bf16"), ("float", "fp32"),
               ("fp32", "fp32"), ("int32", "int32"), ("bool", "bool"))
+COMPUTE_LAYERS = ("CaskConvolution", "CaskDeconvolution", "CaskGemmConvolution", "CaskGemmMatrixMultiply", "MatrixMultiply",
+                  "Convolution", "gemm", "CaskFlattenConvolution", "Myelin", "CaskPooling")
+NO_SHAPES = "n/a due to dynamic shapes"
+
+
+def layer_datatype(tensor: Mapping[str, Any]) -> str:
+    """A layer tensor's element type as the inspector writes it: 11.x has `Datatype` (and
+    `Format` apart; its engine-level I/O entries spell it `DataType`), 10.x one `Format/Datatype`."""
+    for key in ("Datatype", "DataType", "Format/Datatype"):
+        if key in tensor:
+            return str(tensor[key]).lower()
+    return ""
 
 
 def engine_precision(info: Mapping[str, Any]) -> str:
     """What a built engine computes in, from its inspector's layer information (JSON, built with
-    detailed profiling verbosity): the element type of each compute layer's outputs, counted."""
+    detailed profiling verbosity): the element type of each compute layer's outputs, counted.
+    Formats an inspector could not resolve (no execution context on a dynamic-shape engine) make
+    the answer 'unknown (...)', never a guess."""
     from collections import Counter
 
     from bench.backends.base import execution_summary
 
     counts: Counter[str] = Counter()
+    unresolved = 0
     for layer in info.get("Layers", []):
-        if not isinstance(layer, dict):
-            continue
-        kind = str(layer.get("LayerType", ""))
-        if kind not in ("CaskConvolution", "CaskDeconvolution", "CaskGemmConvolution", "CaskGemmMatrixMultiply",
-                        "MatrixMultiply", "Convolution", "gemm", "CaskFlattenConvolution", "Myelin", "CaskPooling"):
+        if not isinstance(layer, dict) or str(layer.get("LayerType", "")) not in COMPUTE_LAYERS:
             continue
         for out in layer.get("Outputs", [])[:1]:
-            text = str(out.get("Format/Datatype", "")).lower()
+            text = layer_datatype(out)
+            if NO_SHAPES in text:
+                unresolved += 1
+                continue
             counts[next((name for key, name in _TRT_TYPES if key in text), "other")] += 1
+    if unresolved and not counts:
+        return "unknown (the inspector saw no input shapes: N/A due to dynamic shapes)"
     return execution_summary(counts)
+
+
+def trtexec_times(records: list[Mapping[str, Any]]) -> list[float]:
+    """Per-iteration GPU compute times (ms) from `trtexec --exportTimes` records."""
+    times = [float(r["computeMs"]) for r in records if isinstance(r, Mapping) and "computeMs" in r]
+    if not times:
+        raise ValueError("trtexec's exported times hold no computeMs")
+    return times
+
+
+def trtexec_flags(trt_major: int) -> list[str]:
+    """Flags that make trtexec's timed region bench's: no host/device copies, no CUDA graph, a
+    spinning wait. 11.x made those the defaults (no copies, spin) or added the switch (--noCudaGraph);
+    its old spellings are no-ops there, and 10.x knows none of the new ones."""
+    return ["--noCudaGraph"] if trt_major >= 11 else ["--noDataTransfers", "--useSpinWait"]
+
+
+def trtexec_opinion(engine_path: Path, shapes: Mapping[str, tuple[int, ...]], samples_ns: list[int], work: Path,
+                    iterations: int, trt_major: int) -> dict[str, Any]:
+    """Time the engine file with trtexec where it is on the PATH: `trtexec_p50_ms` and the ratio of
+    bench's median (this process's samples) to it. Empty when there is no trtexec."""
+    exe = shutil.which("trtexec")
+    if exe is None or not samples_ns:
+        return {}
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / "trtexec-times.json"
+    cmd = [exe, f"--loadEngine={engine_path}", "--shapes=" + ",".join(f"{n}:{'x'.join(map(str, s))}" for n, s in shapes.items()),
+           f"--iterations={max(int(iterations), 10)}", "--duration=0", "--warmUp=200", *trtexec_flags(trt_major),
+           f"--exportTimes={out}"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
+            return {"trtexec_note": f"trtexec exited {done.returncode}: {' | '.join(tail)}"}
+        times = trtexec_times(json.loads(out.read_text()))
+    except (OSError, ValueError, subprocess.TimeoutExpired) as e:
+        return {"trtexec_note": f"trtexec gave no times: {type(e).__name__}: {e}"}
+    ours, theirs = float(np.median(samples_ns)) / 1e6, float(np.median(times))
+    return {"trtexec_p50_ms": round(theirs, 6), "trtexec_ratio": round(ours / theirs, 4) if theirs > 0 else None,
+            "trtexec_note": f"{len(times)} iterations, computeMs, {' '.join(trtexec_flags(trt_major))}"}
 
 
 class TrtOptions(BackendOptions):
     workspace_mb: int | None = Field(None, ge=1, description="builder workspace limit in MiB")
     builder_optimization_level: int | None = Field(None, ge=0, le=5, description="TensorRT builder optimization level 0-5")
+    typing: Literal["strong", "weak"] = Field("strong", description="strong: types from the graph (10.x and 11.x); "
+                                              "weak: precision builder flags and a calibrator (10.x only)")
+    tf32: bool = Field(False, description="allow TF32 math in fp32 layers (off: an fp32 row is fp32 math)")
+    trtexec: bool = Field(True, description="also time the engine with trtexec when it is on the PATH")
 
 
 class TensorrtBackend:
@@ -172,41 +272,67 @@ class TensorrtBackend:
         device, why = cuda_device()
         if device is None:
             return Availability(False, why)
-        return Availability(True, versions={"tensorrt": trt.__version__})
+        api = api_facts(trt)
+        return Availability(True, versions={"tensorrt": trt.__version__,
+                                            "typing": "strong" + ("" if api["weak_typing"] else " only (no weak typing)")})
+
+    def _graph(self, request: CompileRequest, typing: str) -> tuple[Path, dict[str, Any]]:
+        """The ONNX file the network is parsed from, and what keys it: strong typing reads the
+        precision from the graph (fp16 graph, TensorRT-flavored Q/DQ graph); weak typing parses
+        the fp32 graph and calibrates int8 itself."""
+        if typing == "strong":
+            path, _ = onnx_for(request, int8_flavor="tensorrt")
+            return path, {"graph_sha256": file_sha256(path)}
+        key: dict[str, Any] = {"graph_sha256": request.model.sha256}
+        if request.precision == "int8":
+            key["calibration"] = feeds_digest(request.calibration())
+        return request.model.path, key
 
     def compile(self, request: CompileRequest) -> "TrtCompiled":
         import tensorrt as trt
         from polygraphy.backend.trt import Calibrator, CreateConfig, EngineBytesFromNetwork, EngineFromBytes, NetworkFromOnnxPath, Profile
 
+        opts = TrtOptions.model_validate(request.options)
+        api = api_facts(trt)
+        typing = typing_mode(opts.typing, api)
+        identity = gpu.identity()
+        path, graph_key = self._graph(request, typing)
+        shapes = profile_shapes(request.shapes, request.batch_sizes, request.batch_size)
         profile = Profile()
-        for name, (lo, opt, hi) in profile_shapes(request.shapes, request.batch_sizes, request.batch_size).items():
+        for name, (lo, opt, hi) in shapes.items():
             profile.add(name, lo, opt, hi)
+        timing_cache = timing_cache_path(request, identity, api["version"])
 
         def build(d: Path) -> None:
             calibrator = None
-            if request.precision == "int8":
+            if typing == "weak" and request.precision == "int8":
                 calibrator = Calibrator(data_loader=request.calibration(), cache=str(d / "calibration.cache"))
             config = CreateConfig(profiles=[profile], calibrator=calibrator, profiling_verbosity=trt.ProfilingVerbosity.DETAILED,
-                                  **builder_flags(request.precision, request.options))
-            network = NetworkFromOnnxPath(str(request.model.path))
-            engine_bytes = EngineBytesFromNetwork(network, config=config, save_timing_cache=str(d / "timing.cache"))()
+                                  load_timing_cache=str(timing_cache) if timing_cache.is_file() else None,
+                                  **builder_flags(request.precision, opts.model_dump(), trt, typing))
+            network = NetworkFromOnnxPath(str(path), strongly_typed=typing == "strong" and api["strongly_typed_flag"])
+            engine_bytes = EngineBytesFromNetwork(network, config=config, save_timing_cache=str(timing_cache))()
             (d / "engine.plan").write_bytes(bytes(engine_bytes))
 
-        key = {"model_sha256": request.model.sha256, "precision": request.precision, "tensorrt": trt.__version__,
-               "profile": {k: [list(s) for s in v] for k, v in profile_shapes(request.shapes, request.batch_sizes, request.batch_size).items()},
-               "options": dict(request.options)}
+        key = {"precision": request.precision, "tensorrt": api["version"], "typing": typing, **graph_key, **identity,
+               "profile": {k: [list(s) for s in v] for k, v in shapes.items()},
+               "options": {k: v for k, v in opts.model_dump().items() if k != "trtexec"}}
         entry, hit = request.cache.get_or_build("trt-engine", key, build)
         engine = EngineFromBytes((entry / "engine.plan").read_bytes())()
-        try:
-            import json
-
-            inspector = engine.create_engine_inspector()
-            executes_as = engine_precision(json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON)))
-        except Exception as e:  # read from the engine or say it could not be; never the requested precision
-            executes_as = f"unknown ({type(e).__name__})"
         facts = {"variant": self.variant, "provider": "TensorRT", "device": "cuda", "threads": request.threads,
-                 "backend_version": trt.__version__, "executes_as": executes_as, "cache_hit": hit}
-        return TrtCompiled(engine, facts, request.shapes)
+                 "backend_version": api["version"], "trt_typing": typing, "tf32": opts.tf32, "cache_hit": hit, **identity,
+                 "options": f"typing={typing}, tf32={opts.tf32}, workspace_mb={opts.workspace_mb}, "
+                            f"builder_optimization_level={opts.builder_optimization_level}"}
+        return TrtCompiled(engine, facts, request.shapes, entry / "engine.plan" if opts.trtexec else None, request.work_dir)
+
+
+def timing_cache_path(request: CompileRequest, identity: Mapping[str, str], version: str) -> Path:
+    """Where tactic timings for this GPU and TensorRT version are kept between builds: in the
+    artifact cache (shared by every engine of that GPU), or the cell's scratch when it is off."""
+    base = request.cache.root if request.cache.enabled else request.work_dir
+    d = base / "trt-timing-cache"
+    d.mkdir(parents=True, exist_ok=True)
+    return d / f"{digest({'tensorrt': version, **identity})}.cache"
 
 
 class TrtCompiled:
@@ -216,11 +342,13 @@ class TrtCompiled:
     timed_region = ("execute_async_v3 between a start and an end CUDA event on its stream: device buffers allocated and "
                     "inputs copied before timing, outputs left on the device")
 
-    def __init__(self, engine: Any, facts: dict[str, Any], shapes: Mapping[str, tuple[int, ...]]):
+    def __init__(self, engine: Any, facts: dict[str, Any], shapes: Mapping[str, tuple[int, ...]], engine_path: Path | None = None,
+                 work_dir: Path | None = None):
         import tensorrt as trt
         from polygraphy import cuda
 
-        self.engine, self.facts = engine, facts
+        self.engine, self.facts, self.shapes = engine, facts, dict(shapes)
+        self.engine_path, self.work_dir = engine_path, work_dir
         self.context = engine.create_execution_context()
         self.stream = cuda.Stream()
         self.interval = CudaEventPair(self.stream.ptr)
@@ -231,8 +359,10 @@ class TrtCompiled:
             name = engine.get_tensor_name(i)
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
             if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                self.context.set_input_shape(name, shapes[name])
                 shape = tuple(shapes[name])
+                if not self.context.set_input_shape(name, shape):
+                    raise RuntimeError(f"TensorRT refused input shape {name}={list(shape)} (set_input_shape returned False): "
+                                       "outside the engine's optimization profile")
             else:
                 self.outputs.append(name)
                 shape = None
@@ -241,7 +371,18 @@ class TrtCompiled:
             self.buffers[name] = (self.buffers[name][0], tuple(self.context.get_tensor_shape(name)))
         self.device = {n: cuda.DeviceArray(shape=s, dtype=d) for n, (d, s) in self.buffers.items()}
         for n, arr in self.device.items():
-            self.context.set_tensor_address(n, arr.ptr)
+            if not self.context.set_tensor_address(n, arr.ptr):
+                raise RuntimeError(f"TensorRT refused the device address of tensor {n!r}")
+        self.facts["executes_as"] = self._executes_as(trt)
+
+    def _executes_as(self, trt: Any) -> str:
+        """Read from the engine inspector with this context, so its layers have concrete formats."""
+        try:
+            inspector = self.engine.create_engine_inspector()
+            inspector.execution_context = self.context
+            return engine_precision(json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON)))
+        except Exception as e:  # read from the engine or say it could not be; never the requested precision
+            return f"unknown ({type(e).__name__})"
 
     def _load(self, feeds: Feeds) -> None:
         for name, arr in feeds.items():
@@ -257,6 +398,13 @@ class TrtCompiled:
     def prepare(self, feeds: Feeds) -> Callable[[], object]:
         self._load(feeds)
         return enqueue_checked(self.context.execute_async_v3, self.stream.ptr)
+
+    def second_opinion(self, samples_ns: list[int]) -> dict[str, Any]:
+        """trtexec's timing of the same engine file (see the module's docstring)."""
+        if self.engine_path is None or self.work_dir is None:
+            return {}
+        major = int(str(self.facts["backend_version"]).split(".")[0])
+        return trtexec_opinion(self.engine_path, self.shapes, samples_ns, self.work_dir / "trtexec", len(samples_ns), major)
 
     def release(self) -> None:
         self.interval.close()
