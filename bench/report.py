@@ -172,6 +172,12 @@ def accuracy_mark(row: Any) -> str:
     return "ok" if bool(ok) else "DRIFTED"
 
 
+def fell_back(row: Any) -> bool:
+    """A GPU cell some of whose nodes ran on the CPU (bench.backends.ort: `cpu_fallback`)."""
+    v = row.get("cpu_fallback") if hasattr(row, "get") else None
+    return isinstance(v, str) and bool(v)
+
+
 def summary_table(cells: pd.DataFrame) -> list[list[str]]:
     """Rows of strings for the Markdown report and the CLI: one per single-stream cell."""
     out = []
@@ -179,7 +185,7 @@ def summary_table(cells: pd.DataFrame) -> list[list[str]]:
         timed = r["status"] == "ok" and pd.notna(r["p50_ms"])
         out.append([
             str(r["model"]), str(r["backend"]), str(r["precision"]), str(r["batch_size"]), _fmt(r["variant"]),
-            str(r["status"]),
+            str(r["status"]) + (" (CPU fallback)" if fell_back(r) else ""),
             _fmt(r["p50_ms"], ".4g") if timed else "–",
             f"{_fmt(r['p50_ci_low_ms'], '.4g')} – {_fmt(r['p50_ci_high_ms'], '.4g')}" if timed else "–",
             f"{_fmt(r['mean_ms'], '.4g')} ± {_fmt(r['std_ms'], '.2g')}" if timed else "–",
@@ -289,6 +295,8 @@ def _markdown(run: StoredRun, baseline: str, tuning_plot: bool = False) -> str:
                      f"**{accuracy_mark(r)}**: {why}")
     for _, r in cells[cells["unstable"].fillna(False).astype(bool)].iterrows():
         notes.append(f"{label(r)}: timing **unstable**: {r['unstable_reason']}")
+    for _, r in cells[cells.apply(fell_back, axis=1)].iterrows() if len(cells) else []:
+        notes.append(f"{label(r)}: **not all GPU work**: {r['cpu_fallback']}; its latency includes CPU nodes and copies")
     for _, r in under_load(cells).iterrows():
         if r["status"] == "ok" and pd.notna(r.get("loadgen_valid")) and not bool(r["loadgen_valid"]):
             notes.append(f"{label(r)}: LoadGen **INVALID**: {r.get('loadgen_reason')}")

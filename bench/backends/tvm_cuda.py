@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from bench.backends.base import Availability, CompileRequest, import_framework
+from bench.gpu import ARCH_PATTERN, arch_runs_on, parse_arch
 from pydantic import Field
 
 from bench.backends.base import BackendOptions
@@ -103,7 +104,7 @@ def compile_cubins(executable: Any, target: Any, arch: str, out: Path) -> list[s
         else:
             os.environ["CUDA_PATH"] = saved
     for code, cubin in zip(sources, cubins):
-        if cubin_arch(cubin) != arch:
+        if cubin_arch(cubin) != parse_arch(arch).base:  # the ELF flags carry the number; the a/f suffix is NVRTC's to honour
             raise RuntimeError(f"NVRTC returned no {arch} cubin (got {cubin_arch(cubin)})")
         key = source_key(code)
         (out / f"{key}.cubin").write_bytes(cubin)
@@ -135,7 +136,7 @@ def cuda_target(arch: str) -> Any:
 
 
 class CudaOptions(BackendOptions):
-    arch: str | None = Field(None, pattern=r"^sm_[0-9]{2,3}a?$", description="sm_XY to compile for; default: the visible device's")
+    arch: str | None = Field(None, pattern=ARCH_PATTERN, description="sm_XY (or sm_XYa, sm_XYf) to compile for; default: the visible device's")
 
 
 class CudaTunedOptions(TunedOptions, CudaOptions):
@@ -197,7 +198,7 @@ class TvmCudaBackend(TvmBackend):
         facts: dict[str, Any] = {"device": "cuda", "threads": request.threads}  # host threads of the VM
         if dev is None:
             return _NotHere(facts, info["outputs"], f"compiled for {info['arch']} and cached; no CUDA device is visible here to run it")
-        if seen != info["arch"]:
+        if not arch_runs_on(info["arch"], seen):
             return _NotHere(facts, info["outputs"], f"compiled for {info['arch']}, the visible device is {seen}")
         import tvm
         from tvm import relax
@@ -230,7 +231,7 @@ class TvmCudaTunedBackend(TvmCudaBackend, TvmTunedBackend):
     def _cannot_tune_here(self, target: Any) -> str | None:
         arch = str(target.attrs["arch"])
         _, seen = visible_arch()
-        if seen == arch:
+        if seen is not None and arch_runs_on(arch, seen):
             return None
         here = f"the visible device is {seen}" if seen else "no CUDA device is visible here"
         return (f"MetaSchedule measures every candidate on a {arch} device and {here}; tune on a machine with one "
