@@ -36,7 +36,8 @@ benchmark: $(STAMP)
 gpu-check: $(STAMP)
 	rm -rf build/gpu-bundle
 	$(BIN)/bench bundle configs/gpu_check.yaml -o build/gpu-bundle --python 3.12
-	@echo "on the CUDA machine: python3 build/gpu-bundle/run.py"
+	@echo "on the CUDA machine: python3 build/gpu-bundle/run.py; python3 -m benchmarks.gpu_torch_baseline --compile"
+	@echo "with TensorRT or onnxruntime-gpu installed there: bench run configs/tvm_vs_trt.yaml (rows say gpu, trt_typing, placement, trtexec_ratio)"
 
 doctor: $(STAMP)
 	$(BIN)/bench doctor

@@ -8,8 +8,8 @@ capability, the driver's and the CUDA runtime's versions.
 The CUDA runtime is reached through Polygraphy's wrapper (`polygraphy.cuda.wrapper().handle`, a
 ctypes handle on libcudart). Polygraphy looks for a pip-installed runtime only under
 `nvidia/cuda_runtime/lib` (the CUDA 12 wheels' layout); the CUDA 13 wheels install under
-`nvidia/cu13/lib`, so `runtime_handle` puts those folders on the library search path first: a
-pip-only host finds its runtime.
+`nvidia/cu13/lib`, so `runtime_handle` tries those too when Polygraphy's own search finds no
+runtime that sees a device: a pip-only host finds its runtime.
 
 Architectures are written `sm_XY` with an optional suffix: `a` (arch-specific features, such as
 Hopper's wgmma: the code runs only on that exact compute capability) or `f` (family-specific: runs
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,28 +63,65 @@ def arch_runs_on(arch: str, device: str) -> bool:
 
 
 def pip_cuda_lib_dirs() -> list[Path]:
-    """lib folders of the CUDA runtime wheels from PyPI: nvidia/cu13/lib (CUDA 13) and
-    nvidia/cuda_runtime/lib (CUDA 12), wherever the `nvidia` namespace package lies."""
+    """lib folders of the CUDA runtime wheels from PyPI: nvidia/cuda_runtime/lib (CUDA 12) and
+    nvidia/cu13/lib (CUDA 13), wherever the `nvidia` namespace package lies."""
     spec = importlib.util.find_spec("nvidia")
     found = []
     for base in (spec.submodule_search_locations or []) if spec else []:
-        for sub in ("cu13/lib", "cuda_runtime/lib"):
+        for sub in ("cuda_runtime/lib", "cu13/lib"):
             d = Path(base) / sub
             if any(d.glob("libcudart.so*")):
                 found.append(d)
     return found
 
 
+def _sees_a_device(handle: Any) -> bool:
+    count = ctypes.c_int(0)
+    try:
+        return handle.cudaGetDeviceCount(ctypes.byref(count)) == 0 and count.value > 0
+    except (AttributeError, OSError):
+        return False
+
+
 def runtime_handle() -> Any:
-    """Polygraphy's ctypes handle on the CUDA runtime, found on a pip-only host too."""
+    """Polygraphy's ctypes handle on the CUDA runtime. Polygraphy's own search comes first (the
+    toolkit, LD_LIBRARY_PATH, the CUDA 12 wheel); where it finds no runtime, or one that sees no
+    device (a CUDA 13 runtime under an older driver, say), each pip runtime is tried in turn and
+    the first that sees a device is kept; with none, the first that loads, so that the reason
+    given is the device, not the library."""
     from polygraphy.cuda import cuda
 
-    if cuda.G_CUDA is None:
-        extra = [str(d) for d in pip_cuda_lib_dirs()]
-        if extra:
-            current = os.environ.get("LD_LIBRARY_PATH", "")
-            os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([*extra, *filter(None, current.split(os.pathsep))])
-    return cuda.wrapper().handle
+    if cuda.G_CUDA is not None:
+        return cuda.G_CUDA.handle
+    try:
+        default = cuda.wrapper().handle
+    except OSError:  # no libcudart where Polygraphy looks
+        default = None
+    if default is not None and _sees_a_device(default):
+        return default
+    loaded = []
+    for d in pip_cuda_lib_dirs():
+        for lib in sorted(d.glob("libcudart.so*")):
+            try:
+                handle = ctypes.CDLL(str(lib))
+            except OSError:
+                continue
+            if _sees_a_device(handle):
+                return _keep(cuda, handle)
+            loaded.append(handle)
+            break  # one runtime per folder
+    if default is not None or loaded:
+        return _keep(cuda, default if default is not None else loaded[0])
+    raise OSError("no CUDA runtime library (libcudart) found: not on LD_LIBRARY_PATH, not in a CUDA toolkit, "
+                  "not from the nvidia-cuda-runtime wheels")
+
+
+def _keep(cuda: Any, handle: Any) -> Any:
+    """Make `handle` the one Polygraphy's wrapper uses (its DeviceArray, Stream) from now on."""
+    wrapper = cuda.Cuda.__new__(cuda.Cuda)
+    wrapper.handle = handle
+    cuda.G_CUDA = wrapper
+    return handle
 
 
 def _int(handle: Any, call: str, *args: Any) -> int:

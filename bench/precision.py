@@ -97,7 +97,12 @@ def symmetric_int8_problems(model: Any) -> list[str]:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
         if len(node.input) < 3 or not node.input[2]:
-            continue  # absent zero point: 0 of type uint8 for Q by the spec, unless the output is typed otherwise
+            # Absent zero point: by the spec a QuantizeLinear then writes uint8 (unless output_dtype,
+            # opset 21, says INT8); a DequantizeLinear reads its input's own type, checked where it is made.
+            out_type = next((a.i for a in node.attribute if a.name == "output_dtype"), 0)
+            if node.op_type == "QuantizeLinear" and out_type != TensorProto.INT8:
+                problems.append(f"{node.name or node.op_type}: no zero point, so it quantizes to UINT8")
+            continue
         zp = inits.get(node.input[2]) or consts.get(node.input[2])
         if zp is None:
             problems.append(f"{node.name or node.op_type}: zero point {node.input[2]!r} is not a constant")

@@ -1,9 +1,11 @@
 """A reference point for the GPU check: the same zoo architectures in PyTorch eager on the same GPU,
 timed with CUDA events around each forward pass (inputs resident, after warm-up). Runs where torch
 with CUDA is installed (the lent GPU machine has it; it has no TVM, which is why the TVM figures
-come from the bundle). Prints one line per model, precision and batch size.
+come from the bundle). Prints one line per model, precision, batch size and mode: eager, and
+`torch.compile` (Inductor, default mode) with `--compile`; TF32 is off (fp32 rows are fp32 math, as
+bench's GPU backends).
 
-    python -m benchmarks.gpu_torch_baseline [--min-time-s 1]
+    python -m benchmarks.gpu_torch_baseline [--min-time-s 1] [--compile]
 """
 
 from __future__ import annotations
@@ -50,7 +52,10 @@ def main() -> int:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--min-time-s", type=float, default=1.0)
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile (Inductor) of each model")
     args = ap.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to measure")
         return 0
@@ -63,8 +68,11 @@ def main() -> int:
             m = model.half() if precision == "fp16" else model.float()
             for b in batches:
                 x = torch.randn(b, 3, size, size, device="cuda", dtype=torch.float16 if precision == "fp16" else torch.float32)
-                ms = np.asarray(time_model(m, x, args.min_time_s))
-                print(f"{name:<20} torch-eager {precision:<5} b{b:<3} p50 {np.median(ms):.4f} ms  p90 {np.percentile(ms, 90):.4f} ms  n={len(ms)}")
+                modes = [("torch-eager", m)] + ([("torch-compile", torch.compile(m))] if args.compile else [])
+                for mode, fn in modes:
+                    ms = np.asarray(time_model(fn, x, args.min_time_s))
+                    print(f"{name:<20} {mode:<13} {precision:<5} b{b:<3} p50 {np.median(ms):.4f} ms  "
+                          f"p90 {np.percentile(ms, 90):.4f} ms  n={len(ms)}")
     return 0
 
 

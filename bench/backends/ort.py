@@ -9,9 +9,10 @@ The GPU providers as their users run them (options recorded in the row's `option
   would make an "fp32" row compare other math than TensorRT's, which clears TF32).
 - TensorRT: registered with the CUDA provider behind it (nodes TensorRT rejects run on CUDA, not
   on the CPU), fp16 and int8 from the same graphs as the TensorRT backend (the fp16 graph; the
-  TensorRT-flavored, symmetric signed Q/DQ graph), its engine cache kept per GPU identity. A
-  compiling provider cannot save `optimized_model_filepath` (ONNX Runtime refuses to serialize
-  compiled nodes and its Python wrapper then silently retries on the CPU), so it is never set.
+  TensorRT-flavored, symmetric signed Q/DQ graph) with no weak-typing flags, so the provider
+  builds a strongly typed network, its engine cache kept per GPU identity. A compiling provider
+  cannot save `optimized_model_filepath` (ONNX Runtime refuses to serialize compiled nodes), so it
+  is never set.
 - Placement: `get_providers()` always lists the CPU provider, so where nodes ran is read from
   ONNX Runtime's own profiler over one untimed run at compile time (profiling ends before any
   timed call): `placement` counts nodes per provider, and `cpu_fallback` names the nodes a GPU
@@ -66,7 +67,9 @@ ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor
 
 def placement(profile: list[dict[str, Any]]) -> dict[str, Any]:
     """Nodes per execution provider, from an ONNX Runtime profile (its "Node" events carry
-    args.provider and args.op_name): {'nodes': {provider: n}, 'cpu': [(name, op)], 'copies': n}."""
+    args.provider and args.op_name): {'nodes': {provider: n}, 'cpu': [(name, op)], 'copies': n}.
+    A compiling provider (TensorRT) shows one node per fused subgraph, so counts mix kinds: they
+    say where work ran, not how many ONNX nodes each provider took."""
     nodes: Counter[str] = Counter()
     cpu: dict[str, str] = {}
     copies = 0
@@ -84,8 +87,9 @@ def placement(profile: list[dict[str, Any]]) -> dict[str, Any]:
             copies += 1
             continue
         nodes[str(args["provider"])] += 1
-        if args["provider"] == "CPUExecutionProvider":
-            cpu[name] = op
+        outputs = [k for t in args.get("output_type_shape") or [] if isinstance(t, dict) for k in t]
+        if args["provider"] == "CPUExecutionProvider" and not (outputs and set(outputs) == {"int64"}):
+            cpu[name] = op  # int64-only outputs: shape arithmetic, which the CUDA provider leaves on the CPU by design
     return {"nodes": dict(nodes), "cpu": sorted(cpu.items()), "copies": copies}
 
 
@@ -96,7 +100,7 @@ def placement_facts(placed: Mapping[str, Any], provider: str) -> dict[str, Any]:
     if provider != "CPUExecutionProvider" and placed["cpu"]:
         total = sum(placed["nodes"].values())
         ops = Counter(op for _, op in placed["cpu"])
-        facts["cpu_fallback"] = (f"{len(placed['cpu'])} of {total} nodes ran on the CPU: "
+        facts["cpu_fallback"] = (f"{len(placed['cpu'])} of {total} nodes (or fused subgraphs) ran on the CPU: "
                                  + ", ".join(f"{op} x{n}" for op, n in ops.most_common())
                                  + f" (e.g. {placed['cpu'][0][0]})")
     return facts
@@ -122,6 +126,7 @@ class OnnxRuntimeBackend:
     device = "cpu"
     package_hint = "pip install 'bench[cpu]'"
     int8_flavor = "cpu"  # which int8 graph (bench.precision.INT8_FLAVORS)
+    options_note = ""  # what the row's options cannot say by themselves
     compiling = False  # a provider that compiles the graph: ONNX Runtime cannot save its optimized model
 
     def availability(self) -> Availability:
@@ -173,7 +178,12 @@ class OnnxRuntimeBackend:
             raise RuntimeError(f"asked for {self.provider}, the session runs on {used}")
         placed = self._placement(session, request)
         if optimized is None:
-            executes_as = f"{executed_precision(str(path), qdq_is_int8=True)} (the graph {self.provider} compiled)"
+            try:
+                given = executed_precision(str(path), qdq_is_int8=True)
+            except Exception as e:
+                given = f"unknown ({type(e).__name__})"
+            tf32 = "; TF32 allowed in fp32 layers" if "fp32" in given else ""
+            executes_as = f"{given} (types of the graph {self.provider} compiled, not read back{tf32})"
         else:
             try:
                 executes_as = executed_precision(str(optimized))
@@ -190,13 +200,14 @@ class OnnxRuntimeBackend:
             "executes_as": executes_as,
             "cache_hit": hit,
             "options": "; ".join([f"graph_optimization_level={options.graph_optimization_level}",
-                                  *(f"{p}: " + ", ".join(f"{k}={v}" for k, v in o.items()) for p, o in asked if o)]),
+                                  *(f"{p}: " + ", ".join(f"{k}={v}" for k, v in o.items()) for p, o in asked if o),
+                                  *([self.options_note] if self.options_note else [])]),
             **placement_facts(placed, self.provider),
-            **self.identity(),
+            **self.identity(options),
         }
-        return OrtCompiled(session, facts)
+        return OrtCompiled(session, facts, getattr(options, "device_id", 0))
 
-    def identity(self) -> dict[str, str]:
+    def identity(self, options: Any) -> dict[str, str]:
         return {}
 
     def _placement(self, session: Any, request: CompileRequest) -> dict[str, Any]:
@@ -227,10 +238,10 @@ class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
     def providers(self, request: CompileRequest, options: Any) -> list[tuple[str, dict[str, str]]]:
         return [("CUDAExecutionProvider", self.cuda_options(options))]
 
-    def identity(self) -> dict[str, str]:
+    def identity(self, options: Any) -> dict[str, str]:
         from bench import gpu
 
-        return gpu.identity()
+        return gpu.identity(options.device_id)
 
 
 class OnnxRuntimeTensorrtBackend(OnnxRuntimeCudaBackend):
@@ -238,17 +249,22 @@ class OnnxRuntimeTensorrtBackend(OnnxRuntimeCudaBackend):
     provider = "TensorrtExecutionProvider"
     package_hint = "install onnxruntime-gpu and TensorRT (pip install 'bench[gpu]') on a machine with CUDA"
     compiling = True
+    # The provider has no TF32 option: TensorRT's builder default (TF32 allowed) applies to its fp32
+    # engines, unlike the tensorrt backend's (TF32 cleared). Said in every row, not hidden.
+    options_note = "TensorRT's own TF32 default applies to its fp32 layers (the provider has no option for it)"
 
     def providers(self, request: CompileRequest, options: Any) -> list[tuple[str, dict[str, str]]]:
         from bench import gpu
         from bench.cache import digest
 
         base = request.cache.root if request.cache.enabled else request.work_dir
-        engines = base / "ort-trt-engines" / digest({"onnxruntime": _ort_version(), **gpu.identity()})
+        engines = base / "ort-trt-engines" / digest({"onnxruntime": _ort_version(), **gpu.identity(options.device_id)})
         engines.mkdir(parents=True, exist_ok=True)
+        # No trt_fp16_enable / trt_int8_enable: with neither, the provider builds a strongly typed
+        # network (onnxruntime PR 24298), so the fp16 graph and the Q/DQ graph carry the precision,
+        # as in the tensorrt backend; those flags are TensorRT 10's weak typing, gone in 11.
         trt = {"device_id": str(options.device_id), "trt_engine_cache_enable": "True", "trt_engine_cache_path": str(engines),
-               "trt_timing_cache_enable": "True", "trt_fp16_enable": str(request.precision == "fp16"),
-               "trt_int8_enable": str(request.precision == "int8")}
+               "trt_timing_cache_enable": "True", "trt_fp16_enable": "False", "trt_int8_enable": "False"}
         return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", self.cuda_options(options))]
 
 
@@ -258,17 +274,17 @@ def _ort_version() -> str:
     return str(ort.__version__)
 
 
-def bind(session: Any, feeds: Feeds, device: str) -> Any:
+def bind(session: Any, feeds: Feeds, device: str, device_id: int = 0) -> Any:
     """An IOBinding with every input copied to `device` once and every output bound to a buffer
     allocated there by one untimed run: a call then neither wraps inputs nor allocates outputs."""
     import onnxruntime as ort
 
     binding = session.io_binding()
     for name, value in feeds.items():
-        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value), device, 0))
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value), device, device_id))
     names = [o.name for o in session.get_outputs()]
     for name in names:
-        binding.bind_output(name, device)
+        binding.bind_output(name, device, device_id)
     session.run_with_iobinding(binding)  # allocates the outputs once, at their real shapes
     outputs = binding.get_outputs()
     binding.clear_binding_outputs()
@@ -280,9 +296,10 @@ def bind(session: Any, feeds: Feeds, device: str) -> Any:
 class OrtCompiled:
     clock = staticmethod(HOST_CLOCK)
 
-    def __init__(self, session: Any, facts: dict[str, Any]):
+    def __init__(self, session: Any, facts: dict[str, Any], device_id: int = 0):
         self.session = session
         self.facts = facts
+        self._device_id = device_id
         self._outputs = [o.name for o in session.get_outputs()]
         self._device = "cpu" if facts.get("device", "cpu") == "cpu" else "cuda"
         self.timed_region = (f"session.run_with_iobinding: inputs pre-bound as OrtValues on {self._device}, outputs bound to "
@@ -293,7 +310,7 @@ class OrtCompiled:
         return dict(zip(self._outputs, self.session.run(self._outputs, dict(feeds))))
 
     def prepare(self, feeds: Feeds) -> Callable[[], object]:
-        run, binding = self.session.run_with_iobinding, bind(self.session, feeds, self._device)
+        run, binding = self.session.run_with_iobinding, bind(self.session, feeds, self._device, self._device_id)
         return lambda: run(binding)
 
     def release(self) -> None:

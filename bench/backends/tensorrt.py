@@ -168,8 +168,8 @@ def enqueue_checked(execute: Callable[[int], bool], stream_ptr: int) -> Callable
     return forward
 
 
-_TRT_TYPES = (("int8", "int8"), ("fp8", "fp8"), ("half", "fp16"), ("fp16", "fp16"), ("bf16", "bf16"), ("float", "fp32"),
-              ("fp32", "fp32"), ("int32", "int32"), ("bool", "bool"))
+_TRT_TYPES = (("int8", "int8"), ("fp8", "fp8"), ("bf16", "bf16"), ("bfloat16", "bf16"), ("half", "fp16"), ("fp16", "fp16"),
+              ("float", "fp32"), ("fp32", "fp32"), ("int32", "int32"), ("bool", "bool"))
 COMPUTE_LAYERS = ("CaskConvolution", "CaskDeconvolution", "CaskGemmConvolution", "CaskGemmMatrixMultiply", "MatrixMultiply",
                   "Convolution", "gemm", "CaskFlattenConvolution", "Myelin", "CaskPooling")
 NO_SHAPES = "n/a due to dynamic shapes"
@@ -178,7 +178,7 @@ NO_SHAPES = "n/a due to dynamic shapes"
 def layer_datatype(tensor: Mapping[str, Any]) -> str:
     """A layer tensor's element type as the inspector writes it: 11.x has `Datatype` (and
     `Format` apart; its engine-level I/O entries spell it `DataType`), 10.x one `Format/Datatype`."""
-    for key in ("Datatype", "DataType", "Format/Datatype"):
+    for key in ("Datatype", "DataType", "Format/Datatype", "Format"):
         if key in tensor:
             return str(tensor[key]).lower()
     return ""
@@ -186,7 +186,8 @@ def layer_datatype(tensor: Mapping[str, Any]) -> str:
 
 def engine_precision(info: Mapping[str, Any]) -> str:
     """What a built engine computes in, from its inspector's layer information (JSON, built with
-    detailed profiling verbosity): the element type of each compute layer's outputs, counted.
+    detailed profiling verbosity): the element type each compute layer reads (its first input:
+    an int8 convolution may write float where the next layer is not quantized), counted.
     Formats an inspector could not resolve (no execution context on a dynamic-shape engine) make
     the answer 'unknown (...)', never a guess."""
     from collections import Counter
@@ -198,8 +199,8 @@ def engine_precision(info: Mapping[str, Any]) -> str:
     for layer in info.get("Layers", []):
         if not isinstance(layer, dict) or str(layer.get("LayerType", "")) not in COMPUTE_LAYERS:
             continue
-        for out in layer.get("Outputs", [])[:1]:
-            text = layer_datatype(out)
+        for tensor in (layer.get("Inputs") or layer.get("Outputs") or [])[:1]:
+            text = layer_datatype(tensor)
             if NO_SHAPES in text:
                 unresolved += 1
                 continue
@@ -233,6 +234,7 @@ def trtexec_opinion(engine_path: Path, shapes: Mapping[str, tuple[int, ...]], sa
         return {}
     work.mkdir(parents=True, exist_ok=True)
     out = work / "trtexec-times.json"
+    out.unlink(missing_ok=True)  # never an earlier run's times
     cmd = [exe, f"--loadEngine={engine_path}", "--shapes=" + ",".join(f"{n}:{'x'.join(map(str, s))}" for n, s in shapes.items()),
            f"--iterations={max(int(iterations), 10)}", "--duration=0", "--warmUp=200", *trtexec_flags(trt_major),
            f"--exportTimes={out}"]

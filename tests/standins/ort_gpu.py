@@ -8,12 +8,15 @@ include/onnxruntime/core/providers/tensorrt/tensorrt_provider_options.h; core/co
 - get_available_providers() lists TensorrtExecutionProvider, CUDAExecutionProvider and the CPU one.
 - Provider options are checked: an unknown key, or a TensorRT boolean that is not True/False,
   is an EP error. The CUDA provider's `use_tf32` defaults to 1.
-- An EP error at session creation does not raise: the wrapper prints its "EP Error" banner and
-  retries with its fallback providers (CUDA and CPU when TensorRT and CUDA were both asked for,
-  else CPU only). A TensorRT session asked to save `optimized_model_filepath` fails ("Unable to
-  serialize model as it contains compiled nodes") and ends up so on the CPU.
+- An EP error (a RuntimeError) at session creation does not raise: the wrapper prints its
+  "EP Error" banner and retries with its fallback providers (CUDA and CPU when TensorRT and CUDA
+  were both asked for, else CPU only). A TensorRT session asked to save `optimized_model_filepath`
+  fails in Initialize ("Unable to serialize model as it contains compiled nodes"), raised as
+  `onnxruntime.capi.onnxruntime_pybind11_state.Fail`, which is no RuntimeError: the constructor
+  raises it.
 - get_providers() always lists CPUExecutionProvider last.
-- The profiler's "Node" events name the provider that ran each node. Ops named in
+- The profiler's "Node" events name the provider that ran each node; TensorRT's work shows as one
+  fused node per subgraph (`TRTKernel_graph_<name>_<n>`). Ops named in
   BENCH_STANDIN_REJECT_OPS (comma-separated) are ones the GPU providers refuse: TensorRT hands
   them to the CUDA provider when it is registered behind it, else to the CPU; the CUDA provider
   leaves them on the CPU.
@@ -47,6 +50,10 @@ TRT_KEYS = TRT_BOOLS | {"device_id", "trt_max_partition_iterations", "trt_min_su
                         "trt_engine_cache_prefix"}
 
 
+class Fail(Exception):
+    """onnxruntime.capi.onnxruntime_pybind11_state.Fail: registered with pybind11's default base."""
+
+
 def _ep_error(name: str, options: dict) -> str | None:
     keys = CUDA_KEYS if name == CUDA else TRT_KEYS if name == TRT else set()
     for k, v in options.items():
@@ -74,8 +81,10 @@ def register(backends: dict) -> None:
             fallback = [CUDA, CPU] if TRT in names and CUDA in names else [CPU]
             error = next((e for p, o in asked if (e := _ep_error(p, o))), None)
             if error is None and TRT in names and sess_options is not None and sess_options.optimized_model_filepath:
-                error = ("[ONNXRuntimeError] : 1 : FAIL : Unable to serialize model as it contains compiled nodes. "
-                         "Please disable any execution providers which generate compiled nodes.")
+                record("onnxruntime", "InferenceSession", providers=names, options={}, optimized_model_filepath=True,
+                       ep_error="Fail")
+                raise Fail("[ONNXRuntimeError] : 1 : FAIL : Unable to serialize model as it contains compiled nodes. "
+                           "Please disable any execution providers which generate compiled nodes.")
             if error is not None:
                 print("*************** EP Error ***************")
                 print(f"EP Error {error} when using {names}")
@@ -102,16 +111,23 @@ def register(backends: dict) -> None:
                 events = json.loads(Path(path).read_text())
                 reject = set(filter(None, os.environ.get("BENCH_STANDIN_REJECT_OPS", "").split(",")))
                 first = self._standin[0]
+                fused = None
+                kept = []
                 for ev in events:
                     args = ev.get("args") or {}
-                    if ev.get("cat") == "Node" and "provider" in args:
-                        if first == CPU:
-                            continue
+                    if ev.get("cat") == "Node" and "provider" in args and first != CPU:
                         if args.get("op_name") in reject:
                             args["provider"] = CUDA if first == TRT and CUDA in self._standin else CPU
+                        elif first == TRT:  # TensorRT runs its subgraph as one compiled node
+                            if fused is None and ev["name"].endswith("_kernel_time"):
+                                fused = {**ev, "name": "TRTKernel_graph_main_0_kernel_time",
+                                         "args": {**args, "op_name": "TRTKernel_graph_main_0", "provider": TRT}}
+                                kept.append(fused)
+                            continue
                         else:
                             args["provider"] = first
-                Path(path).write_text(json.dumps(events))
+                    kept.append(ev)
+                Path(path).write_text(json.dumps(kept))
             return path
 
         def io_binding(self):

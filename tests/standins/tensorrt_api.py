@@ -333,6 +333,7 @@ def make_module(version: str) -> types.ModuleType:
             return ITimingCache(bytes(data))
 
         def set_timing_cache(self, cache, ignore_mismatch):
+            record("tensorrt", "set_timing_cache", entries=len(cache.entries))
             self.timing_cache = cache
             return True
 
@@ -597,8 +598,12 @@ def make_module(version: str) -> types.ModuleType:
                 if kind in ("QUANTIZE", "DEQUANTIZE"):
                     continue
                 layer_type = {"CONVOLUTION": "CaskConvolution", "MATRIX_MULTIPLY": "CaskGemmMatrixMultiply"}.get(kind, "PointWiseV2")
-                out = self._tensor(f"{name}_out", dims, head["compute"])
-                layers.append({"Name": name, "LayerType": layer_type, "Inputs": [], "Outputs": [out]})
+                # Compute layers read the engine's compute type; the stand-in writes float out of the last one,
+                # as an int8 layer does where nothing after it is quantized.
+                last = name == head["layers"][-1][0]
+                layers.append({"Name": name, "LayerType": layer_type,
+                               "Inputs": [self._tensor(f"{name}_in", dims, head["compute"])],
+                               "Outputs": [self._tensor(f"{name}_out", dims, "FLOAT" if last else head["compute"])]})
             info = {"Layers": layers}
             if weak:
                 info["Bindings"] = [e[0] for e in self.engine.io]
