@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import BenchError
+from bench.registry import BACKENDS, DEFAULT_SCENARIO, SCENARIOS, options_model
 
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
@@ -49,8 +50,8 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
 }
 
 ShapeDim = Union[int, Literal["batch"]]
-Scenario = Literal["single_stream", "offline", "server", "multi_stream", "max_qps"]
-SINGLE_STREAM = "single_stream"
+Scenario = str  # a name in bench.registry.SCENARIOS
+SINGLE_STREAM = DEFAULT_SCENARIO
 LOCAL_TARGET = "local"
 
 
@@ -276,8 +277,6 @@ class Config(_Frozen):
     @field_validator("backends")
     @classmethod
     def _known_backends(cls, v: list[str]) -> list[str]:
-        from bench.backends import BACKENDS
-
         for b in v:
             if b not in BACKENDS:
                 raise ValueError(f"unknown backend {b!r}; valid: {', '.join(BACKENDS)}")
@@ -288,9 +287,7 @@ class Config(_Frozen):
     @field_validator("backend_options")
     @classmethod
     def _typed_options(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """Each backend's options against the model it declares (bench.backends.options_model)."""
-        from bench.backends import BACKENDS, options_model
-
+        """Each backend's options against the model it declares (bench.registry.options_model)."""
         for name, opts in v.items():
             if name not in BACKENDS:
                 raise ValueError(f"{name}: unknown backend; valid: {', '.join(BACKENDS)}")
@@ -312,6 +309,14 @@ class Config(_Frozen):
             raise ValueError("batch sizes must be >= 1")
         if len(set(v)) != len(v):
             raise ValueError("batch sizes are listed more than once")
+        return v
+
+    @field_validator("scenarios")
+    @classmethod
+    def _known_scenarios(cls, v: list[str]) -> list[str]:
+        for s in v:
+            if s not in SCENARIOS:
+                raise ValueError(f"unknown scenario {s!r}; valid: {', '.join(SCENARIOS)}")
         return v
 
     @field_validator("precisions", "scenarios")
@@ -342,8 +347,6 @@ class Config(_Frozen):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":
-        from bench.backends import BACKENDS
-
         names = [m.name for m in self.models]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -366,12 +369,12 @@ class Config(_Frozen):
             if rule.backend is not None and rule.backend not in self.backends:
                 raise ValueError(f"exclude[{i}].backend {rule.backend!r} is not in backends {self.backends}")
         lg = self.loadgen
-        if "server" in self.scenarios and not (lg.target_qps or lg.load):
-            raise ValueError("scenario server needs loadgen.target_qps (arrival rates in queries per second) or "
-                             "loadgen.load (rates as fractions of each cell's measured capacity, e.g. [0.5])")
-        for s in ("server", "max_qps"):
-            if s in self.scenarios and lg.latency_bound_ms is None:
-                raise ValueError(f"scenario {s} needs loadgen.latency_bound_ms (the bound its "
+        for spec in (SCENARIOS[s] for s in self.scenarios):
+            missing = spec.requires(self) if spec.requires is not None else None
+            if missing:
+                raise ValueError(missing)
+            if spec.bounded and lg.latency_bound_ms is None:
+                raise ValueError(f"scenario {spec.name} needs loadgen.latency_bound_ms (the bound its "
                                  f"{lg.latency_percentile:.0%} latency percentile must meet)")
         if not self.grid():
             raise ValueError("the grid is empty: every cell is excluded")
@@ -379,7 +382,7 @@ class Config(_Frozen):
 
     @property
     def uses_loadgen(self) -> bool:
-        return any(s != SINGLE_STREAM for s in self.scenarios)
+        return any(SCENARIOS[s].loadgen for s in self.scenarios)
 
     def threads_per_stream(self, backend: str, streams: int) -> int:
         """Intra-op threads of each stream's instance: the backend's threads split between its
@@ -417,10 +420,8 @@ class Config(_Frozen):
         raise KeyError(name)
 
     def grid(self) -> list[Cell]:
-        lg = self.loadgen
-        rates = {s: [""] for s in self.scenarios}
-        if "server" in rates:
-            rates["server"] = [f"qps{q:g}" for q in lg.target_qps] + [f"load{f:g}" for f in lg.load]
+        specs = {s: SCENARIOS[s] for s in self.scenarios}
+        rates = {s: spec.rates(self.loadgen) if spec.rates is not None else [""] for s, spec in specs.items()}
         cells = [
             Cell(m.name, b, p, bs, s, n, r, t)
             for t in self.targets
@@ -429,7 +430,7 @@ class Config(_Frozen):
             for p in self.precisions
             for bs in self.batch_sizes
             for s in self.scenarios
-            for n in (self.streams if s != SINGLE_STREAM else [1])  # one caller in a loop, by definition
+            for n in (self.streams if specs[s].streams else [1])  # single_stream: one caller in a loop, by definition
             for r in rates[s]
         ]
         return [c for c in cells if not any(r.matches(c) for r in self.exclude)]

@@ -88,14 +88,14 @@ STARTED_TOPIC = "bench-task-started"
 def remote_job(job: dict[str, Any], name: str, timeout_s: float, files: dict[str, bytes]) -> dict[str, Any]:
     """Runs on a Dask worker: the job in a fresh worker process there, in a scratch directory of its
     own; returns the outcome, where it ran, and the files the job wrote for the driver."""
-    import multiprocessing
-
     from dask.distributed import get_worker
+
+    from bench import mp_private
 
     # Dask starts its workers as daemonic processes, which multiprocessing forbids to have children;
     # this task's child is the cell's worker process (bench.worker), which must exist. It dies with
     # its parent all the same (a parent-death signal), so nothing outlives the Dask worker.
-    multiprocessing.current_process()._config["daemon"] = False  # type: ignore[attr-defined]
+    mp_private.allow_children()
     worker = get_worker()
     worker.log_event(STARTED_TOPIC, {"key": str(worker.get_current_task())})  # the driver tells lost-while-queued from lost-mid-cell
     scratch = Path(tempfile.mkdtemp(prefix="bench-task-"))

@@ -18,7 +18,6 @@ instead (a fresh interpreter, seconds of imports).
 
 from __future__ import annotations
 
-import contextlib
 import faulthandler
 import json
 import os
@@ -32,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from multiprocessing import forkserver, popen_forkserver, spawn
-from multiprocessing.context import ForkServerProcess
+from multiprocessing import forkserver
 
-from bench import atomic
+from bench import atomic, mp_private
+from bench.process import PHASE_ENV, announce_progress, die_with_parent  # noqa: F401  (announce_progress: re-exported)
 
 STDERR_TAIL = 16000
 POLL_S = 0.2
@@ -55,17 +54,6 @@ class Outcome:
 def _peak_rss_mb() -> float:
     # ru_maxrss is in KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-PHASE_ENV = "BENCH_PHASE_FILE"
-
-
-def announce_progress(line: str) -> None:
-    """From any process under a worker: show `line` as the cell's current phase (and log it)."""
-    print(line, flush=True)
-    path = os.environ.get(PHASE_ENV)
-    if path:
-        atomic.write_text(Path(path), line)
 
 
 def run_job(job: dict[str, Any], on_phase: Callable[[str], None] = lambda phase: None) -> Outcome:
@@ -126,35 +114,13 @@ STARTED_ENV = "BENCH_WORKER_STARTED"
 PARENT_ENV = "BENCH_WORKER_PARENT"  # time.monotonic() when the parent asked for the worker (system-wide clock)
 
 
-class _NoMainPopen(popen_forkserver.Popen):
-    """multiprocessing's fork-server launch, except that the child does not re-import the parent's
-    __main__ (a CLI, a test runner, a user's script): a worker needs nothing from it, and importing
-    it costs time or, for a script without a main guard, runs it."""
-
-    def _launch(self, process_obj: Any) -> None:
-        real = spawn.get_preparation_data
-
-        def without_main(name: str) -> dict[str, Any]:
-            data = real(name)
-            data.pop("init_main_from_path", None)
-            data.pop("init_main_from_name", None)
-            return data
-
-        spawn.get_preparation_data = without_main
-        try:
-            super()._launch(process_obj)
-        finally:
-            spawn.get_preparation_data = real
+def _server_ready() -> None:
+    if not _SERVER_READY:
+        _prepare_server()
 
 
-class _ServerProcess(ForkServerProcess):
-    """A process forked from the fork server, which preloads PRELOAD once."""
-
-    @staticmethod
-    def _Popen(process_obj: Any) -> Any:
-        if not _SERVER_READY:
-            _prepare_server()
-        return _NoMainPopen(process_obj)
+mp_private.on_server_start(_server_ready)
+_ServerProcess = mp_private.ServerProcess  # a process forked from the fork server
 
 
 _SERVER_READY = False
@@ -163,10 +129,7 @@ _SERVER_READY = False
 def service_pids() -> set[int]:
     """The fork server and multiprocessing's resource tracker, when running: long-lived helpers of
     this process, not workers (every worker is the server's child, and dies with its cell)."""
-    from multiprocessing import resource_tracker
-
-    pids = {getattr(forkserver._forkserver, "_forkserver_pid", None), getattr(resource_tracker._resource_tracker, "_pid", None)}
-    return {p for p in pids if p}
+    return {p for p in (mp_private.forkserver_pid(), mp_private.resource_tracker_pid()) if p}
 
 
 def _prepare_server() -> None:
@@ -206,7 +169,7 @@ class _Worker:
             _prepare_server()  # started once; restarted (with its preloads) if something killed it
             self._process = _ServerProcess(
                 target=_forked_main, args=(str(job_path), str(result_path), str(err_path), dict(os.environ), os.getcwd(),
-                                           list(sys.path), self.started, forkserver._forkserver._forkserver_pid or 0),
+                                           list(sys.path), self.started, mp_private.forkserver_pid() or 0),
                 daemon=False)
             self._process.start()
             self.pid = self._process.pid
@@ -225,24 +188,6 @@ class _Worker:
         else:
             self._process.join()
             self._process.close()
-
-
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent: int) -> None:
-    """Ask the kernel to SIGKILL this process when its parent dies (Linux prctl), and exit now if
-    the parent is already gone. A worker's parent is the fork server, which exits when bench does;
-    an exec'd worker's is bench itself. Elsewhere: nothing (workers then outlive a killed parent)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:
-        os._exit(1)
 
 
 def alive_worker(pid_file: Path) -> str | None:
@@ -271,12 +216,7 @@ def _forked_main(job_path: str, result_path: str, err_path: str, env: dict[str, 
     # multiprocessing hands each forked child the write end of the pipe by which the server learns
     # that bench has gone (EOF once every holder closes it). A worker holding it would keep the
     # server, and so itself, alive after bench is killed: close it.
-    alive = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)
-    if alive is not None:
-        with contextlib.suppress(OSError):
-            os.close(alive)
-        forkserver._forkserver._forkserver_alive_fd = None
-        forkserver._forkserver._forkserver_address = None
+    mp_private.drop_server_alive_fd()
     die_with_parent(parent)
     os.setsid()
     fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -287,9 +227,9 @@ def _forked_main(job_path: str, result_path: str, err_path: str, env: dict[str, 
     os.environ.update(env)
     os.chdir(cwd)
     sys.path[:] = sys_path
-    from bench import backends
+    from bench import registry
 
-    backends._load_plugins()  # BENCH_PLUGINS as the parent has it now
+    registry._load_plugins()  # BENCH_PLUGINS as the parent has it now
     rc = main([job_path, result_path], started)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -6,7 +6,6 @@ with its own backend options, on a tiny model."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -12,13 +12,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from bench.cache import ArtifactCache
-from bench.models.prepare import PreparedModel
+from bench.options import BackendOptions  # noqa: F401  (re-exported: backends' Options derive from it)
+
+if TYPE_CHECKING:
+    from bench.models.prepare import PreparedModel
 
 Feeds = Mapping[str, np.ndarray]
 
@@ -36,7 +38,7 @@ def _no_calibration() -> list:
 
 @dataclass(frozen=True)
 class CompileRequest:
-    model: PreparedModel
+    model: "PreparedModel"
     precision: str
     batch_size: int
     shapes: Mapping[str, tuple[int, ...]]
@@ -56,13 +58,6 @@ def execution_summary(counts: Mapping[str, int]) -> str:
     if len(live) == 1:
         return next(iter(live))
     return "mixed: " + ", ".join(f"{k} x{v}" for k, v in sorted(live.items(), key=lambda kv: -kv[1]))
-
-
-class BackendOptions(BaseModel):
-    """Base of each backend's `Options`: the keys `backend_options.<backend>` may set, typed, with
-    their defaults. Unknown keys and bad values are refused when the config is loaded."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class Unsupported(Exception):

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from pydantic import Field
-
-from bench.backends.base import HOST_CLOCK, Availability, BackendOptions, CompileRequest, Feeds, execution_summary, import_framework
+from bench.backends.base import HOST_CLOCK, Availability, CompileRequest, Feeds, execution_summary, import_framework
+from bench.options import OrtGpuOptions, OrtOptions
 from bench.precision import onnx_for
 
 COMPUTE_OPS = {"Conv", "FusedConv", "NhwcFusedConv", "ConvTranspose", "MatMul", "Gemm", "FusedMatMul", "FusedGemm"}
@@ -104,16 +103,6 @@ def placement_facts(placed: Mapping[str, Any], provider: str) -> dict[str, Any]:
                                  + ", ".join(f"{op} x{n}" for op, n in ops.most_common())
                                  + f" (e.g. {placed['cpu'][0][0]})")
     return facts
-
-
-class OrtOptions(BackendOptions):
-    graph_optimization_level: Literal["disabled", "basic", "extended", "all"] = Field(
-        "all", description="ONNX Runtime's graph optimizations: disabled, basic, extended or all")
-
-
-class OrtGpuOptions(OrtOptions):
-    tf32: bool = Field(False, description="allow TF32 math in fp32 convolutions and GEMMs (CUDA provider's use_tf32)")
-    device_id: int = Field(0, ge=0, description="the CUDA device")
 
 
 class OnnxRuntimeBackend:

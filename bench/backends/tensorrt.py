@@ -38,14 +38,13 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from pydantic import Field
-
 from bench import gpu
-from bench.backends.base import Availability, BackendOptions, CompileRequest, Feeds, Unsupported, import_framework
+from bench.backends.base import Availability, CompileRequest, Feeds, Unsupported, import_framework
+from bench.options import TrtOptions
 from bench.cache import digest, file_sha256
 from bench.precision import feeds_digest, onnx_for
 
@@ -249,15 +248,6 @@ def trtexec_opinion(engine_path: Path, shapes: Mapping[str, tuple[int, ...]], sa
     ours, theirs = float(np.median(samples_ns)) / 1e6, float(np.median(times))
     return {"trtexec_p50_ms": round(theirs, 6), "trtexec_ratio": round(ours / theirs, 4) if theirs > 0 else None,
             "trtexec_note": f"{len(times)} iterations, computeMs, {' '.join(trtexec_flags(trt_major))}"}
-
-
-class TrtOptions(BackendOptions):
-    workspace_mb: int | None = Field(None, ge=1, description="builder workspace limit in MiB")
-    builder_optimization_level: int | None = Field(None, ge=0, le=5, description="TensorRT builder optimization level 0-5")
-    typing: Literal["strong", "weak"] = Field("strong", description="strong: types from the graph (10.x and 11.x); "
-                                              "weak: precision builder flags and a calibrator (10.x only)")
-    tf32: bool = Field(False, description="allow TF32 math in fp32 layers (off: an fp32 row is fp32 math)")
-    trtexec: bool = Field(True, description="also time the engine with trtexec when it is on the PATH")
 
 
 class TensorrtBackend:

@@ -21,13 +21,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from typing import Literal
-
-from pydantic import Field
-
-from bench.backends.base import (HOST_CLOCK, Availability, BackendOptions, CompileRequest, Feeds, ImportFailed, execution_summary,
+from bench.backends.base import (HOST_CLOCK, Availability, CompileRequest, Feeds, ImportFailed, execution_summary,
                                  import_framework)
 from bench.cache import digest
+from bench.options import BackendOptions, TunedOptions, TvmOptions
 from bench.precision import onnx_for
 
 _COMPUTE = re.compile(r'R\.Tensor\(\([^)]*\), dtype="(\w+)"\) = R\.(?:nn\.conv2d|nn\.conv2d_transpose|matmul)\(')
@@ -48,18 +45,6 @@ def host_target(threads: int) -> Any:
     import tvm
 
     return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": threads})
-
-
-class TvmOptions(BackendOptions):
-    """The untuned CPU variant takes no options."""
-
-
-class TunedOptions(BackendOptions):
-    trials: int = Field(64, ge=1, description="total MetaSchedule trial budget")
-    min_trials_per_task: int = Field(2, ge=0, description="trials every task gets at least")
-    trials_per_iter: int = Field(16, ge=1, description="candidates built and measured per batch")
-    builder_timeout_s: int = Field(300, ge=1, description="seconds one build may take")
-    search: Literal["evolutionary", "replay-trace"] = Field("evolutionary", description="evolutionary or replay-trace")
 
 
 class TvmBackend:
@@ -321,7 +306,7 @@ def _tuning_input(mod: Any, target: Any) -> Any:
 def _tune_process(onnx_path: str, shapes: dict, target_json: str, db_dir: str, trials: int, min_per_task: int,
                   per_iter: int, builder_timeout_s: int, threads: int, search: str, result: Any) -> None:
     """Child process: import the model as the parent does, then tune every task into db_dir."""
-    from bench.worker import die_with_parent
+    from bench.process import die_with_parent
 
     die_with_parent(os.getppid())  # the cell's worker: when it is killed, tuning stops too
     import onnx
@@ -333,7 +318,7 @@ def _tune_process(onnx_path: str, shapes: dict, target_json: str, db_dir: str, t
     _load_tensor_intrinsics()  # before MetaSchedule imports them the slow way
     target = tvm.target.Target(json.loads(target_json))
     mod = _tuning_input(from_onnx(onnx.load(onnx_path), shape_dict=shapes, keep_params_in_input=False), target)
-    from bench.worker import announce_progress
+    from bench.process import announce_progress
 
     summary = tune(mod, target, Path(db_dir), trials, min_per_task, per_iter, builder_timeout_s, threads,
                    _load_tensor_intrinsics, log=lambda line: announce_progress(f"tune {line}"), strategy=search)

@@ -29,11 +29,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from bench.backends.base import Availability, CompileRequest, import_framework
-from bench.gpu import ARCH_PATTERN, arch_runs_on, parse_arch
-from pydantic import Field
+from bench.gpu import arch_runs_on, parse_arch
 
-from bench.backends.base import BackendOptions
-from bench.backends.tvm import TunedOptions, TvmBackend, TvmCompiled, TvmTunedBackend
+from bench.backends.tvm import TvmBackend, TvmCompiled, TvmTunedBackend
+from bench.options import BackendOptions, CudaOptions, CudaTunedOptions
 from bench.bundle_runner import source_key
 
 EM_CUDA = 190  # ELF e_machine of a cubin
@@ -133,14 +132,6 @@ def cuda_target(arch: str) -> Any:
 
     return tvm.target.Target({"kind": "cuda", "arch": arch, "max_num_threads": 1024, "thread_warp_size": 32,
                               "max_shared_memory_per_block": 49152, "host": {"kind": "llvm"}})
-
-
-class CudaOptions(BackendOptions):
-    arch: str | None = Field(None, pattern=ARCH_PATTERN, description="sm_XY (or sm_XYa, sm_XYf) to compile for; default: the visible device's")
-
-
-class CudaTunedOptions(TunedOptions, CudaOptions):
-    pass
 
 
 class TvmCudaBackend(TvmBackend):

@@ -35,7 +35,7 @@ import enum
 import json
 import types
 from pathlib import Path
-from typing import Any
+
 
 import numpy as np
 
