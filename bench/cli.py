@@ -221,7 +221,7 @@ def run(
         for cell in p.cells:
             info = p.models[cell.model]
             typer.echo(f"{cell.model}\t{cell.backend}\t{cell.precision}\tbatch={cell.batch_size}\t"
-                       + (f"{cell.scenario}{' ' + cell.rate if cell.rate else ''}\tstreams={cell.streams}\t" if cell.scenario != "single_stream" else "")
+                       + (f"{cell.scenario}{' ' + cell.rate if cell.rate else ''}\tstreams={cell.streams}\t" if cell.scenario != "single_stream" else "")  # the default scenario
                        + f"inputs={info.shapes(cell.batch_size)}\tsource={info.source}")
         typer.echo(f"{len(p.cells)} cells", err=True)
         return
@@ -407,7 +407,7 @@ def compare_cmd(
         view[c] = view[c].map(lambda v: "–" if pd.isna(v) else f"{v:+.1%}")
     for c in ("p50_a_ms", "p50_b_ms", "qps_a", "qps_b"):
         view[c] = view[c].map(lambda v: "–" if pd.isna(v) else f"{v:.4g}")
-    if (table["scenario"] == "single_stream").all():  # no scenario axis in either run: keep the table narrow
+    if (table["scenario"] == "single_stream").all():  # only the default scenario  # no scenario axis in either run: keep the table narrow
         view = view.drop(columns=["scenario", "streams", "rate", "metric", "qps_a", "qps_b"])
     out.print(_cells_table(view, list(view.columns), f"{b.run_id} against {a.run_id} (noise threshold {thr:.1%})"))
     counts = table["verdict"].value_counts().to_dict()

@@ -81,7 +81,7 @@ class LocalExecutor:
 # Job keys naming files on the driver: what the task sends (in) and brings back (out).
 _IN_FILES = ("reference_path",)
 _OUT_FILES = ("outputs_path", "out_path")
-_OUT_DIRS = ("loadgen_dir",)
+_OUT_DIRS = ("scenario_dir",)
 STARTED_TOPIC = "bench-task-started"
 
 

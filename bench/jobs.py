@@ -13,14 +13,16 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from bench import goldens, loadgen, machine_lock
+from dataclasses import dataclass
+
+from bench import goldens, machine_lock
 from bench.backends import get_backend
-from bench.backends.base import Backend, Compiled, CompileRequest, Unsupported
-from bench.config import SINGLE_STREAM, Cell, Config
+from bench.backends.base import Backend, Compiled, CompileRequest, Feeds, Unsupported
 from bench.cache import ArtifactCache
+from bench.config import Cell, Config
 from bench.inputs import calibration_set, validation_feeds
 from bench.models.prepare import ModelInfo, PreparedModel, for_cell, materialize
-from bench.timing import measure
+from bench.scenarios import Prepared, TimedCell, get_scenario
 from bench.validate import compare, run_outputs
 
 
@@ -90,116 +92,133 @@ def reference_job(config: Config, info: ModelInfo, batch: int, out_path: Path, w
     return {"path": str(out_path)}
 
 
-def cell_job(
-    config: Config,
-    info: ModelInfo,
-    cell: Cell,
-    reference_path: str | None,
-    reference_note: str | None,
-    validate: bool,
-    outputs_path: Path | None,
-    work_dir: Path,
-    cache: ArtifactCache,
-    on_phase: Callable[[str], None] = lambda phase: None,
-    compile_only: bool = False,
-    lock_label: str | None = None,
-    loadgen_dir: Path | None = None,
-) -> dict[str, Any]:
+@dataclass
+class CellJob:
+    """One cell's work as the planner describes it to a worker: the JSON wire form is `encode`'s
+    (`execute_job` reads it back into this)."""
+
+    config: Config
+    info: ModelInfo
+    cell: Cell
+    work_dir: Path
+    cache: ArtifactCache
+    validate: bool = True  # the cell's first process validates (and stores outputs); repeats only time
+    reference_path: str | None = None
+    reference_note: str | None = None  # why there is no reference, when there is none
+    outputs_path: Path | None = None
+    compile_only: bool = False
+    run_id: str | None = None  # named in the machine's timing lock while this cell holds it
+    scenario_dir: Path | None = None  # where the scenario writes its logs (LoadGen's), per process
+
+
+def cell_job(job: CellJob, on_phase: Callable[[str], None] = lambda phase: None) -> dict[str, Any]:
     """Build, compile, validate (when asked) and time one cell. Returns {"row": {...}, "samples_ns": [...]}.
 
     The row holds what this process learned; timing statistics are the parent's to compute."""
-    tol = config.tolerance(cell.precision, cell.model)
-    per_output = {o: config.tolerance(cell.precision, cell.model, o) for o in config.model(cell.model).output_tolerances}
+    cell = job.cell
     row: dict[str, Any] = {"status": "ok", "error": None, "phase": None}
     samples: list[int] = []
     backend = get_backend(cell.backend)
     row["variant"] = backend.variant
-    avail = backend.availability()
-    if not avail.usable:
-        row.update(status="skipped", error=f"{cell.backend} unavailable: {avail.reason}")
+    skip = _cannot_build(backend, cell)
+    if skip:
+        row.update(status="skipped", error=skip)
         return {"row": row, "samples_ns": samples}
-    if cell.precision not in backend.precisions:
-        row.update(status="skipped", error=f"{cell.backend} does not build {cell.precision}; it builds {', '.join(backend.precisions)}")
-        return {"row": row, "samples_ns": samples}
-
     phase = "build"
     compiled: Compiled | None = None
-    instances: list[Compiled] = []
+    prepared: Prepared | None = None
     try:
         on_phase(phase)
-        source = materialize(info)
+        source = materialize(job.info)
         row["model_sha256"] = source.sha256
         phase = "prepare"
         on_phase(phase)
-        model = for_cell(source, cell.batch_size, cache, backend.keeps_dynamic_batch)
+        model = for_cell(source, cell.batch_size, job.cache, backend.keeps_dynamic_batch)
         row.update(prepared_facts(source, model))
-
         phase = "compile"
         on_phase(phase)
-        t0 = time.perf_counter()
-        request = _request(config, backend, model, cell.precision, cell.batch_size, work_dir, cache, cell.streams)
-        compiled = backend.compile(request)
-        row["compile_s"] = time.perf_counter() - t0
-        row.update(compiled.facts)
-        if compile_only:
+        request, compiled = _compile(job, backend, model, row)
+        if job.compile_only:
             return {"row": row, "samples_ns": samples}
-        if getattr(compiled, "cannot_run", ""):
+        if compiled.cannot_run:
             raise Unsupported(compiled.cannot_run)
-
-        feeds = validation_feeds(info, config.model(cell.model).data, cell.batch_size, config.seed, config.validation.iterations)
-        if validate:
+        feeds = validation_feeds(job.info, job.config.model(cell.model).data, cell.batch_size, job.config.seed,
+                                 job.config.validation.iterations)
+        if job.validate:
             phase = "validate"
             on_phase(phase)
-            outputs = run_outputs(compiled, cell.label, feeds)
-            if outputs_path is not None:
-                goldens.save(outputs_path, goldens.from_run_results(outputs),
-                             {**output_meta(config, source, cell.batch_size), "producer": f"{cell.backend}/{cell.precision}"})
-            reference = None
-            if reference_path is None:
-                row["accuracy_note"] = reference_note or "no reference"
-            else:
-                stored = goldens.load(Path(reference_path))
-                stale = stored.mismatch(output_meta(config, source, cell.batch_size))
-                if stale:
-                    row["accuracy_note"] = f"reference outputs do not match this model's inputs: {stale}"
-                else:
-                    reference = stored.run_results(f"reference:{stored.meta.get('producer')}")
-            if reference is not None:
-                drift = compare(reference, outputs, tol, info.task, per_output)
-                row.update(drift.as_row(), validated=True, accuracy_note=drift.reason or None)
-
-        if cell.scenario != SINGLE_STREAM:
-            phase = "loadgen"
-            on_phase(f"compile {cell.streams - 1} more instance(s) for the streams")
-            instances = [backend.compile(request) for _ in range(cell.streams - 1)]
-            calls = [loadgen.completing(c.prepare(feeds[i % len(feeds)]), c) for i, c in enumerate([compiled, *instances])]
-            row.update(timed_region=loadgen.timed_region(cell, request.threads), threads_per_stream=request.threads)
-        else:
-            phase = "time"
-            fn = compiled.prepare(feeds[0])
-            row["timed_region"] = getattr(compiled, "timed_region", None)
-        on_phase(phase)
-        with machine_lock.timing(f"run {lock_label or '?'}, cell {cell.label}",
-                                 lambda who: on_phase(f"waiting to time: the machine's timing lock is held by {who}")) as waited:
-            on_phase(phase)
-            if cell.scenario != SINGLE_STREAM:
-                row["loadgen"], samples = loadgen.run_scenario(cell, config.loadgen, calls, loadgen_dir or work_dir / "loadgen", on_phase)
-            else:
-                samples = measure(fn, compiled.clock, config.timing, getattr(compiled, "interval", None))
-                opinion = getattr(compiled, "second_opinion", None)
-                if validate and samples and opinion is not None:  # once per cell, in its first process
-                    on_phase("second opinion")
-                    row.update(opinion(samples))
-        row["lock_wait_s"] = round(waited, 3)
+            row.update(_validate(job, source, compiled, feeds))
+        phase = "time"
+        scenario = get_scenario(cell.scenario)
+        prepared = scenario.prepare(TimedCell(cell, job.config, backend, request, compiled, feeds, on_phase,
+                                              job.scenario_dir or job.work_dir / cell.scenario))
+        row.update(prepared.facts)
+        samples = _timed(job, compiled, prepared, row, on_phase)
     except Unsupported as e:
         row.update(status="skipped", error=str(e), phase=phase)
     except Exception as e:
         row.update(status="failed", error=error_text(e), phase=phase, traceback="".join(traceback.format_exception(e)))
     finally:
-        for c in [compiled, *instances]:
+        for c in [compiled, *(prepared.instances if prepared else [])]:
             if c is not None:
                 c.release()
     return {"row": row, "samples_ns": samples}
+
+
+def _cannot_build(backend: Backend, cell: Cell) -> str | None:
+    avail = backend.availability()
+    if not avail.usable:
+        return f"{cell.backend} unavailable: {avail.reason}"
+    if cell.precision not in backend.precisions:
+        return f"{cell.backend} does not build {cell.precision}; it builds {', '.join(backend.precisions)}"
+    return None
+
+
+def _compile(job: CellJob, backend: Backend, model: PreparedModel, row: dict[str, Any]) -> tuple[CompileRequest, Compiled]:
+    t0 = time.perf_counter()
+    request = _request(job.config, backend, model, job.cell.precision, job.cell.batch_size, job.work_dir, job.cache, job.cell.streams)
+    compiled = backend.compile(request)
+    row["compile_s"] = time.perf_counter() - t0
+    row.update(compiled.facts)
+    return request, compiled
+
+
+def _validate(job: CellJob, source: PreparedModel, compiled: Compiled, feeds: list[Feeds]) -> dict[str, Any]:
+    """Outputs on the seeded inputs (stored when asked), judged against the reference's."""
+    config, cell = job.config, job.cell
+    outputs = run_outputs(compiled, cell.label, feeds)
+    if job.outputs_path is not None:
+        goldens.save(job.outputs_path, goldens.from_run_results(outputs),
+                     {**output_meta(config, source, cell.batch_size), "producer": f"{cell.backend}/{cell.precision}"})
+    if job.reference_path is None:
+        return {"accuracy_note": job.reference_note or "no reference"}
+    stored = goldens.load(Path(job.reference_path))
+    stale = stored.mismatch(output_meta(config, source, cell.batch_size))
+    if stale:
+        return {"accuracy_note": f"reference outputs do not match this model's inputs: {stale}"}
+    reference = stored.run_results(f"reference:{stored.meta.get('producer')}")
+    tol = config.tolerance(cell.precision, cell.model)
+    per_output = {o: config.tolerance(cell.precision, cell.model, o) for o in config.model(cell.model).output_tolerances}
+    drift = compare(reference, outputs, tol, job.info.task, per_output)
+    return {**drift.as_row(), "validated": True, "accuracy_note": drift.reason or None}
+
+
+def _timed(job: CellJob, compiled: Compiled, prepared: Prepared, row: dict[str, Any], on_phase: Callable[[str], None]) -> list[int]:
+    """The scenario's run inside the machine's timing lock (and a second opinion, once per cell)."""
+    on_phase("time")
+    with machine_lock.timing(f"run {job.run_id or '?'}, cell {job.cell.label}",
+                             lambda who: on_phase(f"waiting to time: the machine's timing lock is held by {who}")) as waited:
+        on_phase("time")
+        figures, samples = prepared.run()
+        if figures:
+            row["scenario_figures"] = figures
+        if job.validate and samples:  # once per cell, in its first process
+            opinion = compiled.second_opinion(samples)
+            if opinion:
+                on_phase("second opinion")
+                row.update(opinion)
+    row["lock_wait_s"] = round(waited, 3)
+    return samples
 
 
 # --- the JSON wire format between a parent and its workers ------------------------------------------
@@ -217,11 +236,11 @@ def execute_job(job: dict[str, Any], on_phase: Callable[[str], None] = lambda ph
     cache = ArtifactCache(Path(job["cache_dir"]), bool(job["use_cache"]), scratch=work)
     if job["kind"] == "reference":
         return reference_job(config, info, job["batch_size"], Path(job["out_path"]), work, cache)
-    return cell_job(
-        config, info, Cell(**job["cell"]), job.get("reference_path"), job.get("reference_note"), job["validate"],
-        Path(job["outputs_path"]) if job.get("outputs_path") else None, work, cache, on_phase,
-        bool(job.get("compile_only")), job.get("run_id"), Path(job["loadgen_dir"]) if job.get("loadgen_dir") else None,
-    )
+    path = lambda key: Path(job[key]) if job.get(key) else None  # noqa: E731
+    return cell_job(CellJob(config, info, Cell(**job["cell"]), work, cache, validate=job["validate"],
+                            reference_path=job.get("reference_path"), reference_note=job.get("reference_note"),
+                            outputs_path=path("outputs_path"), compile_only=bool(job.get("compile_only")),
+                            run_id=job.get("run_id"), scenario_dir=path("scenario_dir")), on_phase)
 
 
 def dumps(obj: Any) -> str:

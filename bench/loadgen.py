@@ -1,14 +1,7 @@
 """Throughput and latency under load, measured by MLPerf's own LoadGen (`mlcommons-loadgen`).
 
-The scenarios (config `scenarios`; `single_stream` is bench.timing's loop, not run here):
-
-- offline: every sample is available at once; the figure is samples per second sustained.
-- server: queries of one sample arrive as a Poisson process at a target rate; the figures are the
-  latency percentiles including queueing, and whether the percentile met the bound (VALID).
-- multi_stream: queries of `samples_per_query` samples, the next issued when the last completes;
-  the figure is the 99th percentile of query latency.
-- max_qps: server runs searching for the highest rate that is VALID under the bound; every probe
-  is recorded.
+The harness the LoadGen scenarios share (bench.scenarios: offline, server, multi_stream, max_qps,
+each a module; their minimum query counts for LoadGen's early stopping are in bench.registry).
 
 LoadGen decides arrivals, durations, query counts, early stopping and VALID/INVALID; this module
 is its system under test (SUT). `streams` compiled instances of the cell each serve queries on a
@@ -35,9 +28,6 @@ from typing import Any, Callable
 from bench.config import Cell, LoadGenConfig
 
 QSL_SIZE = 1024  # sample indices LoadGen draws from; inputs are pre-placed, so the indices pick nothing
-# LoadGen's early-stopping rule needs this many queries at the 99th percentile with none over the
-# bound (measured with mlcommons-loadgen 6.0: ~460 for server, 662 for multi_stream).
-EARLY_STOPPING_QUERIES = {"server": 460, "max_qps": 460, "multi_stream": 662}
 TIMED_REGION = ("LoadGen {scenario}: from LoadGen issuing a query to the SUT's completion callback, queueing included; "
                 "{streams} stream thread(s), each calling its own instance with {threads} thread(s) on its pre-placed batch")
 
@@ -54,7 +44,7 @@ def available() -> str | None:
 def completing(call: Callable[[], object], compiled: Any) -> Callable[[], None]:
     """`call`, run to completion: through the instance's own interval timer when it has one (a GPU
     engine's event pair), else followed by its clock, which synchronizes a device."""
-    interval = getattr(compiled, "interval", None)
+    interval = compiled.interval
     if interval is not None:
         return lambda: interval(call)
     clock = compiled.clock
@@ -188,29 +178,15 @@ def parse_summary(text: str) -> dict[str, Any]:
     return out
 
 
-def _settings(scenario: str, lgc: LoadGenConfig, capacity: float, rate: float | None = None) -> Any:
+def base_settings(lgc: LoadGenConfig) -> Any:
+    """LoadGen's TestSettings common to every scenario (performance only, the config's duration and
+    query count); each scenario (bench.scenarios) sets its own LoadGen scenario and figures."""
     import mlperf_loadgen as lg
 
     s = lg.TestSettings()
     s.mode = lg.TestMode.PerformanceOnly
     s.min_duration_ms = int(lgc.min_duration_s * 1000)
     s.min_query_count = max(lgc.min_query_count, 1)
-    if scenario == "offline":
-        s.scenario = lg.TestScenario.Offline
-        # LoadGen issues expected_qps x min_duration samples at once: overestimate, so the run lasts
-        # at least min_duration (an underestimate ends early and is INVALID)
-        s.offline_expected_qps = max(capacity * 1.5, 1.0)
-    elif scenario in ("server", "max_qps"):
-        s.scenario = lg.TestScenario.Server
-        s.server_target_qps = float(rate or 1.0)
-        s.server_target_latency_ns = int(lgc.latency_bound_ms * 1e6)
-        s.server_target_latency_percentile = lgc.latency_percentile
-    elif scenario == "multi_stream":
-        s.scenario = lg.TestScenario.MultiStream
-        s.multi_stream_samples_per_query = lgc.samples_per_query
-        s.multi_stream_expected_latency_ns = max(int(1e9 * lgc.samples_per_query / max(capacity, 1e-9)), 1)
-    else:
-        raise ValueError(f"scenario {scenario!r} is not a LoadGen scenario")
     return s
 
 
@@ -243,108 +219,8 @@ def run_test(calls: list[Callable[[], None]], batch: int, settings: Any, out_dir
     return got
 
 
-def _probe_record(rate: float, r: dict[str, Any]) -> dict[str, Any]:
-    return {"target_qps": round(rate, 3), "achieved_qps": r["samples_per_s"], "p99_ms": _ms(r["p99_ns"]),
-            "valid": r["valid"], "reason": r["reason"]}
-
-
-def _ms(ns: float | None) -> float | None:
+def ms(ns: float | None) -> float | None:
     return None if ns is None else ns / 1e6
-
-
-def _offline(calls: list[Callable[[], None]], batch: int, lgc: LoadGenConfig, estimate: float, out_dir: Path,
-             on_phase: Callable[[str], None]) -> dict[str, Any]:
-    """An offline run, sized from the estimate; run again with more samples if the engine got
-    through them before LoadGen's minimum duration (an INVALID run that says nothing of the engine)."""
-    on_phase("loadgen: offline")
-    result = run_test(calls, batch, _settings("offline", lgc, estimate), out_dir)
-    if not result["valid"] and result["samples_per_s"] and "Min duration" in result["reason"]:
-        on_phase("loadgen: offline again, with more samples")
-        result = run_test(calls, batch, _settings("offline", lgc, result["samples_per_s"] * 1.5), out_dir)
-    return result
-
-
-def run_scenario(cell: Cell, lgc: LoadGenConfig, calls: list[Callable[[], None]], out_dir: Path,
-                 on_phase: Callable[[str], None] = lambda p: None) -> tuple[dict[str, Any], list[int]]:
-    """Run the cell's scenario; returns (this process's LoadGen figures, per-sample latencies in ns
-    for server and multi_stream, per-call service times for offline and max_qps).
-
-    Server rates given as `load` and the max_qps search are based on the cell's capacity: the
-    samples per second of an offline LoadGen run through the same harness (its logs under
-    capacity/), not an estimate from one call's latency, which leaves out the harness and the
-    streams' contention for the cores."""
-    batch = cell.batch_size
-    on_phase("loadgen: one call's latency")
-    one = service_time_s(calls[0])
-    estimate = len(calls) * batch / one  # samples/s if the streams scaled perfectly and the harness cost nothing
-    lgc = lgc.model_copy(update={"min_query_count": max(lgc.min_query_count, EARLY_STOPPING_QUERIES.get(cell.scenario, 1))})
-    part: dict[str, Any] = {"capacity_estimate_qps": estimate, "service_ms": one * 1e3}
-    target = cell.server_rate
-    if cell.scenario == "max_qps" or (target is not None and target[0] == "load"):
-        measured = _offline(calls, batch, lgc, estimate, out_dir / "capacity", on_phase)
-        part["capacity_qps"] = measured["samples_per_s"] or measured["measured_samples_per_s"]
-    if cell.scenario == "max_qps":
-        result, rate, probes = _search(cell, lgc, calls, part["capacity_qps"], out_dir, on_phase)
-        part["probes"] = probes
-    elif cell.scenario == "offline":
-        rate, result = None, _offline(calls, batch, lgc, estimate, out_dir, on_phase)
-    else:
-        rate = None
-        if target is not None:
-            rate = target[1] if target[0] == "qps" else target[1] * part["capacity_qps"]
-        on_phase(f"loadgen: {cell.scenario}" + (f" at {rate:.4g} qps" if rate else ""))
-        result = run_test(calls, batch, _settings(cell.scenario, lgc, estimate, rate), out_dir)
-    achieved = result["samples_per_s"] or result["measured_samples_per_s"]
-    reason = result["reason"] if cell.scenario == "max_qps" else _reason(result, cell.scenario, lgc)
-    part.update(valid=result["valid"], reason=reason, target_qps=rate, achieved_qps=achieved,
-                **{k.replace("_ns", "_ms"): _ms(result[k]) for k in ("mean_ns", "min_ns", "max_ns", "p50_ns", "p90_ns", "p95_ns", "p99_ns")})
-    if cell.scenario == "offline":  # latency from the one query's issue: not a figure of the engine
-        part.update({k: None for k in ("mean_ms", "min_ms", "max_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms")})
-    samples = result["service_ns"] if cell.scenario in ("offline", "max_qps") else result["latencies_ns"]
-    return part, samples
-
-
-def _reason(result: dict[str, Any], scenario: str, lgc: LoadGenConfig) -> str:
-    """LoadGen's reason, led by the latency against the bound when that is what failed."""
-    reason = result["reason"]
-    if reason and scenario in ("server", "max_qps") and lgc.latency_percentile == 0.99 and result.get("p99_ns"):
-        p99 = result["p99_ns"] / 1e6
-        if p99 > lgc.latency_bound_ms:
-            reason = f"p99 {p99:.4g} ms over the {lgc.latency_bound_ms:g} ms bound; {reason}"
-    return reason
-
-
-def _search(cell: Cell, lgc: LoadGenConfig, calls: list[Callable[[], None]], capacity: float, out_dir: Path,
-            on_phase: Callable[[str], None]) -> tuple[dict[str, Any], float | None, list[dict[str, Any]]]:
-    """Highest VALID server rate within lgc.max_qps_probes runs: from 90% of the offline capacity,
-    up by a quarter while VALID, then bisect between the best VALID and the lowest INVALID rate."""
-    lo: tuple[float, dict[str, Any]] | None = None
-    hi: float | None = None
-    rate = capacity * 0.9
-    probes: list[dict[str, Any]] = []
-    last: dict[str, Any] = {}
-    for i in range(lgc.max_qps_probes):
-        on_phase(f"loadgen: max_qps probe {i + 1}/{lgc.max_qps_probes} at {rate:.4g} qps")
-        r = run_test(calls, cell.batch_size, _settings("server", lgc, capacity, rate), out_dir / f"probe{i + 1}")
-        r["reason"] = _reason(r, "server", lgc)
-        probes.append(_probe_record(rate, r))
-        last = r
-        if r["valid"]:
-            lo = (rate, r)
-        else:
-            hi = rate if hi is None else min(hi, rate)
-        if hi is None:
-            rate *= 1.25
-        elif lo is None:
-            rate = hi / 2
-        else:
-            if (hi - lo[0]) / hi < 0.02:
-                break
-            rate = (lo[0] + hi) / 2
-    if lo is None:
-        lowest = min(p["target_qps"] for p in probes)
-        return {**last, "valid": False, "reason": f"no rate probed was VALID (lowest {lowest:.4g} qps: {last['reason']})"}, None, probes
-    return lo[1], lo[0], probes
 
 
 def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from bench import results
 from bench.config import Config
 from bench.errors import BenchError
 from bench.results import cell_key
-from bench.runner import config_diff, new_run_id
+from bench.rundir import config_diff, new_run_id
 
 COPIED = ("outputs", "references", "loadgen", "logs")
 

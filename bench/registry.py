@@ -6,8 +6,9 @@ Adding a backend is one module (bench/backends/<name>.py, or a plugin) and one e
 (plus its options class in OPTIONS); adding a scenario is one module (bench/scenarios/<name>.py)
 and one ScenarioSpec in SCENARIOS. Out-of-tree ones come through BENCH_PLUGINS: comma-separated
 modules, each with `register(backends)` adding to BACKENDS and, optionally,
-`register_scenarios(scenarios)` adding ScenarioSpecs. Plugins load on import of this module, in the
-main process and in every worker.
+`register_scenarios(scenarios)` adding ScenarioSpecs. Plugins load the first time either table is
+read (not on import: a plugin may import any of bench, this module included), in the main process
+and in every worker.
 """
 
 from __future__ import annotations
@@ -20,8 +21,44 @@ from typing import Any, Callable
 from bench.options import (BackendOptions, CudaOptions, CudaTunedOptions, OrtGpuOptions, OrtOptions, TrtOptions, TunedOptions,
                            TvmOptions)
 
+class _Names(dict):
+    """A table of names that loads BENCH_PLUGINS before it is first read."""
+
+    def __getitem__(self, key: Any) -> Any:
+        _plugins_once()
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        _plugins_once()
+        return super().__contains__(key)
+
+    def __iter__(self) -> Any:
+        _plugins_once()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        _plugins_once()
+        return super().__len__()
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        _plugins_once()
+        return super().get(key, default)
+
+    def keys(self) -> Any:
+        _plugins_once()
+        return super().keys()
+
+    def items(self) -> Any:
+        _plugins_once()
+        return super().items()
+
+    def values(self) -> Any:
+        _plugins_once()
+        return super().values()
+
+
 # name -> "module:factory" (or a factory); a factory takes no argument and returns a Backend.
-BACKENDS: dict[str, str | Callable[[], Any]] = {
+BACKENDS: dict[str, str | Callable[[], Any]] = _Names({
     "onnxruntime": "bench.backends.ort:OnnxRuntimeBackend",
     "tvm": "bench.backends.tvm:TvmBackend",
     "tvm_tuned": "bench.backends.tvm:TvmTunedBackend",
@@ -30,7 +67,7 @@ BACKENDS: dict[str, str | Callable[[], Any]] = {
     "onnxruntime_cuda": "bench.backends.ort:OnnxRuntimeCudaBackend",
     "onnxruntime_trt": "bench.backends.ort:OnnxRuntimeTensorrtBackend",
     "tensorrt": "bench.backends.tensorrt:TensorrtBackend",
-}
+})
 
 # The built-in backends' options. A plugin backend's come from its class attribute `Options`.
 OPTIONS: dict[str, type[BackendOptions]] = {
@@ -55,7 +92,7 @@ def options_model(name: str) -> type[BackendOptions] | None:
         return OPTIONS[name]
     if name not in BACKENDS:
         raise KeyError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
-    return getattr(type(load(BACKENDS[name])()), "Options", None)
+    return type(load(BACKENDS[name])()).Options
 
 
 @dataclass(frozen=True)
@@ -88,7 +125,7 @@ def _server_needs_rates(config: Any) -> str | None:
 
 
 DEFAULT_SCENARIO = "single_stream"
-SCENARIOS: dict[str, ScenarioSpec] = {
+SCENARIOS: dict[str, ScenarioSpec] = _Names({
     "single_stream": ScenarioSpec("single_stream", "bench.scenarios.single_stream:SingleStream"),
     "offline": ScenarioSpec("offline", "bench.scenarios.offline:Offline", loadgen=True, streams=True, throughput=True,
                             capacity_figure="achieved_qps"),
@@ -98,7 +135,7 @@ SCENARIOS: dict[str, ScenarioSpec] = {
                                  min_queries=662),
     "max_qps": ScenarioSpec("max_qps", "bench.scenarios.max_qps:MaxQps", loadgen=True, streams=True, throughput=True,
                             bounded=True, min_queries=460, capacity_figure="target_qps"),
-}
+})
 
 
 def scenario(name: str) -> ScenarioSpec:
@@ -108,10 +145,20 @@ def scenario(name: str) -> ScenarioSpec:
         raise KeyError(f"unknown scenario {name!r}; valid: {', '.join(SCENARIOS)}") from None
 
 
+_LOADED = False
+
+
+def _plugins_once() -> None:
+    if not _LOADED:
+        _load_plugins()
+
+
 def _load_plugins() -> None:
     """BENCH_PLUGINS: comma-separated modules, each with register(backends) adding entries to
-    BACKENDS and optionally register_scenarios(scenarios). Read at import, so worker processes see
-    the same names as the process that started them."""
+    BACKENDS and optionally register_scenarios(scenarios). Read as the environment has it now (a
+    worker calls this again with its parent's environment)."""
+    global _LOADED
+    _LOADED = True
     for module in filter(None, (m.strip() for m in os.environ.get("BENCH_PLUGINS", "").split(","))):
         try:
             plugin = importlib.import_module(module)
@@ -121,6 +168,3 @@ def _load_plugins() -> None:
                 plugin.register_scenarios(SCENARIOS)
         except Exception as e:
             raise ImportError(f"BENCH_PLUGINS module {module!r} failed to register: {e}") from e
-
-
-_load_plugins()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from bench import atomic
-from bench.config import SINGLE_STREAM, Cell
+from bench.config import Cell
+from bench.registry import SCENARIOS
 from bench.results import StoredRun, cell_key, load_run
 
 PLOTS = {
@@ -28,12 +29,19 @@ def label(row: Any) -> str:
     return Cell(*cell_key(row)).label
 
 
+def _spec_flag(flag: str) -> Callable[[Any], bool]:
+    """A row's scenario's spec flag (bench.registry), False for names no longer registered."""
+    return lambda name: bool(getattr(SCENARIOS.get(str(name)), flag, False))
+
+
 def single_stream(cells: pd.DataFrame) -> pd.DataFrame:
-    return cells[cells["scenario"] == SINGLE_STREAM]
+    """Rows timed by bench's own loop (the latency tables)."""
+    return cells[~cells["scenario"].map(_spec_flag("loadgen"))]
 
 
 def under_load(cells: pd.DataFrame) -> pd.DataFrame:
-    return cells[cells["scenario"] != SINGLE_STREAM]
+    """Rows of the LoadGen scenarios (the load tables and plots)."""
+    return cells[cells["scenario"].map(_spec_flag("loadgen"))]
 
 
 def _series_label(row: pd.Series) -> str:
@@ -231,7 +239,7 @@ def _targets_table(cells: pd.DataFrame, targets: list[str]) -> tuple[list[str], 
     keys = ["model", "backend", "precision", "batch_size", "scenario", "streams", "rate"]
     by: dict[tuple, dict[str, str]] = {}
     for _, r in cells.iterrows():
-        figure = r["achieved_qps"] if r["scenario"] != SINGLE_STREAM else r["p50_ms"]
+        figure = r["achieved_qps"] if _spec_flag("loadgen")(r["scenario"]) else r["p50_ms"]
         text = _fmt(figure, ".4g") if r["status"] == "ok" else str(r["status"])
         host = f" ({r['host']})" if pd.notna(r.get("host")) and r.get("host") else ""
         by.setdefault(tuple(r[k] for k in keys), {})[r["target"]] = text + host
@@ -369,7 +377,7 @@ def _latency_throughput_plot(cells: pd.DataFrame, bound: float | None, path: Pat
     import matplotlib.pyplot as plt
 
     rows = under_load(cells)
-    rows = rows[(rows["status"] == "ok") & rows["scenario"].isin(["server", "max_qps"]) & rows["achieved_qps"].notna()].copy()
+    rows = rows[(rows["status"] == "ok") & rows["scenario"].map(_spec_flag("bounded")) & rows["achieved_qps"].notna()].copy()
     models = list(dict.fromkeys(under_load(cells)["model"]))
     fig, axes = plt.subplots(1, len(models), figsize=(5.6 * len(models), 4.4), squeeze=False)
     for ax, model in zip(axes[0], models):
@@ -401,7 +409,7 @@ def _max_qps_plot(cells: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = under_load(cells)
-    rows = rows[(rows["status"] == "ok") & rows["scenario"].isin(["max_qps", "offline"])].copy()
+    rows = rows[(rows["status"] == "ok") & rows["scenario"].map(lambda n: bool(getattr(SCENARIOS.get(str(n)), "capacity_figure", None)))].copy()
     fig, ax = plt.subplots(figsize=(max(6.0, 1.0 + 0.7 * max(1, len(rows))), 4.4))
     if rows.empty:
         ax.text(0.5, 0.5, "no max_qps or offline rows", ha="center", va="center")
@@ -410,15 +418,16 @@ def _max_qps_plot(cells: pd.DataFrame, path: Path) -> None:
         rows["series"] = rows.apply(lambda r: f"{r['model']}\n{_load_series(r)}", axis=1)
         series = list(dict.fromkeys(rows["series"]))
         x = np.arange(len(series))
-        for i, (scenario, color) in enumerate((("max_qps", "tab:blue"), ("offline", "tab:gray"))):
+        kinds = list(dict.fromkeys(rows["scenario"]))
+        width = 0.8 / len(kinds)
+        for i, scenario in enumerate(kinds):
+            figure = SCENARIOS[scenario].capacity_figure
             sub = rows[rows["scenario"] == scenario].set_index("series")
-            if sub.empty:
-                continue
             valid = sub["loadgen_valid"].fillna(False).astype(bool)
-            heights = [float(sub.loc[s, "target_qps" if scenario == "max_qps" else "achieved_qps"]) if s in sub.index and valid.get(s, False)
-                       and pd.notna(sub.loc[s, "target_qps" if scenario == "max_qps" else "achieved_qps"]) else 0.0 for s in series]
-            bars = ax.bar(x + (i - 0.5) * 0.4, heights, width=0.4, color=color,
-                          label="max qps with p99 under the bound" if scenario == "max_qps" else "offline throughput")
+            heights = [float(sub.loc[s, figure]) if s in sub.index and valid.get(s, False) and pd.notna(sub.loc[s, figure]) else 0.0
+                       for s in series]
+            bars = ax.bar(x + (i - (len(kinds) - 1) / 2) * width, heights, width=width,
+                          label=f"{scenario} ({figure}, VALID)")
             for b, s, h in zip(bars, series, heights):
                 ax.text(b.get_x() + b.get_width() / 2, h, f"{h:.4g}" if h else ("none VALID" if s in sub.index else ""),
                         ha="center", va="bottom", fontsize=7)

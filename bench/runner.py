@@ -10,12 +10,8 @@ changed config. The runner talks to backends only through jobs and the protocol 
 
 from __future__ import annotations
 
-import datetime as dt
-import fcntl
 import functools
 import json
-import os
-import secrets
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -23,21 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from bench import goldens, loadgen, machine_lock, results
-from bench.results import cell_key, cell_slug
+from bench.results import cell_slug
 from bench.backends import describe, get_backend
 from bench.cache import ArtifactCache
 from bench.cache import default_root as default_cache_root
-from bench.config import SINGLE_STREAM, Cell, Config
-from bench.environment import environment
+from bench.config import Cell, Config
 from bench.errors import BenchError
 from bench.inputs import check_image_data
 from bench.jobs import encode, input_source
 from bench.models.flops import cpu_peak
 from bench.models.freeze import PREPARE_VERSION, model_sha256
 from bench.models.prepare import ModelInfo, inspect_model
-from bench.timing import summarize
+from bench.registry import scenario
+from bench.scenarios import get_scenario
 from bench.executors import LOCAL, Executor, LocalExecutor
-from bench.worker import INTERRUPTS, Outcome, alive_worker, preload_for, run_isolated, run_job
+from bench.rundir import RunDir
+from bench.worker import INTERRUPTS, Outcome, preload_for, run_isolated, run_job
 
 
 @dataclass(frozen=True)
@@ -63,7 +60,7 @@ def plan(config: Config, models_dir: Path | str, config_path: str | Path | None 
             check_image_data(infos[m.name], m.data, f"models[{i}] ({m.name})")
     missing = loadgen.available() if config.uses_loadgen else None
     if missing:
-        raise BenchError(f"{config_path or 'the config'}: scenarios {', '.join(s for s in config.scenarios if s != 'single_stream')} "
+        raise BenchError(f"{config_path or 'the config'}: scenarios {', '.join(s for s in config.scenarios if scenario(s).loadgen)} "
                          f"run under {missing}")
     if config.goldens is not None and not Path(config.goldens).is_dir():
         raise BenchError(f"goldens: {config.goldens} is not a directory; create it with `bench golden save CONFIG`")
@@ -82,25 +79,6 @@ class Reporter:
     def done(self, row: dict[str, Any]) -> None: ...
 
     def warn(self, message: str) -> None: ...
-
-
-def new_run_id(name: str) -> str:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{name}-{secrets.token_hex(3)}"
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: d}
-
-
-def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    a, b = _flatten(old), _flatten(new)
-    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
 @dataclass
@@ -202,7 +180,7 @@ class _Sweep:
         job = encode("cell", self.config, info, cell=cell, reference_path=ref[0], reference_note=ref[1], validate=validate, run_id=self.run_id,
                      outputs_path=self.run_dir / "outputs" / f"{slug}.npz" if validate else None,
                      work_dir=self.run_dir / "work", cache_dir=self.cache_dir, use_cache=self.use_cache,
-                     loadgen_dir=self.run_dir / "loadgen" / slug / f"process{process}" if cell.scenario != SINGLE_STREAM else None)
+                     scenario_dir=self.run_dir / "loadgen" / slug / f"process{process}" if scenario(cell.scenario).loadgen else None)
         outcome = self._run(job, name, cell)
         if outcome.status != "done":
             part = {"status": outcome.status, "error": outcome.error}
@@ -229,7 +207,7 @@ class _Sweep:
         self.reporter.phase(cell, "reference")
         ref = self.reference(info, cell.batch_size, cell.target)
         part, samples, outcome = self._cell_run(cell, ref, validate=True, name=cell_slug(cell))
-        under_load = [part.pop("loadgen")] if "loadgen" in part else []
+        figures = [part.pop("scenario_figures")] if "scenario_figures" in part else []
         row.update(part)
         rss, ready, placed = [outcome.peak_rss_mb], [outcome.ready_s], [outcome.placement]
         per_process = [samples] if samples else []
@@ -243,20 +221,14 @@ class _Sweep:
             if part["status"] != "ok":
                 row.update(status=part["status"], error=f"repeat {r + 1}: {part['error']}", phase=part.get("phase"))
                 break
-            under_load += [part["loadgen"]] if "loadgen" in part else []
+            figures += [part["scenario_figures"]] if "scenario_figures" in part else []
             per_process.append(more)
         row.update(placement_columns([p for p in placed if p]))
         known = [m for m in rss if m is not None]
         row["peak_rss_mb"] = max(known) if known else None
         starts = [r for r in ready if r is not None]
         row["worker_ready_s"] = max(starts) if starts else None  # slowest worker start, isolated runs
-        pooled = [s for p in per_process for s in p]
-        if under_load and row["status"] == "ok":  # figures under load are LoadGen's (bench.loadgen)
-            row.update(loadgen.combine(under_load), iterations=len(pooled), latency_bound_ms=cfg.loadgen.latency_bound_ms
-                       if cell.scenario in ("server", "max_qps") else None)
-        elif pooled:
-            row.update(summarize(per_process, cell.batch_size).as_row())
-            row.update(work_rate(row, self.peak))
+        row.update(get_scenario(cell.scenario).summarize(row, figures, per_process, cfg, self.peak))
         return row, per_process
 
 
@@ -283,40 +255,10 @@ def backend_preloads(names: list[str]) -> list[str]:
     out: list[str] = []
     for name in dict.fromkeys(names):
         try:
-            out += list(getattr(type(get_backend(name)), "preload", ()))
+            out += list(type(get_backend(name)).preload)
         except Exception:  # a backend that fails to load says so in its cells
             continue
     return out
-
-
-def work_rate(row: dict[str, Any], peak: dict[str, Any]) -> dict[str, Any]:
-    """achieved_gflops (gflop / median seconds) and, for a cell computed on this host's CPU, its
-    share of the host's theoretical fp32 peak for the threads the cell used."""
-    gflop, p50_ms = row.get("gflop"), row.get("p50_ms")
-    if not gflop or not p50_ms:
-        return {"achieved_gflops": None, "pct_of_peak": None}
-    achieved = gflop / (p50_ms / 1e3)
-    per_core, threads = peak.get("fp32_peak_gflops_per_core"), row.get("threads")
-    pct = None
-    if row.get("device") == "cpu" and per_core and threads:
-        pct = 100.0 * achieved / (per_core * min(int(threads), peak.get("cores") or int(threads)))
-    return {"achieved_gflops": achieved, "pct_of_peak": pct}
-
-
-class _RunLock:
-    """An exclusive lock on a run directory: two processes never write one run at once."""
-
-    def __init__(self, run_dir: Path):
-        self.fd = os.open(run_dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            raise BenchError(f"{run_dir}: another bench process is writing this run") from None
-
-    def release(self) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
 
 
 def execute(
@@ -341,9 +283,24 @@ def execute(
 
     Ctrl-C (KeyboardInterrupt) keeps every finished cell and marks the run interrupted."""
     reporter = reporter or Reporter()
-    cfg = p.config
     executor = executor or LocalExecutor()
     cells = shard_cells(p.cells, shard)
+    _check_targets(executor, cells, isolate)
+    _check_machine(wait)
+    run = RunDir.open(p, Path(results_dir), run_id, resume, cells, isolate, shard)
+    preload_for(backend_preloads([*p.config.backends, p.config.reference.backend]))
+    try:
+        todo = run.pending(cells, reporter.warn)
+        run.begin(resume)
+        sweep = _Sweep(p, run.meta["run_id"], run.path, reporter, isolate, Path(cache_dir) if cache_dir else default_cache_root(),
+                       use_cache, executor)
+        _sweep(sweep, todo, executor.parallelism if isolate else 1, isolate, run)
+    finally:
+        run.lock.release()
+    return run.path
+
+
+def _check_targets(executor: Executor, cells: list[Cell], isolate: bool) -> None:
     offered = executor.targets() if isolate else {LOCAL}
     wanted = sorted({c.target for c in cells})
     if offered is not None and not set(wanted) <= offered:
@@ -351,92 +308,43 @@ def execute(
         raise BenchError(f"targets {', '.join(lacking)}: no worker offers them (available: {', '.join(sorted(offered)) or 'none'}); "
                          + ("targets other than local run on a fleet: --executor dask --scheduler ADDRESS"
                             if offered == {LOCAL} else "start a Dask worker with --resources \"bench_slot=1,<target>=1\""))
+
+
+def _check_machine(wait: bool) -> None:
     if not wait:
         who = machine_lock.holder()
         if who:
             raise BenchError(f"another bench run is timing on this machine ({who}); two timed cells on the same cores corrupt "
                              "both figures. Run again when it is done, or without --no-wait to queue behind it")
-    if resume:
-        if run_id is None:
-            raise BenchError("resume needs a run id")
-        run_dir = Path(results_dir) / run_id
-        if not (run_dir / "meta.json").is_file():
-            raise BenchError(f"--resume {run_id}: no run at {run_dir}")
-        meta = json.loads((run_dir / "meta.json").read_text())
-        if meta.get("config_hash") != cfg.digest():
-            diff = config_diff(meta.get("config", {}), cfg.canonical())
-            raise BenchError(f"--resume {run_id}: the config changed since that run, refusing to mix results: " + "; ".join(diff[:8]))
-    else:
-        run_id = run_id or new_run_id(cfg.name)
-        run_dir = Path(results_dir) / run_id
-        run_dir.mkdir(parents=True, exist_ok=False)
-        meta = {
-            "schema_version": results.SCHEMA_VERSION,
-            "run_id": run_id,
-            "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-            "config_path": p.config_path,
-            "config_hash": cfg.digest(),
-            "config": cfg.canonical(),
-            "environment": environment(cfg.threads),
-            "warnings": cfg.warnings(),
-            "cells_planned": len(cells),
-            "shard": f"{shard[0]}/{shard[1]}" if shard else None,
-            "isolated": isolate,
-            "backends": {b: describe(b) for b in dict.fromkeys([*cfg.backends, cfg.reference.backend])},
-        }
-    preload_for(backend_preloads([*cfg.backends, cfg.reference.backend]))
-    lock = _RunLock(run_dir)
+
+
+def _sweep(sweep: "_Sweep", todo: list[Cell], slots: int, isolate: bool, run: RunDir) -> None:
+    """Every pending cell, journaled as it finishes; the run closed whatever happens."""
+    sweep.reporter.start(len(todo), run.meta["run_id"])
+    interrupts = INTERRUPTS.install() if isolate else None
+    status, error = "failed", None
     try:
-        running = [w for w in map(alive_worker, sorted((run_dir / "work").glob("*.pid"))) if w]
-        if running:
-            raise BenchError(f"{run_dir}: a worker of an earlier attempt at this run is still running ({', '.join(running)}); "
-                             "wait for it to end or kill it, then resume")
-        healed = results.heal_journal(run_dir)
-        if healed:
-            reporter.warn(healed)
-            meta.setdefault("warnings", []).append(healed)
-        # a cell whose fleet worker was lost mid-cell is journaled `crashed` and run again here
-        done = {cell_key(e["row"]) for e in results.read_journal(run_dir) if not e["row"].get("resumable")}
-        todo = [c for c in cells if cell_key(c) not in done]
-        meta["status"] = "running"
-        if resume:
-            meta.setdefault("resumed_at", []).append(dt.datetime.now(dt.timezone.utc).isoformat())
-        results.write_meta(run_dir, meta)
-        sweep = _Sweep(p, run_id, run_dir, reporter, isolate, Path(cache_dir) if cache_dir else default_cache_root(), use_cache,
-                       executor)
-        reporter.start(len(todo), run_id)
-        interrupts = INTERRUPTS.install() if isolate else None
-        try:
-            if executor.parallelism > 1 and isolate:
-                _sweep_concurrently(sweep, todo, executor.parallelism)
-            else:
-                for i, cell in enumerate(todo):
-                    INTERRUPTS.check()
-                    reporter.cell(i, cell)
-                    row, samples = sweep.run_cell(cell)
-                    results.append_cell(run_dir, row, samples)
-                    reporter.done(row)
-            meta["status"] = "complete"
-        except KeyboardInterrupt:
-            meta["status"] = "interrupted"
-            raise
-        except BaseException as e:  # never leave a run saying `running` when nothing runs it
-            meta["status"] = "failed"
-            meta["error"] = f"{type(e).__name__}: {e}"
-            raise
-        finally:
-            if interrupts is not None:
-                interrupts.uninstall()
-                interrupts.requested = False
-            # The tables first, then meta.json (atomically): `complete` is never said of a run
-            # without its tables.
-            if results.read_journal(run_dir):
-                results.finalize(run_dir)
-            meta["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
-            results.write_meta(run_dir, meta)
+        if slots > 1:
+            _sweep_concurrently(sweep, todo, slots)
+        else:
+            for i, cell in enumerate(todo):
+                INTERRUPTS.check()
+                sweep.reporter.cell(i, cell)
+                row, samples = sweep.run_cell(cell)
+                results.append_cell(run.path, row, samples)
+                sweep.reporter.done(row)
+        status = "complete"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except BaseException as e:  # never leave a run saying `running` when nothing runs it
+        error = e
+        raise
     finally:
-        lock.release()
-    return run_dir
+        if interrupts is not None:
+            interrupts.uninstall()
+            interrupts.requested = False
+        run.close(status, error)
 
 
 def shard_cells(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:

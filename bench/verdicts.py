@@ -14,6 +14,7 @@ import pandas as pd
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from bench.registry import DEFAULT_SCENARIO, SCENARIOS
 from bench import goldens
 from bench.config import Precision, Tolerance
 from bench.errors import BenchError
@@ -178,9 +179,12 @@ def _by_process(samples: pd.DataFrame) -> dict[tuple, list[np.ndarray]]:
     return out
 
 
-# Scenarios whose figure is a throughput (higher is better): compared as time per sample, 1/throughput,
-# so that the change, its interval and the verdict read as for latency (positive: slower).
-THROUGHPUT_SCENARIOS = ("offline", "max_qps")
+def _throughput(scenario: str) -> bool:
+    """A scenario whose figure is a throughput (higher is better; its spec says `throughput`):
+    compared as time per sample, 1/throughput, so that the change, its interval and the verdict
+    read as for latency (positive: slower). Unknown names (a plugin's, not loaded) read as latency."""
+    spec = SCENARIOS.get(scenario)
+    return bool(spec and spec.throughput)
 COMPARE_COLUMNS = [*CELL_COLUMNS, "metric", "p50_a_ms", "p50_b_ms", "qps_a", "qps_b", "change", "ci_low", "ci_high", "verdict", "note"]
 
 
@@ -231,10 +235,10 @@ def compare_runs(a: StoredRun, b: StoredRun, threshold: float = 0.05) -> pd.Data
         pa, pb = float(np.median(np.concatenate(x))), float(np.median(np.concatenate(y)))
         row = {**dict(zip(CELL_COLUMNS, key)), "change": pb / pa - 1, "ci_low": lo, "ci_high": hi,
                "verdict": verdict(lo, hi, threshold), "note": _machines_differ(ra[key], rb[key])}
-        if key[4] in THROUGHPUT_SCENARIOS:
+        if _throughput(key[4]):
             row.update(metric="ms per sample (1/throughput)", qps_a=float(ra[key]["achieved_qps"]), qps_b=float(rb[key]["achieved_qps"]))
         else:
-            row.update(metric="latency p50" + (" under load" if key[4] != "single_stream" else ""), p50_a_ms=pa, p50_b_ms=pb)
+            row.update(metric="latency p50" + (" under load" if key[4] != DEFAULT_SCENARIO else ""), p50_a_ms=pa, p50_b_ms=pb)
         rows.append(row)
     return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
 
@@ -265,9 +269,9 @@ def fingerprint_differences(table: pd.DataFrame) -> list[str]:
 def _timed(samples: dict[tuple, list[np.ndarray]], rows: dict[tuple, Any]) -> dict[tuple, list[np.ndarray]]:
     """The cells of a run that were timed and are ok: latency samples per process, or for a
     throughput scenario each process's time per sample."""
-    out = {k: v for k, v in samples.items() if k in rows and rows[k]["status"] == "ok" and k[4] not in THROUGHPUT_SCENARIOS}
+    out = {k: v for k, v in samples.items() if k in rows and rows[k]["status"] == "ok" and not _throughput(k[4])}
     for k, r in rows.items():
-        if k[4] in THROUGHPUT_SCENARIOS and r["status"] == "ok" and _throughputs(r):
+        if _throughput(k[4]) and r["status"] == "ok" and _throughputs(r):
             out[k] = _throughputs(r)
     return out
 

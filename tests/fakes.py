@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.backends.base import Availability
+from bench.backends.base import Availability, BackendBase, CompiledBase
 
 WORK_NS = 1_000_000  # every fake forward call takes exactly 1 ms on the fake clock
 
@@ -22,7 +22,7 @@ class FakeClock:
         return self.now
 
 
-class FakeCompiled:
+class FakeCompiled(CompiledBase):
     def __init__(self, noise: float, interrupt: bool):
         self.clock = FakeClock()
         self.noise, self.interrupt = noise, interrupt
@@ -47,7 +47,7 @@ class FakeCompiled:
         self.released = True
 
 
-class FakeBackend:
+class FakeBackend(BackendBase):
     """Behaviour picked by name: fake (good), fake_drift, fake_broken (compile raises),
     fake_absent (unavailable), fake_interrupt (Ctrl-C while timing), fake_segfault and fake_killed
     (the worker dies by a signal while compiling), fake_hang (compile never returns)."""

@@ -7,7 +7,8 @@ import pytest
 
 from bench.config import config_from_dict
 from bench.errors import BenchError
-from bench.runner import Reporter, _RunLock, execute, plan
+from bench.rundir import _RunLock
+from bench.runner import Reporter, execute, plan
 from tests import fakes
 from tests.conftest import FAST_TIMING
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, runtime_chec
 import numpy as np
 
 from bench.cache import ArtifactCache
-from bench.options import BackendOptions  # noqa: F401  (re-exported: backends' Options derive from it)
+from bench.options import BackendOptions
 
 if TYPE_CHECKING:
     from bench.models.prepare import PreparedModel
@@ -66,19 +66,25 @@ class Unsupported(Exception):
 
 @runtime_checkable
 class Compiled(Protocol):
+    """What `Backend.compile` returns: every attribute the harness uses is here (CompiledBase gives
+    the optional ones their defaults)."""
+
     # What actually ran, recorded in the row: variant (e.g. untuned), provider, target, threads.
     facts: Mapping[str, Any]
     # The clock the harness times `prepare`'s callable with: nanoseconds, monotonic. A GPU backend
-    # returns one that synchronizes its device. A backend may also have `interval(fn) -> ns`, a
-    # timer of one call (TensorRT: a CUDA event pair), which the harness then uses instead, and
-    # `second_opinion(samples_ns) -> dict`: columns from another tool timing the same artifact
-    # (TensorRT: trtexec), asked once per cell after the timed loop, inside the timing lock.
+    # returns one that synchronizes its device.
     clock: Callable[[], int]
+    # A timer of one call, `interval(fn) -> ns`, used instead of two clock readings when set
+    # (TensorRT: a CUDA event pair); None for most backends.
+    interval: Callable[[Callable[[], object]], int] | None
     # What one timed call spans, in words, published as the row's `timed_region`. The rule for every
     # backend: inputs resident on the device the engine computes on, converted and placed before
     # timing; outputs written to buffers allocated before timing where the engine allows it (else
     # say who allocates them); nothing copied back to the host; a device clock that synchronizes.
     timed_region: str
+    # Why this compiled variant cannot run here (compiled for a device that is elsewhere, say): the
+    # cell is `skipped` with it after compiling. Empty when it can run.
+    cannot_run: str
 
     def run(self, feeds: Feeds) -> dict[str, np.ndarray]:
         """Outputs by name, as numpy arrays, for validation."""
@@ -86,21 +92,50 @@ class Compiled(Protocol):
     def prepare(self, feeds: Feeds) -> Callable[[], object]:
         """A zero-argument forward call with its inputs already converted and placed."""
 
+    def second_opinion(self, samples_ns: list[int]) -> dict[str, Any]:
+        """Columns from another tool timing the same artifact (TensorRT: trtexec), asked once per
+        cell after the timed loop, inside the timing lock; {} for none."""
+
     def release(self) -> None: ...
+
+
+class CompiledBase:
+    """Defaults of Compiled's optional members: no interval timer, runnable, no second opinion."""
+
+    interval: Callable[[Callable[[], object]], int] | None = None
+    cannot_run: str = ""
+
+    def second_opinion(self, samples_ns: list[int]) -> dict[str, Any]:
+        return {}
 
 
 @runtime_checkable
 class Backend(Protocol):
+    """What the registry's factories return: every attribute the harness uses is here (BackendBase
+    gives the optional ones their defaults)."""
+
     name: str
     variant: str  # the kind of variant compile builds, e.g. "untuned"; also reported by Compiled.facts
     precisions: tuple[str, ...]  # precisions this backend can build
     # True for an engine built once for every batch size (TensorRT profiles): its model keeps a
     # dynamic batch axis. Otherwise the model is frozen to the cell's shapes (bench.models.freeze).
     keeps_dynamic_batch: bool
+    # The pydantic model of backend_options.<name> (bench.options), or None to pass them unchecked.
+    Options: type[BackendOptions] | None
+    # Modules the worker fork server imports once for this backend's cells (bench.worker).
+    preload: tuple[str, ...]
 
     def availability(self) -> Availability: ...
 
     def compile(self, request: CompileRequest) -> Compiled: ...
+
+
+class BackendBase:
+    """Defaults of Backend's optional members."""
+
+    keeps_dynamic_batch: bool = False
+    Options: type[BackendOptions] | None = None
+    preload: tuple[str, ...] = ()
 
 
 HOST_CLOCK: Callable[[], int] = time.perf_counter_ns

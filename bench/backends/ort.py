@@ -27,7 +27,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from bench.backends.base import HOST_CLOCK, Availability, CompileRequest, Feeds, execution_summary, import_framework
+from bench.backends.base import (HOST_CLOCK, Availability, BackendBase, CompiledBase, CompileRequest, Feeds, execution_summary,
+                                 import_framework)
 from bench.options import OrtGpuOptions, OrtOptions
 from bench.precision import onnx_for
 
@@ -105,7 +106,7 @@ def placement_facts(placed: Mapping[str, Any], provider: str) -> dict[str, Any]:
     return facts
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(BackendBase):
     Options: type[OrtOptions] = OrtOptions
     name = "onnxruntime"
     variant = "default"
@@ -282,7 +283,7 @@ def bind(session: Any, feeds: Feeds, device: str, device_id: int = 0) -> Any:
     return binding
 
 
-class OrtCompiled:
+class OrtCompiled(CompiledBase):
     clock = staticmethod(HOST_CLOCK)
 
     def __init__(self, session: Any, facts: dict[str, Any], device_id: int = 0):

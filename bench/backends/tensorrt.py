@@ -43,7 +43,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from bench import gpu
-from bench.backends.base import Availability, CompileRequest, Feeds, Unsupported, import_framework
+from bench.backends.base import Availability, BackendBase, CompiledBase, CompileRequest, Feeds, Unsupported, import_framework
 from bench.options import TrtOptions
 from bench.cache import digest, file_sha256
 from bench.precision import feeds_digest, onnx_for
@@ -250,7 +250,7 @@ def trtexec_opinion(engine_path: Path, shapes: Mapping[str, tuple[int, ...]], sa
             "trtexec_note": f"{len(times)} iterations, computeMs, {' '.join(trtexec_flags(trt_major))}"}
 
 
-class TensorrtBackend:
+class TensorrtBackend(BackendBase):
     Options = TrtOptions
     name = "tensorrt"
     variant = "engine"
@@ -327,7 +327,7 @@ def timing_cache_path(request: CompileRequest, identity: Mapping[str, str], vers
     return d / f"{digest({'tensorrt': version, **identity})}.cache"
 
 
-class TrtCompiled:
+class TrtCompiled(CompiledBase):
     """Device buffers are allocated once; `prepare` copies inputs in beforehand, so a timed call
     enqueues the execution alone."""
 

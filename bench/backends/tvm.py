@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.backends.base import (HOST_CLOCK, Availability, CompileRequest, Feeds, ImportFailed, execution_summary,
+from bench.backends.base import (HOST_CLOCK, Availability, BackendBase, CompiledBase, CompileRequest, Feeds, ImportFailed, execution_summary,
                                  import_framework)
 from bench.cache import digest
 from bench.options import BackendOptions, TunedOptions, TvmOptions
@@ -47,7 +47,7 @@ def host_target(threads: int) -> Any:
     return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": threads})
 
 
-class TvmBackend:
+class TvmBackend(BackendBase):
     Options: type[BackendOptions] = TvmOptions
     # imported once by the worker fork server (bench.worker): seconds a worker would pay otherwise
     preload = ("bench.backends.tvm", "bench.backends.tvm_tuning", "tvm", "tvm.relax", "tvm.relax.frontend.onnx")
@@ -331,7 +331,7 @@ def _to_numpy(out: Any) -> list[np.ndarray]:
     return [a for item in out for a in _to_numpy(item)]
 
 
-class TvmCompiled:
+class TvmCompiled(CompiledBase):
     clock = staticmethod(HOST_CLOCK)
     cannot_run = ""  # why this variant cannot run here (compiled for a device this machine lacks)
     timed_region = ("vm['main'](*inputs): inputs converted to TVM tensors on the device once, before timing; the VM "
