@@ -197,6 +197,7 @@ def run(
     shard: Optional[str] = typer.Option(None, metavar="I/N", help="run the I-th of N deterministic slices of the grid, into a run of its own (bench merge joins them)"),
 ) -> None:
     """Benchmark every cell of CONFIG's grid: compile, validate against the reference, time."""
+    # longer than 60 lines: typer reads the command's options from its signature (17 of them).
     from bench.config import load_config
     from bench.runner import execute, plan
 
@@ -218,12 +219,7 @@ def run(
         _compile_all(p, cache_dir, executor_kind, scheduler)
         return
     if dry_run:
-        for cell in p.cells:
-            info = p.models[cell.model]
-            typer.echo(f"{cell.model}\t{cell.backend}\t{cell.precision}\tbatch={cell.batch_size}\t"
-                       + (f"{cell.scenario}{' ' + cell.rate if cell.rate else ''}\tstreams={cell.streams}\t" if cell.scenario != "single_stream" else "")  # the default scenario
-                       + f"inputs={info.shapes(cell.batch_size)}\tsource={info.source}")
-        typer.echo(f"{len(p.cells)} cells", err=True)
+        _print_grid(p)
         return
     for warning in cfg.warnings():
         err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
@@ -252,13 +248,29 @@ def run(
         if fleet is not None:
             fleet.close()  # a fleet's cells in flight are cancelled; threads waiting on them return
     reporter.stop()
+    _summarize_run(run_dir, reports_dir if report else None)
+
+
+def _print_grid(p: Any) -> None:
+    for cell in p.cells:
+        info = p.models[cell.model]
+        typer.echo(f"{cell.model}\t{cell.backend}\t{cell.precision}\tbatch={cell.batch_size}\t"
+                   + (f"{cell.scenario}{' ' + cell.rate if cell.rate else ''}\tstreams={cell.streams}\t"
+                      if cell.scenario != "single_stream" else "")  # the default scenario: no axis to show
+                   + f"inputs={info.shapes(cell.batch_size)}\tsource={info.source}")
+    typer.echo(f"{len(p.cells)} cells", err=True)
+
+
+def _summarize_run(run_dir: Path, reports_dir: Path | None) -> None:
+    """The summary table, and the report unless asked not to; Ctrl-C here keeps the complete run."""
     from bench.results import load_run
+    from bench.worker import INTERRUPTS
 
     try:
         stored = load_run(run_dir)
         _print_summary(stored.cells)
         out.print(f"results: {run_dir}")
-        if report:
+        if reports_dir is not None:
             from bench.report import build_report
 
             out.print(f"report:  {build_report(run_dir, reports_dir) / 'report.md'}")

@@ -86,6 +86,10 @@ def _per_model_lines(cells: pd.DataFrame, column: str, ylabel: str, title: str, 
         ax.set_xlabel("batch size")
         ax.set_ylabel(ylabel)
         ax.set_xscale("log", base=2)
+        batches = sorted({int(b) for b in sub["batch_size"]}) if len(sub) else []
+        if batches:  # the batch sizes themselves (1, 4, 16), not powers of two (2^0, 2^2)
+            ax.set_xticks(batches, [str(b) for b in batches])
+            ax.minorticks_off()
         if logy:
             ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
@@ -133,7 +137,7 @@ def _speedup_plot(cells: pd.DataFrame, baseline: str, path: Path) -> None:
                 flag = " *" if marked.iat[i, j] is True or marked.iat[i, j] == 1 else ""
                 ax.text(j, i, f"{v:.3g}x{flag}", ha="center", va="center", fontsize=8)
         fig.colorbar(im, ax=ax, label="log2 speedup")
-        ax.set_title(f"speedup over {baseline} (p50 latency ratio; * outputs drifted or not validated)", fontsize=10)
+        ax.set_title(f"speedup over {baseline}\n(p50 latency ratio; * outputs drifted or not validated)", fontsize=9, wrap=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -260,7 +264,6 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def _markdown(run: StoredRun, baseline: str, tuning_plot: bool = False) -> str:
     cells, meta = run.cells, run.meta
-    env = meta.get("environment", {})
     cfg = meta.get("config", {})
     parts = [
         f"# Benchmark report: {cfg.get('name', '?')}",
@@ -270,9 +273,18 @@ def _markdown(run: StoredRun, baseline: str, tuning_plot: bool = False) -> str:
         f"`{cfg.get('reference', {}).get('backend')}/{cfg.get('reference', {}).get('precision')}` on the same seeded inputs "
         f"(seed {cfg.get('seed')}, {cfg.get('validation', {}).get('iterations')} batches).",
         "",
-        "## Results",
-        "",
     ]
+    parts += _results_section(cells, cfg)
+    notes = _notes(cells)
+    if notes:
+        parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    parts += _plots_section(cells, baseline, tuning_plot)
+    parts += _environment_section(meta)
+    return "\n".join(parts)
+
+
+def _results_section(cells: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
+    parts = ["## Results", ""]
     if len(single_stream(cells)):
         parts += ["Single stream: one caller in a loop, one forward call at a time.", "",
                   _md_table(SUMMARY_HEADER, summary_table(cells)), ""]
@@ -286,6 +298,12 @@ def _markdown(run: StoredRun, baseline: str, tuning_plot: bool = False) -> str:
     if len(targets) > 1:
         parts += ["## Targets side by side", "", "Median latency (ms; under load: achieved samples/s) of each cell on each machine class.", "",
                   _md_table(*_targets_table(cells, targets)), ""]
+    return parts
+
+
+def _notes(cells: pd.DataFrame) -> list[str]:
+    """What a reader must know before trusting a row: untuned variants, unvalidated or drifted
+    outputs, unstable timing, CPU fallback, INVALID LoadGen runs, cells that did not finish."""
     notes = []
     variants = cells.dropna(subset=["variant"]).groupby("backend")["variant"].unique()
     for backend, vs in variants.items():
@@ -296,11 +314,9 @@ def _markdown(run: StoredRun, baseline: str, tuning_plot: bool = False) -> str:
             elif isinstance(v, str) and v.startswith("tuned (") and v.endswith(" tasks)"):
                 notes.append(f"**{backend} rows `{v}` are partly untuned**: the model's other tasks have no tuned "
                              "schedule and run TVM's fallback code.")
-    bad = cells[(cells["status"] == "ok") & _unvalidated(cells)]
-    for _, r in bad.iterrows():
+    for _, r in cells[(cells["status"] == "ok") & _unvalidated(cells)].iterrows():
         why = r["accuracy_note"] if pd.notna(r["accuracy_note"]) else "not validated"
-        notes.append(f"{label(r)}: latency published but outputs "
-                     f"**{accuracy_mark(r)}**: {why}")
+        notes.append(f"{label(r)}: latency published but outputs **{accuracy_mark(r)}**: {why}")
     for _, r in cells[cells["unstable"].fillna(False).astype(bool)].iterrows():
         notes.append(f"{label(r)}: timing **unstable**: {r['unstable_reason']}")
     for _, r in cells[cells.apply(fell_back, axis=1)].iterrows() if len(cells) else []:
@@ -311,43 +327,39 @@ def _markdown(run: StoredRun, baseline: str, tuning_plot: bool = False) -> str:
     for _, r in cells[cells["status"] != "ok"].iterrows():
         notes.append(f"{label(r)}: **{r['status']}**"
                      + (f" in {r['phase']}" if pd.notna(r.get("phase")) else "") + f": {r['error']}")
-    if notes:
-        parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    parts += ["## Plots", ""]
+    return notes
+
+
+def _plots_section(cells: pd.DataFrame, baseline: str, tuning_plot: bool) -> list[str]:
+    parts = ["## Plots", ""]
     if len(single_stream(cells)):
         parts += [
-            f"![latency]({PLOTS['latency']})",
-            "",
+            f"![latency]({PLOTS['latency']})", "",
             "Median latency per batch size; the band spans min to p90; red crosses mark cells whose outputs were not validated or drifted; black rings mark unstable timings.",
-            "",
-            f"![throughput]({PLOTS['throughput']})",
-            "",
+            "", f"![throughput]({PLOTS['throughput']})", "",
             "Single-stream throughput: batch size / mean latency of one caller (the LoadGen offline rows measure it under load).",
-            "",
-            f"![speedup]({PLOTS['speedup']})",
-            "",
-            f"Speedup relative to `{baseline}`, by median latency.",
-            "",
+            "", f"![speedup]({PLOTS['speedup']})", "", f"Speedup relative to `{baseline}`, by median latency.", "",
         ]
     if len(under_load(cells)):
         parts += [
-            f"![latency vs throughput]({PLOTS['latency_throughput']})",
-            "",
-            "Latency against achieved throughput under LoadGen's server scenario (p50 solid, p99 dashed; one line per backend, "
-            "precision and streams; hollow markers: INVALID runs), with the latency bound.",
-            "",
-            f"![max qps]({PLOTS['max_qps']})",
-            "",
-            "The highest arrival rate whose server run was VALID under the bound (max_qps rows), beside offline throughput.",
+            f"![latency vs throughput]({PLOTS['latency_throughput']})", "",
+            "Latency against achieved throughput under LoadGen's bounded scenarios (server, max_qps; p50 solid, p99 dashed; one "
+            "line per backend, precision and streams; hollow markers: INVALID runs), with the latency bound.",
+            "", f"![max qps]({PLOTS['max_qps']})", "",
+            "Capacity: the highest arrival rate whose server run was VALID under the bound (max_qps rows), beside offline throughput.",
             "",
         ]
-    parts += [
-        f"![accuracy]({PLOTS['accuracy']})",
-        "",
-    ] + ([f"![tuning]({TUNING_PLOT})", "", "Tuning: the tuner's estimate of the whole model (sum over tasks of weight × best "
-          "measured latency) and the tasks covered, against trials spent.", ""] if tuning_plot else []) + [
-        "## Environment",
-        "",
+    parts += [f"![accuracy]({PLOTS['accuracy']})", ""]
+    if tuning_plot:
+        parts += [f"![tuning]({TUNING_PLOT})", "", "Tuning: the tuner's estimate of the whole model (sum over tasks of weight × best "
+                  "measured latency) and the tasks covered, against trials spent.", ""]
+    return parts
+
+
+def _environment_section(meta: dict[str, Any]) -> list[str]:
+    env, cfg = meta.get("environment", {}), meta.get("config", {})
+    parts = [
+        "## Environment", "",
         _md_table(["key", "value"], [
             ["CPU", _fmt(env.get("cpu_model"))], ["cores (affinity)", f"{env.get('cpu_count')} ({env.get('cpu_affinity')})"],
             ["threads", _fmt(env.get("threads"))], ["OS", _fmt(env.get("os"))], ["Python", _fmt(env.get("python"))],
@@ -357,7 +369,7 @@ def _markdown(run: StoredRun, baseline: str, tuning_plot: bool = False) -> str:
         ] + [[k, v] for k, v in sorted(env.get("libraries", {}).items())]),
         "",
         "Timing: " + ", ".join(f"{k}={v}" for k, v in cfg.get("timing", {}).items())
-        + ". A monotonic nanosecond clock around the forward call only; raw samples in `samples.parquet`.",
+        + ". Each row's clock and timed region are in its `timed_region` column; raw samples in `samples.parquet`.",
         "",
     ]
     backends = meta.get("backends", {})
@@ -365,7 +377,7 @@ def _markdown(run: StoredRun, baseline: str, tuning_plot: bool = False) -> str:
         parts += ["Backends: " + "; ".join(
             f"{n}: " + (", ".join(f"{k} {v}" for k, v in b.get("versions", {}).items()) if b.get("usable") else f"unavailable ({b.get('reason')})")
             for n, b in backends.items()), ""]
-    return "\n".join(parts)
+    return parts
 
 
 def _load_series(r: Any) -> str:

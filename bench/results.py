@@ -7,12 +7,14 @@ samples.parquet. `load_run` reads a run directory back for reports and compariso
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 
@@ -157,8 +159,8 @@ def with_cell_columns(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def finalize(run_dir: Path) -> pd.DataFrame:
-    entries = read_journal(run_dir)
+def tables(entries: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cells, samples) built from journal entries, in memory."""
     cells = cells_frame([e["row"] for e in entries])
     samples = pd.DataFrame(
         [
@@ -170,6 +172,12 @@ def finalize(run_dir: Path) -> pd.DataFrame:
         ],
         columns=["run_id", *KEY, "process", "iteration", "latency_ms"],
     )
+    return cells, samples
+
+
+def finalize(run_dir: Path) -> pd.DataFrame:
+    """Write the tables from the journal (by the process that holds the run: bench.rundir)."""
+    cells, samples = tables(read_journal(run_dir))
     atomic.write_text(run_dir / "cells.csv", cells.to_csv(index=False))
     for frame, name in ((cells, "cells.parquet"), (samples, "samples.parquet")):
         buf = io.BytesIO()
@@ -198,18 +206,37 @@ class StoredRun:
         return self.meta["run_id"]
 
 
-def _table_matches_journal(d: Path) -> bool:
-    """Whether cells.parquet holds exactly the journal's cells (the table is derived, never trusted
-    over the journal)."""
-    if not (d / "cells.jsonl").exists():
-        return True
+@contextlib.contextmanager
+def _unheld(d: Path) -> Iterator[bool]:
+    """The run's lock (bench.rundir takes the same flock while a sweep writes the run), if nobody
+    holds it: True while held here, False when another process has the run."""
     try:
-        import pyarrow.parquet as pq
+        fd = os.open(d / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    except OSError:
+        yield False
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
-        n = pq.ParquetFile(d / "cells.parquet").metadata.num_rows
+
+def _table_matches(d: Path, entries: list[dict[str, Any]]) -> bool:
+    """Whether cells.parquet holds exactly the journal's cells, by their keys (the table is derived,
+    never trusted over the journal)."""
+    try:
+        table = _read_table(d / "cells.parquet")
     except Exception:
         return False
-    return n == len(read_journal(d))
+    have = sorted(map(str, (cell_key(r) for r in with_cell_columns(table).to_dict("records"))))
+    return have == sorted(map(str, (cell_key(e["row"]) for e in entries)))
 
 
 def load_run(run_dir: str | os.PathLike) -> StoredRun:
@@ -222,15 +249,18 @@ def load_run(run_dir: str | os.PathLike) -> StoredRun:
         raise BenchError(f"{d / 'meta.json'}:{e.lineno}: not valid JSON: {e.msg}") from None
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise BenchError(f"{d / 'meta.json'}: schema_version {meta.get('schema_version')!r}; this bench reads {SCHEMA_VERSION}")
-    if (d / "cells.parquet").is_file() and not _table_matches_journal(d) and read_journal(d):
-        finalize(d)  # the journal is the record; a table that disagrees with it is rebuilt
-    if (d / "cells.parquet").is_file():
+    # The journal is the record: a table that disagrees with it (by the cells' keys), or is missing
+    # (a run interrupted before it finalized), is rebuilt from it; written back only while no other
+    # process holds the run's lock (a reader never writes under a running sweep), else in memory.
+    entries = read_journal(d) if (d / "cells.jsonl").exists() else []
+    if (d / "cells.parquet").is_file() and (not entries or _table_matches(d, entries)):
         cells = _read_table(d / "cells.parquet")
         samples = _read_table(d / "samples.parquet") if (d / "samples.parquet").is_file() else pd.DataFrame()
-    else:  # an interrupted run that never finalized: its journal is the record
-        entries = read_journal(d)
-        if not entries:
-            raise BenchError(f"{d}: the run holds no finished cells")
-        finalize(d)
-        return load_run(d)
+    elif entries:
+        with _unheld(d) as free:
+            if free:
+                finalize(d)
+        cells, samples = tables(entries)
+    else:
+        raise BenchError(f"{d}: the run holds no finished cells")
     return StoredRun(d, meta, with_cell_columns(cells), with_cell_columns(samples) if len(samples.columns) else samples)

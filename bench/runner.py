@@ -13,26 +13,24 @@ from __future__ import annotations
 import functools
 import json
 import shutil
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import goldens, loadgen, machine_lock, results
 from bench.results import cell_slug
-from bench.backends import describe, get_backend
-from bench.cache import ArtifactCache
+from bench.backends import get_backend
 from bench.cache import default_root as default_cache_root
 from bench.config import Cell, Config
 from bench.errors import BenchError
 from bench.inputs import check_image_data
-from bench.jobs import encode, input_source
+from bench.jobs import encode
 from bench.models.flops import cpu_peak
-from bench.models.freeze import PREPARE_VERSION, model_sha256
 from bench.models.prepare import ModelInfo, inspect_model
 from bench.registry import scenario
 from bench.scenarios import get_scenario
 from bench.executors import LOCAL, Executor, LocalExecutor
+from bench.references import References
 from bench.rundir import RunDir
 from bench.worker import INTERRUPTS, Outcome, preload_for, run_isolated, run_job
 
@@ -91,8 +89,6 @@ class _Sweep:
     cache_dir: Path
     use_cache: bool
     executor: Executor = field(default_factory=LocalExecutor)
-    references: dict[tuple[str, int], tuple[str | None, str | None]] = field(default_factory=dict)
-    _reference_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def config(self) -> Config:
@@ -115,63 +111,21 @@ class _Sweep:
 
     def reference(self, info: ModelInfo, batch: int, target: str = LOCAL) -> tuple[str | None, str | None]:
         """(path to reference outputs, or None and why), computed once per model and batch size (on
-        the machine class of the first cell that needs it)."""
-        with self._reference_lock:
-            return self._reference(info, batch, target)
+        the machine class of the first cell that needs it): bench.references."""
+        return self._references.get(info, batch, target)
 
-    def _reference(self, info: ModelInfo, batch: int, target: str) -> tuple[str | None, str | None]:
-        if (info.name, batch) in self.references:
-            return self.references[(info.name, batch)]
-        fname = goldens.file_name(info.name, batch)
-        if self.config.goldens is not None:
-            path = Path(self.config.goldens) / fname
-            got = (str(path), None) if path.is_file() else (None, f"no golden outputs at {path}; run `bench golden save`")
-        else:
-            path = self.run_dir / "references" / fname
-            key = None if path.is_file() else self._reference_key(info, batch)
-            hit = self.cache.lookup("reference-outputs", key) if key else None
-            if path.is_file():  # a resumed run keeps the references it already computed
-                got = (str(path), None)
-            elif hit is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(hit / "outputs.npz", path)
-                got = (str(path), None)
-            else:
-                name = f"reference-{info.name}-b{batch}"
-                job = encode("reference", self.config, info, batch_size=batch, out_path=path, work_dir=self.run_dir / "work",
-                             cache_dir=self.cache_dir, use_cache=self.use_cache)
-                outcome = self._run(job, name, target=target)
-                self._log(name, outcome.traceback)
-                ok = outcome.status == "done" and outcome.error is None
-                got = (str(path), None) if ok else (None, f"reference {outcome.status if outcome.status != 'done' else 'failed'}: {outcome.error}")
-                key = key or self._reference_key(info, batch)  # a zoo model exists once the worker built it
-                if ok and key:
-                    self.cache.get_or_build("reference-outputs", key, lambda d: shutil.copyfile(path, d / "outputs.npz"))
-        self.references[(info.name, batch)] = got
-        return got
+    @functools.cached_property
+    def _references(self) -> References:
+        def compute(job: dict[str, Any], name: str, target: str) -> Outcome:
+            outcome = self._run(job, name, target=target)
+            self._log(name, outcome.traceback)
+            return outcome
 
-    @property
-    def cache(self) -> ArtifactCache:
-        return ArtifactCache(self.cache_dir, self.use_cache, scratch=self.run_dir / "work")
-
-    def _reference_key(self, info: ModelInfo, batch: int) -> dict[str, Any] | None:
-        """What reference outputs depend on; None while the model file does not exist yet."""
-        if not info.path.is_file():
-            return None
-        ref = self.config.reference
-        return {"model_sha256": model_sha256(info.path), "prepared": PREPARE_VERSION, "batch_size": batch, "seed": self.config.seed,
-                "input_shapes": {k: list(v) for k, v in info.shapes(batch).items()},
-                "iterations": self.config.validation.iterations, "input_source": input_source(self.config, info.name),
-                "reference": f"{ref.backend}/{ref.precision}", "threads": self.config.threads_for(ref.backend),
-                "versions": self.reference_versions}
+        return References(self.config, self.run_dir, self.cache_dir, self.use_cache, compute)
 
     @functools.cached_property
     def peak(self) -> dict[str, Any]:
         return cpu_peak()
-
-    @functools.cached_property
-    def reference_versions(self) -> dict[str, str]:
-        return describe(self.config.reference.backend)["versions"]
 
     def _cell_run(self, cell: Cell, ref: tuple[str | None, str | None], validate: bool, name: str,
                   process: int = 1) -> tuple[dict[str, Any], list[int], Outcome]:

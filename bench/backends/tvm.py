@@ -232,13 +232,12 @@ class TvmTunedBackend(TvmBackend):
 
     def _optimize(self, mod: Any, target: Any, request: CompileRequest) -> tuple[Any, dict[str, Any]]:
         import fcntl
-        import multiprocessing
         import time
 
         import tvm
         from tvm.relax import transform
 
-        from bench.backends.tvm_tuning import CURVE, coverage
+        from bench.backends.tvm_tuning import CURVE, TuneJob, coverage
 
         budget = self._budget(request)
         db_key = {k: v for k, v in super()._cache_key(request, target).items() if k != "variant"}
@@ -259,25 +258,13 @@ class TvmTunedBackend(TvmBackend):
                 raise Unsupported(f"{have['tuned_tasks']}/{have['total_tasks']} tasks tuned, {remaining} of "
                                   f"{budget['trials']} trials still to run, and {blocked}")
             if remaining > 0:
-                # Tuning runs in a process of its own: its builder and runner pools must not share
-                # a process with the timed loop (measured here: 20 ms a call instead of 0.27 ms).
                 t0 = time.perf_counter()
                 onnx_path, _ = onnx_for(request)
-                ctx = multiprocessing.get_context("spawn")
-                result = ctx.Queue()
-                proc = ctx.Process(target=_tune_process, args=(
-                    str(onnx_path), {k: list(v) for k, v in request.shapes.items()}, str(target), str(db_dir), remaining,
-                    budget["min_trials_per_task"] if state["trials_spent"] == 0 else 0, budget["trials_per_iter"],
-                    budget["builder_timeout_s"], request.threads, budget["search"], result))
-                proc.start()
-                proc.join()
-                if proc.exitcode != 0:
-                    raise RuntimeError(f"the MetaSchedule tuning process exited with code {proc.exitcode}")
-                summary = result.get(timeout=5)
-                state["trials_spent"] += summary["trials"]
-                state["tuning_s"] += time.perf_counter() - t0
-                state["trials_per_minute"] = summary["trials_per_minute"]
-                state["builder_pool_starts"] = summary["builder_pool_starts"]
+                summary = _run_tuning(TuneJob(str(onnx_path), {k: list(v) for k, v in request.shapes.items()}, str(target),
+                                              str(db_dir), remaining, budget["min_trials_per_task"] if state["trials_spent"] == 0 else 0,
+                                              budget["trials_per_iter"], budget["builder_timeout_s"], request.threads, budget["search"]))
+                state.update(trials_spent=state["trials_spent"] + summary["trials"], tuning_s=state["tuning_s"] + time.perf_counter() - t0,
+                             trials_per_minute=summary["trials_per_minute"], builder_pool_starts=summary["builder_pool_starts"])
                 state_path.write_text(json.dumps(state))
             records, failed = _records(db_dir)
             covered = coverage(db_dir, tuning_mod, target)
@@ -303,10 +290,38 @@ def _tuning_input(mod: Any, target: Any) -> Any:
                                          relax.get_pipeline("zero")])(mod)
 
 
-def _tune_process(onnx_path: str, shapes: dict, target_json: str, db_dir: str, trials: int, min_per_task: int,
-                  per_iter: int, builder_timeout_s: int, threads: int, search: str, result: Any) -> None:
-    """Child process: import the model as the parent does, then tune every task into db_dir."""
-    from bench.process import die_with_parent
+def _run_tuning(job: Any) -> dict[str, Any]:
+    """Tune in a process of its own: its builder and runner pools must not share a process with the
+    timed loop (measured here: 20 ms a call instead of 0.27 ms). The summary is read while the
+    process runs (a child joined before its queue is drained can block on the queue's pipe), then
+    the process is joined."""
+    import multiprocessing
+    import queue
+
+    ctx = multiprocessing.get_context("spawn")
+    result = ctx.Queue()
+    proc = ctx.Process(target=_tune_process, args=(job, result))
+    proc.start()
+    summary = None
+    while summary is None:
+        try:
+            summary = result.get(timeout=1.0)
+        except queue.Empty:
+            if not proc.is_alive():
+                try:  # it may have put its summary and exited within the last second
+                    summary = result.get(timeout=1.0)
+                except queue.Empty:
+                    break
+    proc.join()
+    if proc.exitcode != 0 or summary is None:
+        raise RuntimeError(f"the MetaSchedule tuning process exited with code {proc.exitcode}"
+                           + ("" if summary is not None else " without a summary"))
+    return summary
+
+
+def _tune_process(job: Any, result: Any) -> None:
+    """Child process: import the model as the parent does, then tune every task into job.db_dir."""
+    from bench.process import announce_progress, die_with_parent
 
     die_with_parent(os.getppid())  # the cell's worker: when it is killed, tuning stops too
     import onnx
@@ -316,13 +331,9 @@ def _tune_process(onnx_path: str, shapes: dict, target_json: str, db_dir: str, t
     from bench.backends.tvm_tuning import tune
 
     _load_tensor_intrinsics()  # before MetaSchedule imports them the slow way
-    target = tvm.target.Target(json.loads(target_json))
-    mod = _tuning_input(from_onnx(onnx.load(onnx_path), shape_dict=shapes, keep_params_in_input=False), target)
-    from bench.process import announce_progress
-
-    summary = tune(mod, target, Path(db_dir), trials, min_per_task, per_iter, builder_timeout_s, threads,
-                   _load_tensor_intrinsics, log=lambda line: announce_progress(f"tune {line}"), strategy=search)
-    result.put(summary)
+    target = tvm.target.Target(json.loads(job.target_json))
+    mod = _tuning_input(from_onnx(onnx.load(job.onnx_path), shape_dict=job.shapes, keep_params_in_input=False), target)
+    result.put(tune(mod, target, job, _load_tensor_intrinsics, log=lambda line: announce_progress(f"tune {line}")))
 
 
 def _to_numpy(out: Any) -> list[np.ndarray]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -116,10 +117,27 @@ def _best_seconds(database: Any, task: Any) -> float | None:
     return None if best >= 1e9 else best
 
 
-def tune(mod: Any, target: Any, db_dir: Path, budget: int, min_per_task: int, per_iter: int, builder_timeout_s: int,
-         threads: int, initializer: Any, log: Any = print, strategy: str = "evolutionary") -> dict[str, Any]:
-    """Tune every task of `mod` into the JSON database in db_dir. Returns a summary (also written
+@dataclass(frozen=True)
+class TuneJob:
+    """One tuning run, as the backend hands it to its tuning process (pickled): the model to import
+    again there, the target, the database and the budget (bench.options.TunedOptions) to spend."""
+
+    onnx_path: str
+    shapes: dict[str, list[int]]
+    target_json: str
+    db_dir: str
+    trials: int  # to spend now (the budget less what the database already holds)
+    min_per_task: int
+    per_iter: int
+    builder_timeout_s: int
+    threads: int
+    search: str = "evolutionary"
+
+
+def tune(mod: Any, target: Any, job: TuneJob, initializer: Any, log: Any = print) -> dict[str, Any]:
+    """Tune every task of `mod` into the JSON database in job.db_dir. Returns a summary (also written
     beside the database: the tasks with their trials and best latency, and the tuning curve)."""
+    db_dir, budget, min_per_task, per_iter, strategy = Path(job.db_dir), job.trials, job.min_per_task, job.per_iter, job.search
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks, extracted_tasks_to_tune_contexts
 
@@ -127,7 +145,7 @@ def tune(mod: Any, target: Any, db_dir: Path, budget: int, min_per_task: int, pe
     scores = [t.weight * _task_flops(t) for t in tasks]
     alloc = allocate_trials(scores, budget, min_per_task)
     database = ms.database.JSONDatabase(work_dir=str(db_dir))
-    builder = _make_persistent_builder()(max_workers=threads, timeout_sec=builder_timeout_s, initializer=initializer)
+    builder = _make_persistent_builder()(max_workers=job.threads, timeout_sec=job.builder_timeout_s, initializer=initializer)
     runner = ms.runner.LocalRunner()
     log(f"tuning {len(tasks)} tasks with {sum(alloc)} trials (asked {budget}; at least {min_per_task} each)")
     t0 = time.perf_counter()

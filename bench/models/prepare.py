@@ -144,42 +144,49 @@ def _onnx_info(spec: ModelSpec, where: str, config_dir: Path | None, batch_sizes
                          f"its named dynamic dimensions: {sorted(named) or 'none'}")
     inputs = []
     for inp in graph_inputs:
-        ttype = inp.type.tensor_type
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(ttype.elem_type)).name
-        declared_dims = declared[inp.name]
-        given = spec.input_shapes.get(inp.name)
-        if given is None:
-            # Named dynamic dims take their value from `dims`; the leading axis, when still
-            # dynamic, is the batch (the usual export); anything else left dynamic is an error.
-            dims = [spec.dims.get(d, d) if isinstance(d, str) else d for d in declared_dims]
-            if dims and not (isinstance(declared_dims[0], str) and declared_dims[0] in spec.dims):
-                dims[0] = BATCH  # a fixed leading axis must then equal every batch size (checked below)
-            loose = [f"{i}: {d!r}" for i, d in enumerate(dims) if isinstance(d, str) and d != BATCH]
-            if loose:
-                raise BenchError(
-                    f"{where}: input {inp.name!r} of {path.name} has dynamic dimensions {dim_list(declared_dims)} "
-                    f"({', '.join(loose)} unfixed); fix them by position with input_shapes: "
-                    f"{{{inp.name}: {dim_list(suggest(declared_dims))}}}" + (
-                        f" or by name with dims: {{{', '.join(f'{d}: ...' for d in declared_dims[1:] if isinstance(d, str) and d != '?')}}}"
-                        if any(isinstance(d, str) and d != "?" for d in declared_dims[1:]) else "")
-                )
-        else:
-            dims = list(given)
-            if len(dims) != len(declared_dims):
-                raise BenchError(f"{where}.input_shapes.{inp.name}: rank {len(dims)} given, the model's input has shape {dim_list(declared_dims)}")
-            for i, (g, m) in enumerate(zip(dims, declared_dims)):
-                if isinstance(m, int) and isinstance(g, int) and g != m:
-                    raise BenchError(f"{where}.input_shapes.{inp.name}[{i}]: {g} given, the model fixes it at {m}")
-        for i, (d, m) in enumerate(zip(dims, declared_dims)):
-            if d == BATCH and isinstance(m, int) and any(b != m for b in batch_sizes):
-                raise BenchError(
-                    f"{where}: input {inp.name!r} of {path.name} has a fixed batch dimension {m}; "
-                    f"batch_sizes {batch_sizes} need a dynamic one (re-export with a dynamic axis 0)"
-                )
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)).name
+        dims = _input_dims(spec, inp.name, declared[inp.name], f"{where}", path, batch_sizes)
         rng = spec.input_ranges.get(inp.name)
         inputs.append(InputInfo(inp.name, dtype, tuple(dims), (float(rng[0]), float(rng[1])) if rng else None))
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     return ModelInfo(spec.name, spec.source, tuple(inputs), "unknown", path, None, 0, opset)
+
+
+def _input_dims(spec: ModelSpec, name: str, declared_dims: list[int | str], where: str, path: Path,
+                batch_sizes: list[int]) -> list[int | str]:
+    """An input's dimensions for the grid: given in input_shapes, or the model's own with named
+    dynamic dims from `dims` and the leading dynamic axis as the batch; refused when a dynamic
+    dimension stays unfixed or a fixed batch axis cannot take every batch size."""
+    given = spec.input_shapes.get(name)
+    if given is None:
+        # Named dynamic dims take their value from `dims`; the leading axis, when still
+        # dynamic, is the batch (the usual export); anything else left dynamic is an error.
+        dims = [spec.dims.get(d, d) if isinstance(d, str) else d for d in declared_dims]
+        if dims and not (isinstance(declared_dims[0], str) and declared_dims[0] in spec.dims):
+            dims[0] = BATCH  # a fixed leading axis must then equal every batch size (checked below)
+        loose = [f"{i}: {d!r}" for i, d in enumerate(dims) if isinstance(d, str) and d != BATCH]
+        if loose:
+            raise BenchError(
+                f"{where}: input {name!r} of {path.name} has dynamic dimensions {dim_list(declared_dims)} "
+                f"({', '.join(loose)} unfixed); fix them by position with input_shapes: "
+                f"{{{name}: {dim_list(suggest(declared_dims))}}}" + (
+                    f" or by name with dims: {{{', '.join(f'{d}: ...' for d in declared_dims[1:] if isinstance(d, str) and d != '?')}}}"
+                    if any(isinstance(d, str) and d != "?" for d in declared_dims[1:]) else "")
+            )
+    else:
+        dims = list(given)
+        if len(dims) != len(declared_dims):
+            raise BenchError(f"{where}.input_shapes.{name}: rank {len(dims)} given, the model's input has shape {dim_list(declared_dims)}")
+        for i, (g, m) in enumerate(zip(dims, declared_dims)):
+            if isinstance(m, int) and isinstance(g, int) and g != m:
+                raise BenchError(f"{where}.input_shapes.{name}[{i}]: {g} given, the model fixes it at {m}")
+    for d, m in zip(dims, declared_dims):
+        if d == BATCH and isinstance(m, int) and any(b != m for b in batch_sizes):
+            raise BenchError(
+                f"{where}: input {name!r} of {path.name} has a fixed batch dimension {m}; "
+                f"batch_sizes {batch_sizes} need a dynamic one (re-export with a dynamic axis 0)"
+            )
+    return dims
 
 
 def model_dims(value_info: Any) -> list[int | str]:
