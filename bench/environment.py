@@ -54,6 +54,8 @@ def environment(threads: int) -> dict[str, Any]:
     return {
         "bench_version": __version__,
         "git_commit": git_commit(),
+        "hostname": platform.node(),
+        "machine": platform.machine(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,

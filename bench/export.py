@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 from typing import Any
 
 import numpy as np
@@ -31,6 +30,10 @@ def _stats(ms: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _text(v: Any) -> str | None:
+    return None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+
+
 def to_pytest_benchmark(run: StoredRun) -> dict[str, Any]:
     env = run.meta.get("environment", {})
     cells = {cell_key(r): r for _, r in run.cells.iterrows()}
@@ -43,16 +46,20 @@ def to_pytest_benchmark(run: StoredRun) -> dict[str, Any]:
         name = f"{model}[{cell_slug(cell).removeprefix(model + '-')}]"
         extra = {k: (None if pd.isna(v) else v) for k, v in cell[["max_abs_err", "cosine", "accuracy_ok", "unstable",
                                                                   "throughput_ips", "provider", "threads"]].items()}
+        extra["host"] = _text(cell.get("host")) or env.get("hostname")
         benchmarks.append({
             "group": str(model), "name": name, "fullname": f"{run.run_id}::{name}",
             "params": params, "param": name[len(model) + 1:-1],
             "extra_info": {k: (v.item() if hasattr(v, "item") else v) for k, v in extra.items()},
-            "options": {"timer": "perf_counter_ns", "warmup": run.meta.get("config", {}).get("timing", {}).get("warmup")},
+            "options": {"timer": _text(cell.get("timer")) or "perf_counter_ns",  # rows before `timer` existed: the host clock
+                        "warmup": run.meta.get("config", {}).get("timing", {}).get("warmup")},
             "stats": _stats(g["latency_ms"].to_numpy(dtype=float)),
         })
     commit = env.get("git_commit") or ""
     return {
-        "machine_info": {"node": platform.node(), "processor": env.get("cpu_model"), "machine": platform.machine(),
+        # The machine that ran the benchmark (meta.json), not the one exporting it.
+        "machine_info": {"node": env.get("hostname") or "unknown", "processor": env.get("cpu_model"),
+                         "machine": env.get("machine") or "unknown",
                          "python_version": env.get("python"), "system": env.get("os"),
                          "cpu": {"brand_raw": env.get("cpu_model"), "count": env.get("cpu_count")}},
         "commit_info": {"id": commit.removesuffix("-dirty"), "dirty": commit.endswith("-dirty")},

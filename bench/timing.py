@@ -28,6 +28,14 @@ def host_interval(clock: Callable[[], int]) -> Callable[[Callable[[], object]], 
     return interval
 
 
+def timer_name(clock: Callable[[], int], interval: Callable[[Callable[[], object]], int] | None) -> str:
+    """What timed the calls, for the row's `timer`: the backend's interval timer when it has one
+    (its `timer` attribute, e.g. a CUDA event pair), else its clock's name (perf_counter_ns)."""
+    if interval is not None:
+        return str(getattr(interval, "timer", None) or type(interval).__name__)
+    return str(getattr(clock, "__qualname__", None) or type(clock).__name__)
+
+
 def measure(fn: Callable[[], object], clock: Callable[[], int], timing: TimingConfig,
             interval: Callable[[Callable[[], object]], int] | None = None) -> list[int]:
     """Raw per-call latencies in nanoseconds, each from `interval` (a backend's device timer, such as

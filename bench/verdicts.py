@@ -58,17 +58,23 @@ class GateResult:
         return 1 if len(self.drifted) or (not self.allow_missing and len(self.missing)) else 0
 
 
-def planned_keys(run: StoredRun) -> list[tuple]:
-    """The cells the run's config planned (model, backend, precision, batch); the table's own cells
-    when the stored config cannot be read back."""
+def planned_keys(run: StoredRun, strict: bool = True) -> list[tuple]:
+    """The cells the run's config planned, then any other cell its table holds. When the stored
+    config cannot be planned again (a plugin backend not loaded, a renamed zoo entry), the cells
+    the run lacks cannot be named: that is bad input (a verdict never fails open), unless not
+    `strict`, where the table's own cells are all there is to judge."""
     from bench.config import Config
 
-    try:
-        grid = Config.model_validate(run.meta.get("config") or {}).grid()
-        planned = [cell_key(c) for c in grid]
-    except Exception:
-        planned = []
     stored = [cell_key(r) for _, r in run.cells.iterrows()]
+    try:
+        planned = [cell_key(c) for c in Config.model_validate(run.meta.get("config") or {}).grid()]
+    except Exception as e:
+        if strict:
+            first = str(e).strip().splitlines()
+            raise BenchError(f"{run.run_dir / 'meta.json'}: the run's grid cannot be planned again ({type(e).__name__}: "
+                             f"{' '.join(first[:3])}), so the cells it lacks cannot be named; load what it used "
+                             "(BENCH_PLUGINS) or pass --allow-missing to judge only the cells its table holds") from None
+        planned = []
     return list(dict.fromkeys(planned + stored))
 
 
@@ -76,7 +82,7 @@ def require_complete(run: StoredRun, allowed: bool) -> None:
     status = run.meta.get("status")
     if status != "complete" and not allowed:
         raise BenchError(f"{run.run_dir / 'meta.json'}: the run is {status!r} with {len(run.cells)} of "
-                         f"{len(planned_keys(run))} planned cells; finish it (bench run CONFIG --resume {run.run_id}) "
+                         f"{len(planned_keys(run, strict=False))} planned cells; finish it (bench run CONFIG --resume {run.run_id}) "
                          "or pass --allow-incomplete to judge what is there")
 
 
@@ -103,7 +109,7 @@ def gate(run: StoredRun, tolerances: dict[str, Tolerance] | None = None, allow_m
     require_complete(run, allow_incomplete)
     out = []
     by_key = {cell_key(r): r for _, r in run.cells.iterrows()}
-    for key in planned_keys(run):
+    for key in planned_keys(run, strict=not allow_missing):
         if key not in by_key:
             out.append({**dict(zip(CELL_COLUMNS, key)), "variant": None, "status": None, "verdict": "missing",
                         "note": f"planned, absent from {run.run_dir.name}'s table (run {run.meta.get('status')})"})
@@ -210,10 +216,11 @@ def _why_absent(run: StoredRun, name: str, key: tuple, rows: dict[tuple, Any], t
     return f"{name}: no samples"
 
 
-def compare_runs(a: StoredRun, b: StoredRun, threshold: float = 0.05) -> pd.DataFrame:
+def compare_runs(a: StoredRun, b: StoredRun, threshold: float = 0.05, strict: bool = True) -> pd.DataFrame:
     """One row per cell planned in either run: medians, change, its 95% interval and the verdict for
     cells timed in both; verdict `missing`, with the reason, for a cell missing, unfinished or not
-    `ok` in either. No cell timed in both runs is bad input."""
+    `ok` in either. No cell timed in both runs is bad input; so is a run whose grid cannot be
+    planned again, unless not `strict` (planned_keys)."""
     sa, sb = a.samples, b.samples
     ga = _by_process(sa) if not sa.empty else {}
     gb = _by_process(sb) if not sb.empty else {}
@@ -225,7 +232,7 @@ def compare_runs(a: StoredRun, b: StoredRun, threshold: float = 0.05) -> pd.Data
         raise BenchError(f"no cell was timed in both runs ({a.run_dir} has {len(ta)} timed cells, {b.run_dir} has {len(tb)}, "
                          f"{len(set(ra) & set(rb))} in common by name): nothing to compare")
     rows = []
-    for key in dict.fromkeys(planned_keys(a) + planned_keys(b)):
+    for key in dict.fromkeys(planned_keys(a, strict) + planned_keys(b, strict)):
         why = [w for w in (_why_absent(a, "A", key, ra, ta), _why_absent(b, "B", key, rb, tb)) if w]
         if why:
             rows.append({**dict(zip(CELL_COLUMNS, key)), "verdict": "missing", "note": "; ".join(why)})

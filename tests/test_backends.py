@@ -156,3 +156,14 @@ def test_budget_is_spread_over_every_task_by_weight_and_flops():
     assert allocate_trials([100, 0, 0], 4, 2) == [2, 2, 2]  # too small: raised to the minimum each
     assert allocate_trials([3, 1], 5, 0) == [4, 1]  # extending a tuned database: no minimum
     assert allocate_trials([], 10, 1) == []
+
+
+def test_a_task_without_a_flop_estimate_is_not_starved_of_trials():
+    from bench.backends.tvm_tuning import allocate_trials, task_scores
+
+    # Three tasks, the middle one's FLOPs unknown: scored at the median of the others (not at 1.0,
+    # which gave it the minimum only), and counted.
+    scores, unknown = task_scores([1, 1, 1], [4e8, None, 1e8])
+    assert unknown == 1 and scores == [4e8, 4e8, 1e8]
+    assert allocate_trials(scores, 90, 2) == [39, 39, 12]  # scored 1.0 it got [69, 2, 19]: the minimum only
+    assert task_scores([2, 1], [None, None]) == ([2.0, 1.0], 2)  # nothing known: by weight alone

@@ -169,3 +169,18 @@ def test_ctrl_c_keeps_finished_cells_and_says_how_to_resume(tmp_path, mlp_onnx, 
     assert len(pd.read_csv(run_dir / "cells.csv")) == 2
     time.sleep(0.5)
     assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_an_inherited_tvm_num_threads_does_not_override_the_configs_threads(tmp_path, mlp_onnx):
+    import os
+
+    config = write_yaml(tmp_path / "threads.yaml", {
+        "name": "threads", "models": [{"name": "mlp", "source": str(mlp_onnx)}], "backends": ["tvm"], "batch_sizes": [1],
+        "timing": FAST_TIMING, "repeats": 1, "threads": 1, "reference": {"backend": "tvm"},
+    })
+    proc = subprocess.run([sys.executable, "-m", "bench", "run", str(config), "--no-report"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "TVM_NUM_THREADS": "2"})
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (tmp_path / "results").iterdir()
+    cells = pd.read_csv(run_dir / "cells.csv")
+    assert list(cells["threads"]) == [1]  # the pool TVM really started (tvm.runtime.num_threads in the worker)

@@ -240,12 +240,64 @@ def test_compare_warns_or_refuses_on_different_environments(tmp_path):
 def test_export_is_pytest_benchmark_json(tmp_path):
     ms = np.array([1.0, 2.0, 3.0, 4.0, 100.0])
     run_dir = _synthetic_run(tmp_path, "a", {"x": ms})
+    meta = json.loads((run_dir / "meta.json").read_text())
+    meta["environment"].update(hostname="gpu-box-7", machine="aarch64")
+    write_meta(run_dir, meta)
+    with open(run_dir / "cells.jsonl") as f:
+        entry = json.loads(f.readline())
+    entry["row"]["timer"] = "cuda_event_pair"
+    (run_dir / "cells.jsonl").write_text(json.dumps(entry) + "\n")
+    finalize(run_dir)
     out = tmp_path / "pb.json"
     assert bench("export", run_dir, "-o", out, cwd=tmp_path).returncode == 0
     data = json.loads(out.read_text())
     assert set(data) >= {"machine_info", "commit_info", "benchmarks", "datetime", "version"}
     (b,) = data["benchmarks"]
     assert b["name"] == "m[x-fp32-b1]" and b["group"] == "m" and b["params"]["batch_size"] == 1
+    # The machine and the timer that measured it, not the exporting machine's name and a fixed timer.
+    assert data["machine_info"]["node"] == "gpu-box-7" and data["machine_info"]["machine"] == "aarch64"
+    assert b["options"]["timer"] == "cuda_event_pair" and b["extra_info"]["host"] == "gpu-box-7"
     s = b["stats"]
     assert s["rounds"] == 5 and s["median"] == pytest.approx(0.003) and s["min"] == pytest.approx(0.001)
     assert s["iqr_outliers"] == 1 and s["ops"] == pytest.approx(1 / 0.022)
+
+
+def test_the_gate_never_fails_open_when_the_grid_cannot_be_planned_again(fake_backends, mlp_onnx, tmp_path):
+    run_dir = _run(_cfg(mlp_onnx, ["fake"]), tmp_path)
+    # Without the plugin that ran it, the run's config names an unknown backend: the cells it lacks
+    # cannot be named, so the gate refuses (2) instead of judging only what the table holds.
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "BENCH_PLUGINS"}
+    proc = subprocess.run([sys.executable, "-m", "bench", "gate", str(run_dir)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 2 and "cannot be planned again" in proc.stderr and "unknown backend 'fake'" in proc.stderr, proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "bench", "gate", str(run_dir), "--allow-missing"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    with_plugin = bench("gate", run_dir, cwd=tmp_path)
+    assert with_plugin.returncode == 0, with_plugin.stderr
+
+
+def test_the_ci_workflow_bench_steps_run(mlp_onnx, tmp_path):
+    """.github/workflows/bench.yml's own bench commands, on a tiny config instead of the quickstart."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    workflow = yaml.safe_load((root / ".github" / "workflows" / "bench.yml").read_text())
+    steps = [s for job in workflow["jobs"].values() for s in job["steps"] if ".venv/bin/bench" in s.get("run", "")]
+    assert [s["name"] for s in steps] == ["Benchmark the quickstart grid", "Gate accuracy drift", "Export for dashboards"]
+    install = next(s["run"] for job in workflow["jobs"].values() for s in job["steps"] if s.get("name") == "Install")
+    assert "make install" in install  # every extra the tests need, as `make test` installs it
+    config = write_yaml(tmp_path / "tiny.yaml", {"name": "ci", "models": [{"name": "mlp", "source": str(mlp_onnx)}],
+                                                  "backends": ["onnxruntime"], "batch_sizes": [1], "timing": FAST_TIMING,
+                                                  "repeats": 1})
+    for step in steps:
+        command = re.sub(r"\.venv/bin/bench", f"{sys.executable} -m bench", step["run"]).replace("configs/quickstart.yaml", str(config))
+        proc = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                              env={**__import__("os").environ, "PYTHONPATH": str(root)})
+        assert proc.returncode == 0, (step["name"], proc.stderr[-2000:])
+    assert (tmp_path / "results" / "pytest-benchmark.json").is_file()

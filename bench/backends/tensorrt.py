@@ -132,6 +132,8 @@ class CudaEventPair:
     float32 of milliseconds: microsecond steps once the base is seconds away). Every CUDA call's
     status is checked. This is the `interval` the harness times a call with (bench.timing.measure)."""
 
+    timer = "cuda_event_pair"
+
     def __init__(self, stream_ptr: int, handle: Any = None):
         self.h = gpu.runtime_handle() if handle is None else handle
         self.stream = ctypes.c_void_p(stream_ptr)

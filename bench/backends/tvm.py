@@ -121,7 +121,8 @@ class TvmBackend(BackendBase):
 
     def compile(self, request: CompileRequest) -> "TvmCompiled":
         # The runtime's thread pool reads this once, on first use: each cell runs in a fresh worker.
-        os.environ.setdefault("TVM_NUM_THREADS", str(request.threads))
+        # Set, not defaulted: a value inherited from the shell must not override the config's threads.
+        os.environ["TVM_NUM_THREADS"] = str(request.threads)
         import tvm
 
         target = self._target(request)

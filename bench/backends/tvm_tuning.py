@@ -96,13 +96,24 @@ def _make_persistent_builder() -> Any:
     return PersistentBuilder
 
 
-def _task_flops(task: Any) -> float:
+def _task_flops(task: Any) -> float | None:
+    """A task's FLOPs, or None when TVM cannot estimate them (never a made-up figure)."""
     from tvm.s_tir.analysis import estimate_tir_flops
 
     try:
         return float(estimate_tir_flops(task.dispatched[0]))
     except Exception:
-        return 1.0
+        return None
+
+
+def task_scores(weights: Sequence[int], flops: Sequence[float | None]) -> tuple[list[float], int]:
+    """Each task's share of the budget, weight x FLOPs; a task whose FLOPs are unknown is scored at
+    the median FLOPs of the others (not at 1.0, which would starve it of trials). Returns the scores
+    and how many tasks had no estimate."""
+    known = sorted(f for f in flops if f is not None and f > 0)
+    typical = known[len(known) // 2] if known else 1.0
+    unknown = sum(1 for f in flops if f is None or f <= 0)
+    return [w * (f if f is not None and f > 0 else typical) for w, f in zip(weights, flops)], unknown
 
 
 def _best_seconds(database: Any, task: Any) -> float | None:
@@ -142,12 +153,13 @@ def tune(mod: Any, target: Any, job: TuneJob, initializer: Any, log: Any = print
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks, extracted_tasks_to_tune_contexts
 
     tasks = extract_tasks(mod, target)
-    scores = [t.weight * _task_flops(t) for t in tasks]
+    scores, unknown_flops = task_scores([int(t.weight) for t in tasks], [_task_flops(t) for t in tasks])
     alloc = allocate_trials(scores, budget, min_per_task)
     database = ms.database.JSONDatabase(work_dir=str(db_dir))
     builder = _make_persistent_builder()(max_workers=job.threads, timeout_sec=job.builder_timeout_s, initializer=initializer)
     runner = ms.runner.LocalRunner()
-    log(f"tuning {len(tasks)} tasks with {sum(alloc)} trials (asked {budget}; at least {min_per_task} each)")
+    log(f"tuning {len(tasks)} tasks with {sum(alloc)} trials (asked {budget}; at least {min_per_task} each)"
+        + (f"; {unknown_flops} task(s) without a FLOP estimate weighted at the median" if unknown_flops else ""))
     t0 = time.perf_counter()
     curve, rows, spent = [], [], 0
     prior = _read(db_dir / CURVE, [])
@@ -169,7 +181,7 @@ def tune(mod: Any, target: Any, job: TuneJob, initializer: Any, log: Any = print
                 + f"; {spent}/{sum(alloc)} trials, {time.perf_counter() - t0:.0f} s, builder pool starts {builder.pool_starts}")
     finally:
         builder.shutdown()
-    summary = {"tasks": rows, "total_tasks": len(tasks), "tuned_tasks": sum(1 for r in rows if r["best_us"] is not None),
+    summary = {"tasks": rows, "total_tasks": len(tasks), "tasks_without_flops": unknown_flops, "tuned_tasks": sum(1 for r in rows if r["best_us"] is not None),
                "trials": spent, "tuning_s": time.perf_counter() - t0, "builder_pool_starts": builder.pool_starts,
                "trials_per_minute": spent / max((time.perf_counter() - t0) / 60, 1e-9)}
     offset = prior[-1]["trials"] if prior else 0

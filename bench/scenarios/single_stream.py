@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 from bench.config import Config
 from bench.scenarios.base import Prepared, TimedCell
-from bench.timing import measure, summarize
+from bench.timing import measure, summarize, timer_name
 
 
 class SingleStream:
@@ -19,7 +19,7 @@ class SingleStream:
         def run() -> tuple[dict[str, Any], list[int]]:
             return {}, measure(fn, compiled.clock, timed.config.timing, compiled.interval)
 
-        return Prepared(run, {"timed_region": compiled.timed_region})
+        return Prepared(run, {"timed_region": compiled.timed_region, "timer": timer_name(compiled.clock, compiled.interval)})
 
     def summarize(self, row: Mapping[str, Any], parts: list[dict[str, Any]], per_process: list[list[int]],
                   config: Config, peak: Mapping[str, Any]) -> dict[str, Any]:
