@@ -94,20 +94,31 @@ def image_feeds(info: ModelInfo, data: ImageData, batch_size: int, count: int, o
     return feeds
 
 
+def calibration_overlap(data: ImageData, samples: int, skip: int) -> int:
+    """How many calibration images are also validation images: 0 unless the folder holds fewer
+    than skip + samples images (then calibration wraps around into them, which flatters int8)."""
+    n = len(image_files(Path(data.images)))
+    validation = set(range(min(skip, n)))
+    return len({(skip + i) % n for i in range(samples)} & validation) if n else 0
+
+
 def validation_feeds(info: ModelInfo, data: ImageData | None, batch_size: int, seed: int, iterations: int) -> list[dict[str, np.ndarray]]:
     if data is None:
         return seeded_feeds(info, batch_size, seed, iterations)
     return image_feeds(info, data, batch_size, iterations)
 
 
-def calibration_set(info: ModelInfo, data: ImageData | None, seed: int, samples: int, batch_size: int = 1) -> list[dict[str, np.ndarray]]:
-    """The int8 calibration set: from the image folder when there is one (starting after the
-    images validation uses first), else seeded random inputs of a stream of their own.
+def calibration_set(info: ModelInfo, data: ImageData | None, seed: int, samples: int, batch_size: int = 1,
+                    skip: int = 0) -> list[dict[str, np.ndarray]]:
+    """The int8 calibration set: from the image folder when there is one, starting after the `skip`
+    images validation uses (the largest batch size x validation iterations: calibration_overlap
+    says how many it must reuse when the folder is too small), else seeded random inputs of a
+    stream of their own.
 
     The samples are the same for every batch size; for a model frozen to `batch_size` they are
     grouped into batches of that size, the last one filled by wrapping around (min/max calibration
     is unchanged by a sample seen twice)."""
-    single = calibration_feeds(info, seed, samples) if data is None else image_feeds(info, data, 1, samples, offset=samples)
+    single = calibration_feeds(info, seed, samples) if data is None else image_feeds(info, data, 1, samples, offset=skip)
     if batch_size == 1:
         return single
     batches = []

@@ -20,7 +20,7 @@ from bench.backends import get_backend
 from bench.backends.base import Backend, Compiled, CompileRequest, Feeds, Unsupported
 from bench.cache import ArtifactCache
 from bench.config import Cell, Config
-from bench.inputs import calibration_set, validation_feeds
+from bench.inputs import calibration_overlap, calibration_set, validation_feeds
 from bench.models.prepare import ModelInfo, PreparedModel, for_cell, materialize
 from bench.scenarios import Prepared, TimedCell, get_scenario
 from bench.validate import compare, run_outputs
@@ -57,10 +57,11 @@ def _request(config: Config, backend: Backend, model: PreparedModel, precision: 
     # Calibrated with batches of the cell's size: a model frozen to it accepts nothing else, and an
     # engine whose profile spans the grid's batch sizes has it as its opt (calibration) shape.
     calib_batch = batch
+    skip = max(config.batch_sizes) * config.validation.iterations  # the images validation may use, at any batch size
     return CompileRequest(
         model, precision, batch, model.info.shapes(batch), config.threads_per_stream(backend.name, streams), work, cache,
         calibration=lambda: calibration_set(model.info, config.model(model.name).data, config.seed, config.calibration.samples,
-                                            calib_batch),
+                                            calib_batch, skip),
         options=config.backend_options.get(backend.name, {}), batch_sizes=tuple(config.batch_sizes),
     )
 
@@ -148,6 +149,7 @@ def cell_job(job: CellJob, on_phase: Callable[[str], None] = lambda phase: None)
             phase = "validate"
             on_phase(phase)
             row.update(_validate(job, source, compiled, feeds))
+            row.update(_calibration_overlap(job, row.get("accuracy_note")))
         phase = "time"
         scenario = get_scenario(cell.scenario)
         prepared = scenario.prepare(TimedCell(cell, job.config, backend, request, compiled, feeds, on_phase,
@@ -201,6 +203,21 @@ def _validate(job: CellJob, source: PreparedModel, compiled: Compiled, feeds: li
     per_output = {o: config.tolerance(cell.precision, cell.model, o) for o in config.model(cell.model).output_tolerances}
     drift = compare(reference, outputs, tol, job.info.task, per_output)
     return {**drift.as_row(), "validated": True, "accuracy_note": drift.reason or None}
+
+
+def _calibration_overlap(job: CellJob, note: str | None) -> dict[str, Any]:
+    """An int8 cell calibrated on images validation also uses (a folder too small for both) says so:
+    its accuracy is flattered."""
+    data = job.config.model(job.cell.model).data
+    if job.cell.precision != "int8" or data is None:
+        return {}
+    skip = max(job.config.batch_sizes) * job.config.validation.iterations
+    n = calibration_overlap(data, job.config.calibration.samples, skip)
+    if not n:
+        return {"calibration_overlap": 0}
+    why = (f"int8 calibrated on {n} of the validation images (the folder holds fewer than {skip} + "
+           f"{job.config.calibration.samples}): its accuracy is flattered")
+    return {"calibration_overlap": n, "accuracy_note": f"{note}; {why}" if note else why}
 
 
 def _timed(job: CellJob, compiled: Compiled, prepared: Prepared, row: dict[str, Any], on_phase: Callable[[str], None]) -> list[int]:

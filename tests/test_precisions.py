@@ -264,10 +264,34 @@ def test_image_folder_feeds_validation_and_calibration(models_dir, tmp_path):
     # ImageNet normalization of values in [0, 1]: the range is about [-2.1, 2.6]
     assert -2.2 < x.min() < -1.5 and 2.0 < x.max() < 2.7
     np.testing.assert_array_equal(feeds[1]["input"][1], validation_feeds(info, data, 1, 0, 4)[3]["input"][0])
-    cal = calibration_set(info, data, 0, 4)
+    cal = calibration_set(info, data, 0, 4, skip=4)
     assert len(cal) == 4 and cal[0]["input"].shape == (1, 3, 32, 32)
     cells = pd.read_csv(execute(p, tmp_path / "r", isolate=False, cache_dir=tmp_path / "c") / "cells.csv")
     assert set(cells["status"]) == {"ok"} and cells["validated"].all()
+    # 5 images cannot hold 4 for validation (batch 2 x 2 iterations) and 4 for calibration: the
+    # int8 row says how many it reused, and that its accuracy is flattered.
+    int8 = cells[cells.precision == "int8"].iloc[0]
+    assert int8["calibration_overlap"] == 3 and "accuracy is flattered" in int8["accuracy_note"]
+
+
+def test_calibration_images_follow_the_validation_images(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from bench.config import ImageData
+    from bench.inputs import calibration_overlap, calibration_set, validation_feeds
+    from bench.models.prepare import InputInfo, ModelInfo
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(12):  # distinguishable images: a constant colour each
+        Image.fromarray(np.full((40, 40, 3), 20 * i, dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    info = ModelInfo("m", "m.onnx", (InputInfo("x", "float32", ("batch", 3, 32, 32)),), "unknown", tmp_path / "m.onnx", None, 0, 17)
+    data = ImageData(images=str(folder), resize=36)
+    seen = {float(f["x"][k].mean()) for f in validation_feeds(info, data, 4, 0, 2) for k in range(4)}  # 8 images
+    cal = {float(f["x"][0].mean()) for f in calibration_set(info, data, 0, 2, skip=8)}
+    assert len(seen) == 8 and len(cal) == 2 and not seen & cal  # before: offset = samples (2), inside validation's 8
+    assert calibration_overlap(data, 2, 8) == 0 and calibration_overlap(data, 6, 8) == 2
 
 
 def test_bad_image_folder_is_a_clear_error(models_dir, tmp_path):
@@ -293,3 +317,16 @@ def test_model_and_output_tolerances_override_the_config(models_dir, tmp_path):
                         "output_tolerances": {"output": {"int8": {"atol": 1e-7, "rtol": 1e-7}}}}])
     (row,) = pd.read_csv(execute(plan(cfg, models_dir), tmp_path / "b", isolate=False, cache_dir=tmp_path / "c") / "cells.csv").itertuples()
     assert not row.accuracy_ok and "beyond atol" in row.accuracy_note
+
+
+def test_int8_libraries_are_keyed_by_their_calibration(models_dir, tmp_path):
+    """Another seed calibrates on other data: the int8 library is built again, not reused (it was,
+    reported cache_hit=True); the same seed finds it."""
+    def run(seed, rid):
+        cfg = _cfg(backends=["tvm"], precisions=["int8"], batch_sizes=[2], seed=seed)
+        return pd.read_csv(execute(plan(cfg, models_dir), tmp_path / "r", run_id=rid, isolate=False, cache_dir=tmp_path / "c")
+                           / "cells.csv").iloc[0]
+
+    first, other_seed, same_again = run(0, "s0"), run(1, "s1"), run(1, "s1-again")
+    assert not first["cache_hit"] and not other_seed["cache_hit"] and same_again["cache_hit"]
+    assert first["artifact_dir"] != other_seed["artifact_dir"] == same_again["artifact_dir"]

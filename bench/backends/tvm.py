@@ -23,7 +23,7 @@ import numpy as np
 
 from bench.backends.base import (HOST_CLOCK, Availability, BackendBase, CompiledBase, CompileRequest, Feeds, ImportFailed, execution_summary,
                                  import_framework)
-from bench.cache import digest
+from bench.cache import digest, file_sha256
 from bench.options import BackendOptions, TunedOptions, TvmOptions
 from bench.precision import onnx_for
 
@@ -90,9 +90,18 @@ class TvmBackend(BackendBase):
     def _cache_key(self, request: CompileRequest, target: Any) -> dict[str, Any]:
         import tvm
 
-        return {"model_sha256": request.model.sha256, "precision": request.precision,
+        return {"model_sha256": request.model.sha256, "precision": request.precision, "graph_sha256": self._graph_sha256(request),
                 "shapes": {k: list(v) for k, v in request.shapes.items()}, "target": str(target),
                 "tvm": tvm.__version__, "variant": self.variant}
+
+    @staticmethod
+    def _graph_sha256(request: CompileRequest) -> str:
+        """The graph compiled: the prepared model for fp32; for fp16 and int8 the converted file, whose
+        contents carry the calibration data (seed, samples, images), the quantizer's options and versions."""
+        if request.precision == "fp32":
+            return request.model.sha256
+        path, _ = onnx_for(request)
+        return file_sha256(path)
 
     # --- the steps a device variant (bench.backends.tvm_cuda) overrides ---------------------------
 
