@@ -167,3 +167,27 @@ def test_a_task_without_a_flop_estimate_is_not_starved_of_trials():
     assert unknown == 1 and scores == [4e8, 4e8, 1e8]
     assert allocate_trials(scores, 90, 2) == [39, 39, 12]  # scored 1.0 it got [69, 2, 19]: the minimum only
     assert task_scores([2, 1], [None, None]) == ([2.0, 1.0], 2)  # nothing known: by weight alone
+
+
+def test_tuning_measures_while_holding_the_machines_timing_lock(tiny_models, tmp_path, monkeypatch):
+    """MetaSchedule's runner times candidates: another run's timed loop must not run beside it, so
+    the tuning process runs inside the machine's timing lock (seen from it, the lock is held)."""
+    if not get_backend("tvm_tuned").availability().usable:
+        pytest.skip("TVM is not usable here")
+    from bench import machine_lock
+    from bench.backends import tvm as tvm_backend
+
+    (tmp_path / "lock").mkdir()
+    monkeypatch.setenv("BENCH_LOCK_DIR", str(tmp_path / "lock"))
+    seen = []
+
+    def fake_tuning(job):  # what the tuning process would see of the lock, without tuning
+        seen.append(machine_lock.holder())
+        return {"trials": job.trials, "trials_per_minute": 0.0, "builder_pool_starts": 0}
+
+    monkeypatch.setattr(tvm_backend, "_run_tuning", fake_tuning)
+    model = for_cell(tiny_models["mini_cnn"], 2, ArtifactCache(tmp_path / "c"), False)
+    compiled = get_backend("tvm_tuned").compile(_request(model, 2, tmp_path, "tvm_tuned", tmp_path / "c"))
+    compiled.release()
+    assert len(seen) == 1 and seen[0] and "MetaSchedule tuning of mini_cnn fp32" in seen[0]
+    assert machine_lock.holder() is None  # released after
