@@ -92,3 +92,25 @@ def write_yaml(path: Path, data: dict) -> Path:
 
 
 FAST_TIMING = {"warmup": 1, "min_iterations": 3, "min_time_s": 0.0}
+
+
+def wait_gone(pids, timeout_s: float = 60.0) -> list[int]:
+    """Poll until every process is gone (or a zombie awaiting its reaper); the pids still alive at
+    the deadline. A bounded wait on the condition: a loaded machine tears processes down slowly,
+    and the claim under test is that they die, not how fast."""
+    import time
+
+    import psutil
+
+    def alive(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:  # gone between any two calls: no pid_exists-then-Process race
+            return False
+
+    deadline = time.monotonic() + timeout_s
+    left = [p for p in pids if alive(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.02)
+        left = [p for p in left if alive(p)]
+    return left

@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 import pytest
 
-from tests.conftest import FAST_TIMING, write_yaml
+from tests.conftest import FAST_TIMING, wait_gone, write_yaml
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -167,8 +167,7 @@ def test_ctrl_c_keeps_finished_cells_and_says_how_to_resume(tmp_path, mlp_onnx, 
     assert f"bench run {config} --resume {run_dir.name}" in stderr.replace("\n", "")
     assert json.loads((run_dir / "meta.json").read_text())["status"] == "interrupted"
     assert len(pd.read_csv(run_dir / "cells.csv")) == 2
-    time.sleep(0.5)
-    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    assert wait_gone([w.pid for w in workers]) == []
 
 
 def test_an_inherited_tvm_num_threads_does_not_override_the_configs_threads(tmp_path, mlp_onnx):

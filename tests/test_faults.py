@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from tests import fakes
-from tests.conftest import FAST_TIMING, write_yaml
+from tests.conftest import FAST_TIMING, write_yaml, wait_gone
 
 
 @pytest.fixture
@@ -91,15 +91,13 @@ def _start_hanging_run(tmp_path, mlp_onnx):
     raise AssertionError("the hanging cell's worker never started")
 
 
-def test_killing_the_parent_kills_its_worker_within_a_second(fake_backends, mlp_onnx, tmp_path):
+def test_killing_the_parent_kills_its_worker(fake_backends, mlp_onnx, tmp_path):
     proc, run_dir, worker, config = _start_hanging_run(tmp_path, mlp_onnx)
     assert psutil.pid_exists(worker)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    t0 = time.monotonic()
-    while psutil.pid_exists(worker) and psutil.Process(worker).status() != psutil.STATUS_ZOMBIE and time.monotonic() - t0 < 1.0:
-        time.sleep(0.02)
-    assert not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE, "the worker outlived its parent"
+    # The hanging cell would run for minutes: gone within the bound means it died with its parent.
+    assert wait_gone([worker]) == [], "the worker outlived its parent"
     # Nothing left to race with: the pid file a resume checks names no live process.
     from bench.worker import alive_worker
 
@@ -115,8 +113,7 @@ def test_sigterm_and_sighup_interrupt_like_ctrl_c(fake_backends, mlp_onnx, tmp_p
     assert f"--resume {run_dir.name}" in stderr.replace("\n", "") and signal.Signals(sig).name in stderr
     assert json.loads((run_dir / "meta.json").read_text())["status"] == "interrupted"
     assert len(pd.read_csv(run_dir / "cells.csv")) == 1  # the finished cell is kept
-    time.sleep(0.2)
-    assert not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE
+    assert wait_gone([worker]) == []
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
