@@ -66,8 +66,10 @@ def planned_keys(run: StoredRun, strict: bool = True) -> list[tuple]:
     from bench.config import Config
 
     stored = [cell_key(r) for _, r in run.cells.iterrows()]
+    if not run.meta.get("config"):  # a run that states no grid (assembled by hand, say): its table is all it claims
+        return list(dict.fromkeys(stored))
     try:
-        planned = [cell_key(c) for c in Config.model_validate(run.meta.get("config") or {}).grid()]
+        planned = [cell_key(c) for c in Config.model_validate(run.meta["config"]).grid()]
     except Exception as e:
         if strict:
             first = str(e).strip().splitlines()
