@@ -406,7 +406,7 @@ def compare_cmd(
         diffs = environment_differences(a.meta, b.meta)
         if diffs and strict_env:
             raise BenchError("the runs' environments differ: " + "; ".join(diffs))
-        table = compare_runs(a, b, thr, strict=not allow_missing)
+        table = compare_runs(a, b, thr, strict=fail_thr is not None and not allow_missing)
         if strict_env and fingerprint_differences(table):
             raise BenchError(f"{len(fingerprint_differences(table))} cell(s) ran on machines of different environments: "
                              + fingerprint_differences(table)[0])

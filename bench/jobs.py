@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 from bench import goldens, machine_lock
 from bench.backends import get_backend
-from bench.backends.base import Backend, Compiled, CompileRequest, Feeds, Unsupported
+from bench.backends.base import COMPILED_MEMBERS, Backend, Compiled, CompileRequest, Feeds, Unsupported, lacking
 from bench.cache import ArtifactCache
 from bench.config import Cell, Config
 from bench.inputs import calibration_overlap, calibration_set, validation_feeds
 from bench.models.prepare import ModelInfo, PreparedModel, for_cell, materialize
+from bench.registry import scenario as scenario_spec
 from bench.scenarios import Prepared, TimedCell, get_scenario
 from bench.validate import compare, run_outputs
 
@@ -150,7 +151,7 @@ def cell_job(job: CellJob, on_phase: Callable[[str], None] = lambda phase: None)
             on_phase(phase)
             row.update(_validate(job, source, compiled, feeds))
             row.update(_calibration_overlap(job, row.get("accuracy_note")))
-        phase = "time"
+        phase = "loadgen" if scenario_spec(cell.scenario).loadgen else "time"
         scenario = get_scenario(cell.scenario)
         prepared = scenario.prepare(TimedCell(cell, job.config, backend, request, compiled, feeds, on_phase,
                                               job.scenario_dir or job.work_dir / cell.scenario))
@@ -180,6 +181,12 @@ def _compile(job: CellJob, backend: Backend, model: PreparedModel, row: dict[str
     t0 = time.perf_counter()
     request = _request(job.config, backend, model, job.cell.precision, job.cell.batch_size, job.work_dir, job.cache, job.cell.streams)
     compiled = backend.compile(request)
+    why = lacking(compiled, COMPILED_MEMBERS, f"{job.cell.backend}'s compiled variant", "CompiledBase")
+    if why:
+        compiled_release = getattr(compiled, "release", None)
+        if compiled_release is not None:
+            compiled_release()
+        raise TypeError(why)
     row["compile_s"] = time.perf_counter() - t0
     row.update(compiled.facts)
     return request, compiled
@@ -221,19 +228,18 @@ def _calibration_overlap(job: CellJob, note: str | None) -> dict[str, Any]:
 
 
 def _timed(job: CellJob, compiled: Compiled, prepared: Prepared, row: dict[str, Any], on_phase: Callable[[str], None]) -> list[int]:
-    """The scenario's run inside the machine's timing lock (and a second opinion, once per cell)."""
-    on_phase("time")
+    """The scenario's run inside the machine's timing lock (and, for per-call samples, a second
+    opinion, once per cell)."""
+    on_phase(prepared.phase)
     with machine_lock.timing(f"run {job.run_id or '?'}, cell {job.cell.label}",
                              lambda who: on_phase(f"waiting to time: the machine's timing lock is held by {who}")) as waited:
-        on_phase("time")
+        on_phase(prepared.phase)
         figures, samples = prepared.run()
         if figures:
             row["scenario_figures"] = figures
-        if job.validate and samples:  # once per cell, in its first process
-            opinion = compiled.second_opinion(samples)
-            if opinion:
-                on_phase("second opinion")
-                row.update(opinion)
+        if job.validate and samples and prepared.comparable_calls:  # once per cell, in its first process
+            on_phase("second opinion")
+            row.update(compiled.second_opinion(samples))
     row["lock_wait_s"] = round(waited, 3)
     return samples
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -92,7 +93,11 @@ def options_model(name: str) -> type[BackendOptions] | None:
         return OPTIONS[name]
     if name not in BACKENDS:
         raise KeyError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
-    return type(load(BACKENDS[name])()).Options
+    backend = type(load(BACKENDS[name])())
+    if not hasattr(backend, "Options"):
+        raise ValueError(f"{name}: the plugin backend {backend.__qualname__} declares no `Options` (None for unchecked options); "
+                         "subclass bench.backends.base.BackendBase")
+    return backend.Options
 
 
 @dataclass(frozen=True)
@@ -145,26 +150,37 @@ def scenario(name: str) -> ScenarioSpec:
         raise KeyError(f"unknown scenario {name!r}; valid: {', '.join(SCENARIOS)}") from None
 
 
-_LOADED = False
+_LOCK = threading.RLock()
+_STATE: dict[str, Any] = {"loaded": False, "loading": False, "error": None}
 
 
 def _plugins_once() -> None:
-    if not _LOADED:
-        _load_plugins()
+    """Load BENCH_PLUGINS once, before the first read: other threads wait for it, the plugin's own
+    reads while it registers see the built-ins, and a plugin that failed fails every read."""
+    if not _STATE["loaded"]:
+        with _LOCK:
+            if not _STATE["loaded"] and not _STATE["loading"]:
+                _load_plugins()
+    if _STATE["error"] is not None and not _STATE["loading"]:
+        raise _STATE["error"]
 
 
 def _load_plugins() -> None:
     """BENCH_PLUGINS: comma-separated modules, each with register(backends) adding entries to
     BACKENDS and optionally register_scenarios(scenarios). Read as the environment has it now (a
     worker calls this again with its parent's environment)."""
-    global _LOADED
-    _LOADED = True
-    for module in filter(None, (m.strip() for m in os.environ.get("BENCH_PLUGINS", "").split(","))):
+    with _LOCK:
+        _STATE.update(loading=True, error=None)
         try:
-            plugin = importlib.import_module(module)
-            if hasattr(plugin, "register"):
-                plugin.register(BACKENDS)
-            if hasattr(plugin, "register_scenarios"):
-                plugin.register_scenarios(SCENARIOS)
-        except Exception as e:
-            raise ImportError(f"BENCH_PLUGINS module {module!r} failed to register: {e}") from e
+            for module in filter(None, (m.strip() for m in os.environ.get("BENCH_PLUGINS", "").split(","))):
+                try:
+                    plugin = importlib.import_module(module)
+                    if hasattr(plugin, "register"):
+                        plugin.register(BACKENDS)
+                    if hasattr(plugin, "register_scenarios"):
+                        plugin.register_scenarios(SCENARIOS)
+                except Exception as e:
+                    _STATE["error"] = ImportError(f"BENCH_PLUGINS module {module!r} failed to register: {e}")
+                    raise _STATE["error"] from e
+        finally:
+            _STATE.update(loading=False, loaded=True)

@@ -86,11 +86,14 @@ class RunDir:
                     "shard": f"{shard[0]}/{shard[1]}" if shard else None, "isolated": isolate,
                     "backends": {b: describe(b) for b in dict.fromkeys([*cfg.backends, cfg.reference.backend])}}
         run = cls(path, meta, _RunLock(path))
-        running = [w for w in map(alive_worker, sorted((path / "work").glob("*.pid"))) if w]
-        if running:
+        try:
+            running = [w for w in map(alive_worker, sorted((path / "work").glob("*.pid"))) if w]
+            if running:
+                raise BenchError(f"{path}: a worker of an earlier attempt at this run is still running ({', '.join(running)}); "
+                                 "wait for it to end or kill it, then resume")
+        except BaseException:
             run.lock.release()
-            raise BenchError(f"{path}: a worker of an earlier attempt at this run is still running ({', '.join(running)}); "
-                             "wait for it to end or kill it, then resume")
+            raise
         return run
 
     def pending(self, cells: list[Cell], warn: Callable[[str], None]) -> list[Cell]:

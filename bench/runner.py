@@ -241,8 +241,8 @@ def execute(
     cells = shard_cells(p.cells, shard)
     _check_targets(executor, cells, isolate)
     _check_machine(wait)
-    run = RunDir.open(p, Path(results_dir), run_id, resume, cells, isolate, shard)
     preload_for(backend_preloads([*p.config.backends, p.config.reference.backend]))
+    run = RunDir.open(p, Path(results_dir), run_id, resume, cells, isolate, shard)
     try:
         todo = run.pending(cells, reporter.warn)
         run.begin(resume)

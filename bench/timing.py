@@ -33,7 +33,7 @@ def timer_name(clock: Callable[[], int], interval: Callable[[Callable[[], object
     (its `timer` attribute, e.g. a CUDA event pair), else its clock's name (perf_counter_ns)."""
     if interval is not None:
         return str(getattr(interval, "timer", None) or type(interval).__name__)
-    return str(getattr(clock, "__qualname__", None) or type(clock).__name__)
+    return str(getattr(clock, "timer", None) or getattr(clock, "__qualname__", None) or type(clock).__name__)
 
 
 def measure(fn: Callable[[], object], clock: Callable[[], int], timing: TimingConfig,

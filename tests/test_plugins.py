@@ -60,3 +60,25 @@ def _load(path: Path) -> dict:
     import yaml
 
     return yaml.safe_load(path.read_text())
+
+
+def test_a_plugin_missing_protocol_members_is_told_which_and_how(monkeypatch):
+    """Written to the old README (no base class): refused with the members it lacks, not an
+    AttributeError deep in the harness."""
+    import pytest
+
+    from bench import registry
+    from bench.backends import get_backend
+
+    class OldStyle:
+        name, variant, precisions = "old_style", "v", ("fp32",)
+
+        def availability(self): ...
+
+        def compile(self, request): ...
+
+    monkeypatch.setitem(registry.BACKENDS, "old_style", OldStyle)
+    with pytest.raises(TypeError, match=r"lacks keeps_dynamic_batch, Options, preload: subclass bench\.backends\.base\.BackendBase"):
+        get_backend("old_style")
+    with pytest.raises(ValueError, match="declares no `Options`"):
+        registry.options_model("old_style")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.backends.base import Backend
+from bench.backends.base import BACKEND_MEMBERS, Backend, lacking
 from bench.registry import BACKENDS, load, options_model
 
 __all__ = ["BACKENDS", "get_backend", "options_model", "describe"]
@@ -13,7 +13,11 @@ def get_backend(name: str) -> Backend:
         target = BACKENDS[name]
     except KeyError:
         raise KeyError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}") from None
-    return load(target)()
+    backend = load(target)()
+    why = lacking(backend, BACKEND_MEMBERS, f"backend {name!r}:", "BackendBase")
+    if why:
+        raise TypeError(why)
+    return backend
 
 
 def describe(name: str) -> dict:

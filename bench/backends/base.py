@@ -138,6 +138,19 @@ class BackendBase:
     preload: tuple[str, ...] = ()
 
 
+BACKEND_MEMBERS = ("name", "variant", "precisions", "keeps_dynamic_batch", "Options", "preload", "availability", "compile")
+COMPILED_MEMBERS = ("facts", "clock", "interval", "timed_region", "cannot_run", "run", "prepare", "second_opinion", "release")
+
+
+def lacking(obj: Any, members: tuple[str, ...], what: str, base: str) -> str | None:
+    """Why `obj` cannot serve as a `what` (the members it lacks, and how to get them), or None."""
+    gaps = [m for m in members if not hasattr(obj, m)]
+    if not gaps:
+        return None
+    return (f"{what} {type(obj).__module__}.{type(obj).__qualname__} lacks {', '.join(gaps)}: subclass "
+            f"bench.backends.base.{base}, which gives the optional members their defaults (see the protocol in bench/backends/base.py)")
+
+
 HOST_CLOCK: Callable[[], int] = time.perf_counter_ns
 
 

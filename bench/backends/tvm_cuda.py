@@ -276,6 +276,7 @@ def synced_clock(sync: Callable[[], Any]) -> Callable[[], int]:
         sync()
         return time.perf_counter_ns()
 
+    clock.timer = "device_synchronized_perf_counter_ns"  # type: ignore[attr-defined]
     return clock
 
 

@@ -34,6 +34,10 @@ class Prepared:
     run: Callable[[], tuple[dict[str, Any], list[int]]]
     facts: dict[str, Any] = field(default_factory=dict)
     instances: list[Compiled] = field(default_factory=list)
+    # Whether the samples are per-call latencies of one caller, comparable with another tool timing
+    # the same artifact (a backend's second_opinion: trtexec); not queueing latencies under load.
+    comparable_calls: bool = False
+    phase: str = "time"  # what progress calls the timed run
 
 
 @runtime_checkable

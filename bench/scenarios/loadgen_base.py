@@ -27,14 +27,21 @@ class LoadGenScenario:
     def prepare(self, timed: TimedCell) -> Prepared:
         cell = timed.cell
         timed.on_phase(f"compile {cell.streams - 1} more instance(s) for the streams")
-        instances = [timed.backend.compile(timed.request) for _ in range(cell.streams - 1)]
-        calls = [loadgen.completing(c.prepare(timed.feeds[i % len(timed.feeds)]), c)
-                 for i, c in enumerate([timed.compiled, *instances])]
+        instances: list[Any] = []
+        try:
+            for _ in range(cell.streams - 1):
+                instances.append(timed.backend.compile(timed.request))
+            calls = [loadgen.completing(c.prepare(timed.feeds[i % len(timed.feeds)]), c)
+                     for i, c in enumerate([timed.compiled, *instances])]
+        except BaseException:  # the job releases only what a returned Prepared names
+            for c in instances:
+                c.release()
+            raise
         lgc = timed.config.loadgen
         lgc = lgc.model_copy(update={"min_query_count": max(lgc.min_query_count, self.spec.min_queries)})
         facts = {"timed_region": loadgen.timed_region(cell, timed.request.threads), "threads_per_stream": timed.request.threads,
                  "timer": "loadgen_issue_to_complete_perf_counter_ns"}
-        return Prepared(lambda: self.measure(cell, lgc, calls, timed.out_dir, timed.on_phase), facts, instances)
+        return Prepared(lambda: self.measure(cell, lgc, calls, timed.out_dir, timed.on_phase), facts, instances, phase="loadgen")
 
     def measure(self, cell: Cell, lgc: LoadGenConfig, calls: Calls, out_dir: Path,
                 on_phase: Callable[[str], None]) -> tuple[dict[str, Any], list[int]]:
@@ -70,7 +77,7 @@ class LoadGenScenario:
 
     def summarize(self, row: Mapping[str, Any], parts: list[dict[str, Any]], per_process: list[list[int]],
                   config: Config, peak: Mapping[str, Any]) -> dict[str, Any]:
-        if not parts:
+        if not parts or row.get("status") != "ok":  # LoadGen's figures only for a cell every process completed
             return {}
         return {**loadgen.combine(parts), "iterations": sum(len(p) for p in per_process),
                 "latency_bound_ms": config.loadgen.latency_bound_ms if self.spec.bounded else None}

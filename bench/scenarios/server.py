@@ -28,10 +28,12 @@ class Server(LoadGenScenario):
 
     def run_load(self, cell: Cell, lgc: LoadGenConfig, calls: Calls, estimate: float, part: dict[str, Any], out_dir: Path,
                  on_phase: Callable[[str], None]) -> tuple[dict[str, Any], float | None]:
-        kind, value = cell.server_rate or ("qps", 1.0)
-        rate = value
-        if kind == "load":
-            part["capacity_qps"] = capacity(calls, cell.batch_size, lgc, estimate, out_dir, on_phase)
-            rate = value * part["capacity_qps"]
-        on_phase(f"loadgen: server at {rate:.4g} qps")
+        rate = None
+        if cell.server_rate is not None:
+            kind, value = cell.server_rate
+            rate = value
+            if kind == "load":
+                part["capacity_qps"] = capacity(calls, cell.batch_size, lgc, estimate, out_dir, on_phase)
+                rate = value * part["capacity_qps"]
+        on_phase("loadgen: server" + (f" at {rate:.4g} qps" if rate else ""))
         return loadgen.run_test(calls, cell.batch_size, server_settings(lgc, rate), out_dir), rate

@@ -19,7 +19,8 @@ class SingleStream:
         def run() -> tuple[dict[str, Any], list[int]]:
             return {}, measure(fn, compiled.clock, timed.config.timing, compiled.interval)
 
-        return Prepared(run, {"timed_region": compiled.timed_region, "timer": timer_name(compiled.clock, compiled.interval)})
+        return Prepared(run, {"timed_region": compiled.timed_region, "timer": timer_name(compiled.clock, compiled.interval)},
+                        comparable_calls=True)
 
     def summarize(self, row: Mapping[str, Any], parts: list[dict[str, Any]], per_process: list[list[int]],
                   config: Config, peak: Mapping[str, Any]) -> dict[str, Any]:
