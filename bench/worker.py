@@ -34,7 +34,7 @@ from typing import Any, Callable
 from multiprocessing import forkserver
 
 from bench import atomic, mp_private
-from bench.process import PHASE_ENV, announce_progress, die_with_parent  # noqa: F401  (announce_progress: re-exported)
+from bench.process import PHASE_ENV, die_with_parent
 
 STDERR_TAIL = 16000
 POLL_S = 0.2
