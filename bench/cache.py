@@ -99,6 +99,15 @@ class ArtifactCache:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
+    def keep_dir(self, kind: str, key: dict[str, Any]) -> Path:
+        """A directory an engine's own cache lives in between cells (TensorRT's timing cache, ONNX
+        Runtime's engine cache), under the root and keyed; the scratch directory when the cache is
+        off. Made if missing."""
+        base = self.root if self.enabled else (self.scratch or Path(tempfile.gettempdir()))
+        d = base / kind / digest(key)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
     def lookup(self, kind: str, key: dict[str, Any]) -> Path | None:
         """The entry's directory when a valid one exists (a corrupt one is removed), else None."""
         final = self.root / kind / digest(key)

@@ -419,7 +419,7 @@ def compare_cmd(
         view[c] = view[c].map(lambda v: "–" if pd.isna(v) else f"{v:+.1%}")
     for c in ("p50_a_ms", "p50_b_ms", "qps_a", "qps_b"):
         view[c] = view[c].map(lambda v: "–" if pd.isna(v) else f"{v:.4g}")
-    if (table["scenario"] == "single_stream").all():  # only the default scenario  # no scenario axis in either run: keep the table narrow
+    if (table["scenario"] == "single_stream").all():  # the default scenario only, no scenario axis in either run: keep the table narrow
         view = view.drop(columns=["scenario", "streams", "rate", "metric", "qps_a", "qps_b"])
     out.print(_cells_table(view, list(view.columns), f"{b.run_id} against {a.run_id} (noise threshold {thr:.1%})"))
     counts = table["verdict"].value_counts().to_dict()

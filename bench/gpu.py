@@ -75,12 +75,19 @@ def pip_cuda_lib_dirs() -> list[Path]:
     return found
 
 
-def _sees_a_device(handle: Any) -> bool:
+def device_count(handle: Any) -> tuple[int, int]:
+    """(cudaGetDeviceCount's status, the devices it counted) through a CUDA runtime handle."""
     count = ctypes.c_int(0)
+    status = handle.cudaGetDeviceCount(ctypes.byref(count))
+    return int(status), count.value
+
+
+def _sees_a_device(handle: Any) -> bool:
     try:
-        return handle.cudaGetDeviceCount(ctypes.byref(count)) == 0 and count.value > 0
+        status, count = device_count(handle)
     except (AttributeError, OSError):
         return False
+    return status == 0 and count > 0
 
 
 def runtime_handle() -> Any:
@@ -136,7 +143,9 @@ def identity(device: int = 0) -> dict[str, str]:
     """{gpu, compute_capability (sm_XY), cuda_driver, cuda_runtime} of a device; raises when no
     CUDA device is usable. Versions read as CUDA encodes them (13000 -> 13.0)."""
     h = runtime_handle()
-    count = _int(h, "cudaGetDeviceCount")
+    status, count = device_count(h)
+    if status != 0:
+        raise RuntimeError(f"cudaGetDeviceCount failed with CUDA error {status}")
     if count <= device:
         raise RuntimeError(f"no CUDA device {device} ({count} visible)")
     props = ctypes.create_string_buffer(_PROP_BYTES)

@@ -57,14 +57,19 @@ def _request(config: Config, backend: Backend, model: PreparedModel, precision: 
              cache: ArtifactCache, streams: int = 1) -> CompileRequest:
     # Calibrated with batches of the cell's size: a model frozen to it accepts nothing else, and an
     # engine whose profile spans the grid's batch sizes has it as its opt (calibration) shape.
-    calib_batch = batch
-    skip = max(config.batch_sizes) * config.validation.iterations  # the images validation may use, at any batch size
+    calib_batch, skip = batch, validation_images(config)
     return CompileRequest(
         model, precision, batch, model.info.shapes(batch), config.threads_per_stream(backend.name, streams), work, cache,
         calibration=lambda: calibration_set(model.info, config.model(model.name).data, config.seed, config.calibration.samples,
                                             calib_batch, skip),
         options=config.backend_options.get(backend.name, {}), batch_sizes=tuple(config.batch_sizes),
     )
+
+
+def validation_images(config: Config) -> int:
+    """How many images of a folder validation may use at any batch size of the grid: calibration
+    starts after them (bench.inputs.calibration_set)."""
+    return max(config.batch_sizes) * config.validation.iterations
 
 
 def prepared_facts(source: PreparedModel, prepared: PreparedModel) -> dict[str, Any]:
@@ -156,7 +161,7 @@ def cell_job(job: CellJob, on_phase: Callable[[str], None] = lambda phase: None)
         prepared = scenario.prepare(TimedCell(cell, job.config, backend, request, compiled, feeds, on_phase,
                                               job.scenario_dir or job.work_dir / cell.scenario))
         row.update(prepared.facts)
-        samples = _timed(job, compiled, prepared, row, on_phase)
+        samples = _timed(job, compiled, prepared, row, on_phase, phase)
     except Unsupported as e:
         row.update(status="skipped", error=str(e), phase=phase)
     except Exception as e:
@@ -218,7 +223,7 @@ def _calibration_overlap(job: CellJob, note: str | None) -> dict[str, Any]:
     data = job.config.model(job.cell.model).data
     if job.cell.precision != "int8" or data is None:
         return {}
-    skip = max(job.config.batch_sizes) * job.config.validation.iterations
+    skip = validation_images(job.config)
     n = calibration_overlap(data, job.config.calibration.samples, skip)
     if not n:
         return {"calibration_overlap": 0}
@@ -227,13 +232,14 @@ def _calibration_overlap(job: CellJob, note: str | None) -> dict[str, Any]:
     return {"calibration_overlap": n, "accuracy_note": f"{note}; {why}" if note else why}
 
 
-def _timed(job: CellJob, compiled: Compiled, prepared: Prepared, row: dict[str, Any], on_phase: Callable[[str], None]) -> list[int]:
+def _timed(job: CellJob, compiled: Compiled, prepared: Prepared, row: dict[str, Any], on_phase: Callable[[str], None],
+           phase: str) -> list[int]:
     """The scenario's run inside the machine's timing lock (and, for per-call samples, a second
     opinion, once per cell)."""
-    on_phase(prepared.phase)
+    on_phase(phase)
     with machine_lock.timing(f"run {job.run_id or '?'}, cell {job.cell.label}",
                              lambda who: on_phase(f"waiting to time: the machine's timing lock is held by {who}")) as waited:
-        on_phase(prepared.phase)
+        on_phase(phase)
         figures, samples = prepared.run()
         if figures:
             row["scenario_figures"] = figures

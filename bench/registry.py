@@ -143,6 +143,13 @@ SCENARIOS: dict[str, ScenarioSpec] = _Names({
 })
 
 
+def scenario_flag(name: Any, field: str) -> Any:
+    """A stored row's scenario's spec field (`loadgen`, `throughput`, `bounded`, `capacity_figure`),
+    or None for a name no longer registered (a plugin's, not loaded): tables read it as latency."""
+    spec = SCENARIOS.get(str(name))
+    return getattr(spec, field) if spec is not None else None
+
+
 def scenario(name: str) -> ScenarioSpec:
     try:
         return SCENARIOS[name]

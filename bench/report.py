@@ -11,7 +11,7 @@ import pandas as pd
 
 from bench import atomic
 from bench.config import Cell
-from bench.registry import SCENARIOS
+from bench.registry import scenario_flag
 from bench.results import StoredRun, cell_key, load_run
 
 PLOTS = {
@@ -30,8 +30,8 @@ def label(row: Any) -> str:
 
 
 def _spec_flag(flag: str) -> Callable[[Any], bool]:
-    """A row's scenario's spec flag (bench.registry), False for names no longer registered."""
-    return lambda name: bool(getattr(SCENARIOS.get(str(name)), flag, False))
+    """A row's scenario's spec flag, for pandas' map (bench.registry.scenario_flag)."""
+    return lambda name: bool(scenario_flag(name, flag))
 
 
 def single_stream(cells: pd.DataFrame) -> pd.DataFrame:
@@ -421,7 +421,7 @@ def _max_qps_plot(cells: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = under_load(cells)
-    rows = rows[(rows["status"] == "ok") & rows["scenario"].map(lambda n: bool(getattr(SCENARIOS.get(str(n)), "capacity_figure", None)))].copy()
+    rows = rows[(rows["status"] == "ok") & rows["scenario"].map(_spec_flag("capacity_figure"))].copy()
     fig, ax = plt.subplots(figsize=(max(6.0, 1.0 + 0.7 * max(1, len(rows))), 4.4))
     if rows.empty:
         ax.text(0.5, 0.5, "no max_qps or offline rows", ha="center", va="center")
@@ -433,7 +433,7 @@ def _max_qps_plot(cells: pd.DataFrame, path: Path) -> None:
         kinds = list(dict.fromkeys(rows["scenario"]))
         width = 0.8 / len(kinds)
         for i, scenario in enumerate(kinds):
-            figure = SCENARIOS[scenario].capacity_figure
+            figure = scenario_flag(scenario, "capacity_figure")
             sub = rows[rows["scenario"] == scenario].set_index("series")
             valid = sub["loadgen_valid"].fillna(False).astype(bool)
             heights = [float(sub.loc[s, figure]) if s in sub.index and valid.get(s, False) and pd.notna(sub.loc[s, figure]) else 0.0

@@ -206,26 +206,37 @@ class StoredRun:
         return self.meta["run_id"]
 
 
-@contextlib.contextmanager
-def _unheld(d: Path) -> Iterator[bool]:
-    """The run's lock (bench.rundir takes the same flock while a sweep writes the run), if nobody
-    holds it: True while held here, False when another process has the run."""
-    try:
-        fd = os.open(d / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
-    except OSError:
-        yield False
-        return
+def try_run_lock(d: Path) -> int | None:
+    """Take a run's exclusive lock without waiting (the file descriptor holding it; release with
+    release_run_lock), or None when another process holds the run: one writer per run, whether a
+    sweep (bench.rundir) or a reader rebuilding stale tables."""
+    fd = os.open(d / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        yield False
-        return
+        return None
+    return fd
+
+
+def release_run_lock(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def _unheld(d: Path) -> Iterator[bool]:
+    """The run's lock if nobody holds it: True while held here, False when another process has the
+    run (or the lock file cannot be made)."""
     try:
-        yield True
+        fd = try_run_lock(d)
+    except OSError:
+        fd = None
+    try:
+        yield fd is not None
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        if fd is not None:
+            release_run_lock(fd)
 
 
 def _table_matches(d: Path, entries: list[dict[str, Any]]) -> bool:

@@ -4,9 +4,7 @@ lacks, and its closing (the tables, then meta.json)."""
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,16 +42,13 @@ class _RunLock:
     """An exclusive lock on a run directory: two processes never write one run at once."""
 
     def __init__(self, run_dir: Path):
-        self.fd = os.open(run_dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            raise BenchError(f"{run_dir}: another bench process is writing this run") from None
+        fd = results.try_run_lock(run_dir)
+        if fd is None:
+            raise BenchError(f"{run_dir}: another bench process is writing this run")
+        self.fd = fd
 
     def release(self) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
+        results.release_run_lock(self.fd)
 
 
 def _now() -> str:

@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from bench.registry import DEFAULT_SCENARIO, SCENARIOS
+from bench.registry import DEFAULT_SCENARIO, scenario_flag
 from bench import goldens
 from bench.config import Precision, Tolerance
 from bench.errors import BenchError
@@ -191,8 +191,7 @@ def _throughput(scenario: str) -> bool:
     """A scenario whose figure is a throughput (higher is better; its spec says `throughput`):
     compared as time per sample, 1/throughput, so that the change, its interval and the verdict
     read as for latency (positive: slower). Unknown names (a plugin's, not loaded) read as latency."""
-    spec = SCENARIOS.get(scenario)
-    return bool(spec and spec.throughput)
+    return bool(scenario_flag(scenario, "throughput"))
 COMPARE_COLUMNS = [*CELL_COLUMNS, "metric", "p50_a_ms", "p50_b_ms", "qps_a", "qps_b", "change", "ci_low", "ci_high", "verdict", "note"]
 
 

@@ -61,10 +61,6 @@ def executed_precision(optimized_path: str, qdq_is_int8: bool = False) -> str:
     return execution_summary(counts)
 
 
-ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64, "tensor(int64)": np.int64,
-             "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
-
-
 def placement(profile: list[dict[str, Any]]) -> dict[str, Any]:
     """Nodes per execution provider, from an ONNX Runtime profile (its "Node" events carry
     args.provider and args.op_name): {'nodes': {provider: n}, 'cpu': [(name, op)], 'copies': n}.
@@ -128,8 +124,9 @@ class OnnxRuntimeBackend(BackendBase):
             return Availability(False, f"{self.provider} is not in this onnxruntime build (it has {', '.join(available)}); {self.package_hint}")
         return Availability(True, versions={"onnxruntime": ort.__version__})
 
-    def providers(self, request: CompileRequest, options: Any) -> list[tuple[str, dict[str, str]]]:
-        """The providers the session is created with, in order, with their options."""
+    def providers(self, request: CompileRequest, options: Any, identity: Mapping[str, str]) -> list[tuple[str, dict[str, str]]]:
+        """The providers the session is created with, in order, with their options (`identity`:
+        the GPU's, bench.gpu, empty on the CPU)."""
         return [(self.provider, {})]
 
     def session_options(self, request: CompileRequest) -> Any:
@@ -160,7 +157,8 @@ class OnnxRuntimeBackend(BackendBase):
             opts.optimized_model_filepath = str(optimized)
         opts.enable_profiling = True  # for one untimed run below: where each node ran
         opts.profile_file_prefix = str(request.work_dir / f"ort-placement-{tag}")
-        asked = self.providers(request, options)
+        identity = self.identity(options)
+        asked = self.providers(request, options, identity)
         session = ort.InferenceSession(str(path), sess_options=opts, providers=[(p, dict(o)) for p, o in asked])
         used = session.get_providers()
         if not used or used[0] != self.provider:
@@ -193,7 +191,7 @@ class OnnxRuntimeBackend(BackendBase):
                                   *(f"{p}: " + ", ".join(f"{k}={v}" for k, v in o.items()) for p, o in asked if o),
                                   *([self.options_note] if self.options_note else [])]),
             **placement_facts(placed, self.provider),
-            **self.identity(options),
+            **identity,
         }
         return OrtCompiled(session, facts, getattr(options, "device_id", 0))
 
@@ -201,12 +199,13 @@ class OnnxRuntimeBackend(BackendBase):
         return {}
 
     def _placement(self, session: Any, request: CompileRequest) -> dict[str, Any]:
-        """One untimed run on zeros with the profiler on, then the profiler ended (no timed call
+        """One untimed run on seeded inputs with the profiler on, then the profiler ended (no timed call
         is profiled): which provider ran each node."""
         import json
 
-        feeds = {i.name: np.zeros(request.shapes[i.name], ORT_TYPES.get(i.type, np.float32)) for i in session.get_inputs()}
-        session.run(None, feeds)
+        from bench.inputs import seeded_feeds
+
+        session.run(None, seeded_feeds(request.model.info, request.batch_size, seed=0, iterations=1)[0])
         path = Path(session.end_profiling())
         try:
             return placement(json.loads(path.read_text()))
@@ -225,7 +224,7 @@ class OnnxRuntimeCudaBackend(OnnxRuntimeBackend):
     def cuda_options(self, options: Any) -> dict[str, str]:
         return {"device_id": str(options.device_id), "use_tf32": "1" if options.tf32 else "0"}
 
-    def providers(self, request: CompileRequest, options: Any) -> list[tuple[str, dict[str, str]]]:
+    def providers(self, request: CompileRequest, options: Any, identity: Mapping[str, str]) -> list[tuple[str, dict[str, str]]]:
         return [("CUDAExecutionProvider", self.cuda_options(options))]
 
     def identity(self, options: Any) -> dict[str, str]:
@@ -243,13 +242,8 @@ class OnnxRuntimeTensorrtBackend(OnnxRuntimeCudaBackend):
     # engines, unlike the tensorrt backend's (TF32 cleared). Said in every row, not hidden.
     options_note = "TensorRT's own TF32 default applies to its fp32 layers (the provider has no option for it)"
 
-    def providers(self, request: CompileRequest, options: Any) -> list[tuple[str, dict[str, str]]]:
-        from bench import gpu
-        from bench.cache import digest
-
-        base = request.cache.root if request.cache.enabled else request.work_dir
-        engines = base / "ort-trt-engines" / digest({"onnxruntime": _ort_version(), **gpu.identity(options.device_id)})
-        engines.mkdir(parents=True, exist_ok=True)
+    def providers(self, request: CompileRequest, options: Any, identity: Mapping[str, str]) -> list[tuple[str, dict[str, str]]]:
+        engines = request.cache.keep_dir("ort-trt-engines", {"onnxruntime": _ort_version(), **identity})
         # No trt_fp16_enable / trt_int8_enable: with neither, the provider builds a strongly typed
         # network (onnxruntime PR 24298), so the fp16 graph and the Q/DQ graph carry the precision,
         # as in the tensorrt backend; those flags are TensorRT 10's weak typing, gone in 11.

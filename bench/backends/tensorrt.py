@@ -45,7 +45,7 @@ import numpy as np
 from bench import gpu
 from bench.backends.base import Availability, BackendBase, CompiledBase, CompileRequest, Feeds, Unsupported, import_framework
 from bench.options import TrtOptions
-from bench.cache import digest, file_sha256
+from bench.cache import file_sha256
 from bench.precision import feeds_digest, onnx_for
 
 
@@ -103,11 +103,10 @@ def cuda_device() -> tuple[str | None, str]:
         handle = gpu.runtime_handle()
     except Exception as e:
         return None, f"the CUDA runtime library could not be loaded ({type(e).__name__}: {e})"
-    count = ctypes.c_int(0)
-    status = handle.cudaGetDeviceCount(ctypes.byref(count))
-    if status != 0 or count.value == 0:
-        return None, f"no CUDA device (cudaGetDeviceCount returned status {status}, {count.value} devices)"
-    return f"cuda:0 of {count.value}", ""
+    status, count = gpu.device_count(handle)
+    if status != 0 or count == 0:
+        return None, f"no CUDA device (cudaGetDeviceCount returned status {status}, {count} devices)"
+    return f"cuda:0 of {count}", ""
 
 
 def cuda_check(handle: Any, status: int, call: str) -> None:
@@ -323,10 +322,7 @@ class TensorrtBackend(BackendBase):
 def timing_cache_path(request: CompileRequest, identity: Mapping[str, str], version: str) -> Path:
     """Where tactic timings for this GPU and TensorRT version are kept between builds: in the
     artifact cache (shared by every engine of that GPU), or the cell's scratch when it is off."""
-    base = request.cache.root if request.cache.enabled else request.work_dir
-    d = base / "trt-timing-cache"
-    d.mkdir(parents=True, exist_ok=True)
-    return d / f"{digest({'tensorrt': version, **identity})}.cache"
+    return request.cache.keep_dir("trt-timing-cache", {"tensorrt": version, **identity}) / "timing.cache"
 
 
 class TrtCompiled(CompiledBase):

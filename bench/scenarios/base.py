@@ -37,7 +37,6 @@ class Prepared:
     # Whether the samples are per-call latencies of one caller, comparable with another tool timing
     # the same artifact (a backend's second_opinion: trtexec); not queueing latencies under load.
     comparable_calls: bool = False
-    phase: str = "time"  # what progress calls the timed run
 
 
 @runtime_checkable

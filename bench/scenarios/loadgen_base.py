@@ -41,7 +41,7 @@ class LoadGenScenario:
         lgc = lgc.model_copy(update={"min_query_count": max(lgc.min_query_count, self.spec.min_queries)})
         facts = {"timed_region": loadgen.timed_region(cell, timed.request.threads), "threads_per_stream": timed.request.threads,
                  "timer": "loadgen_issue_to_complete_perf_counter_ns"}
-        return Prepared(lambda: self.measure(cell, lgc, calls, timed.out_dir, timed.on_phase), facts, instances, phase="loadgen")
+        return Prepared(lambda: self.measure(cell, lgc, calls, timed.out_dir, timed.on_phase), facts, instances)
 
     def measure(self, cell: Cell, lgc: LoadGenConfig, calls: Calls, out_dir: Path,
                 on_phase: Callable[[str], None]) -> tuple[dict[str, Any], list[int]]:
