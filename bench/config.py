@@ -135,6 +135,9 @@ class TimingConfig(_Frozen):
     min_iterations: int = Field(default=10, ge=1)
     min_time_s: float = Field(default=1.0, ge=0)
     max_iterations: int = Field(default=100_000, ge=1)
+    max_warmup_extensions: int = Field(
+        default=2, ge=0, description="a process whose first quarter of samples is still slower than the rest (warm-up not "
+        "over) discards them as warm-up and times again, at most this many times; then its row is flagged")
 
     @model_validator(mode="after")
     def _bounds(self) -> "TimingConfig":

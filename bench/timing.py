@@ -38,16 +38,39 @@ def timer_name(clock: Callable[[], int], interval: Callable[[Callable[[], object
 
 def measure(fn: Callable[[], object], clock: Callable[[], int], timing: TimingConfig,
             interval: Callable[[Callable[[], object]], int] | None = None) -> list[int]:
+    """Raw per-call latencies in nanoseconds (measure_steady's samples, its steady-state note dropped)."""
+    return measure_steady(fn, clock, timing, interval)[0]
+
+
+def measure_steady(fn: Callable[[], object], clock: Callable[[], int], timing: TimingConfig,
+                   interval: Callable[[Callable[[], object]], int] | None = None) -> tuple[list[int], str]:
     """Raw per-call latencies in nanoseconds, each from `interval` (a backend's device timer, such as
-    a CUDA event pair) or else two readings of `clock`. The loop runs until min_iterations calls
-    and min_time_s of timed calls. The garbage collector is frozen and disabled for the loop (a
-    collection inside a sample times Python's heap, not the engine)."""
+    a CUDA event pair) or else two readings of `clock`, and the steady-state note (`trend`). The
+    loop runs until min_iterations calls and min_time_s of timed calls. When the samples show that
+    warm-up was not over, they are discarded as warm-up and the loop runs again, at most
+    `max_warmup_extensions` times; the note says so, and says when a trend remains. The garbage
+    collector is frozen and disabled meanwhile (a collection inside a sample times Python's heap,
+    not the engine)."""
     gc.collect()
     gc.freeze()
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _loop(fn, interval or host_interval(clock), timing)
+        timed = interval or host_interval(clock)
+        for _ in range(timing.warmup):
+            fn()
+        discarded = 0
+        for extension in range(timing.max_warmup_extensions + 1):
+            samples = _loop(fn, timed, timing)
+            kind, note = trend(samples)
+            if kind != "warming" or extension == timing.max_warmup_extensions:
+                break
+            discarded += len(samples)
+        if discarded and kind != "warming":
+            note = f"steady after warm-up extended by {discarded} calls"
+        elif discarded:
+            note = f"{note}, still after warm-up extended by {discarded} calls"
+        return samples, note
     finally:
         if enabled:
             gc.enable()
@@ -55,8 +78,6 @@ def measure(fn: Callable[[], object], clock: Callable[[], int], timing: TimingCo
 
 
 def _loop(fn: Callable[[], object], interval: Callable[[Callable[[], object]], int], timing: TimingConfig) -> list[int]:
-    for _ in range(timing.warmup):
-        fn()
     samples: list[int] = []
     append = samples.append
     min_iters, max_iters = timing.min_iterations, timing.max_iterations
@@ -69,6 +90,38 @@ def _loop(fn: Callable[[], object], interval: Callable[[Callable[[], object]], i
         n = len(samples)
         if n >= max_iters or (n >= min_iters and total >= min_ns):
             return samples
+
+
+# Steady state, judged on the order of one process's samples: the first and the last quarter against
+# the middle half. A quarter counts as shifted when its median lies beyond the middle half's
+# interquartile range (more than half of its calls slower, or faster, than three quarters of the
+# middle's: no single hiccup does that) and TREND_MIN or more away from the middle's median.
+TREND_MIN = 0.05
+TREND_MIN_SAMPLES = 40
+
+
+def trend(samples: Sequence[int]) -> tuple[str, str]:
+    """(kind, note): kind `warming` (the first quarter slower, or the last faster: warm-up not
+    over), `slowing` (the
+    last quarter slower: throttling, or load that arrived mid-loop), `steady`, or `unchecked` (fewer
+    than TREND_MIN_SAMPLES samples)."""
+    n = len(samples)
+    if n < TREND_MIN_SAMPLES:
+        return "unchecked", f"not checked ({n} samples, fewer than {TREND_MIN_SAMPLES})"
+    q = n // 4
+    a = np.asarray(samples, dtype=np.float64)
+    middle = a[q:n - q]
+    lower, med, upper = (float(v) for v in np.percentile(middle, [25, 50, 75]))
+    first, last = float(np.median(a[:q])), float(np.median(a[n - q:]))
+    if med <= 0:
+        return "steady", "steady"
+    if first > upper and first / med - 1 >= TREND_MIN and first >= last:
+        return "warming", f"warming: first quarter of calls {first / med - 1:+.0%} over the middle half"
+    if last < lower and 1 - last / med >= TREND_MIN:
+        return "warming", f"warming: last quarter of calls {last / med - 1:+.0%} under the middle half (still getting faster)"
+    if last > upper and last / med - 1 >= TREND_MIN:
+        return "slowing", f"slowing: last quarter of calls {last / med - 1:+.0%} over the middle half (throttling or new load)"
+    return "steady", "steady"
 
 
 # Stability, judged per process (as pyperf does): the spread of the processes' medians, and each

@@ -117,3 +117,70 @@ def test_few_processes_widen_the_interval_as_a_t_interval_would():
     assert (lo, hi) == pytest.approx((0.5 - 4.303 * se * 1.5 ** 0.5, 0.5 + 4.303 * se * 1.5 ** 0.5))
     assert t975(2) > t975(9) > t975(100) == 1.96
     assert t_interval(0.5, boot, groups=1, df=1) == pytest.approx((0.5 - 1.96 * se, 0.5 + 1.96 * se))
+
+
+class WarmingClock(FakeClock):
+    """A forward call costs `slow` ns for the first `cold` calls, then `work` ns."""
+
+    def __init__(self, cold, slow=1_500_000, work=1_000_000):
+        super().__init__(work=work)
+        self.cold, self.slow = cold, slow
+
+    def forward(self):
+        self.calls += 1
+        self.now += self.slow if self.calls <= self.cold else self.work
+
+
+def test_warm_up_that_is_not_over_is_extended_and_said():
+    from bench.timing import measure_steady
+
+    clock = WarmingClock(cold=30)  # warm-up of 5 calls, 100 timed: the first 25 timed calls are 50% slower
+    samples, note = measure_steady(clock.forward, clock, TimingConfig(warmup=5, min_iterations=100, min_time_s=0.0,
+                                                                      max_iterations=100))
+    assert samples == [1_000_000] * 100  # the slow calls were discarded with the first loop
+    assert note == "steady after warm-up extended by 100 calls"
+
+
+def test_warm_up_never_over_and_slowing_calls_are_flagged():
+    from bench.timing import measure_steady
+
+    clock = WarmingClock(cold=10_000)  # every call cold: no trend, steady
+    assert measure_steady(clock.forward, clock, TimingConfig(warmup=0, min_iterations=80, min_time_s=0.0, max_iterations=80))[1] == "steady"
+    clock = WarmingClock(cold=300)  # warm from the last quarter on: the calls still get faster at the end
+    samples, note = measure_steady(clock.forward, clock, TimingConfig(warmup=0, min_iterations=400, min_time_s=0.0,
+                                                                      max_iterations=400, max_warmup_extensions=1))
+    assert note == "steady after warm-up extended by 400 calls" and samples == [1_000_000] * 400
+    clock = RampClock(ramp=800)  # a warm-up longer than both loops
+    samples, note = measure_steady(clock.forward, clock, TimingConfig(warmup=0, min_iterations=400, min_time_s=0.0,
+                                                                      max_iterations=400, max_warmup_extensions=1))
+    assert note.startswith("warming: first quarter of calls +") and note.endswith("still after warm-up extended by 400 calls")
+
+
+class RampClock(FakeClock):
+    """Forward calls 50% slower at first, getting faster linearly until call `ramp`."""
+
+    def __init__(self, ramp, work=1_000_000):
+        super().__init__(work=work)
+        self.ramp = ramp
+
+    def forward(self):
+        self.calls += 1
+        self.now += int(self.work * (1 + 0.5 * max(0.0, 1 - self.calls / self.ramp)))
+
+
+def test_calls_that_slow_down_are_a_trend_and_make_the_row_unstable():
+    from bench.scenarios.single_stream import steady_state
+    from bench.timing import trend
+
+    ms = 1_000_000
+    assert trend([ms] * 75 + [int(1.2 * ms)] * 25)[0] == "slowing"
+    assert trend([ms] * 99 + [50 * ms])[0] == "steady"  # one hiccup is no trend
+    assert trend([ms] * 30)[0] == "unchecked"
+    rng = np.random.default_rng(0)
+    noisy = (ms * rng.lognormal(0, 0.1, 1000)).astype(int).tolist()  # 10% noise, no order
+    assert trend(noisy)[0] == "steady"
+    out = steady_state([{"steady_state": "steady"}, {"steady_state": trend([ms] * 75 + [int(1.2 * ms)] * 25)[1]}],
+                       {"unstable_reason": ""})
+    assert out["unstable"] and out["unstable_reason"] == "trend within a process (process 2 slowing)"
+    assert out["steady_state"].startswith("process 2: slowing: last quarter of calls +20%")
+    assert steady_state([{"steady_state": "steady"}] * 3, {}) == {"steady_state": "steady"}

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 from bench.config import Config
 from bench.scenarios.base import Prepared, TimedCell
-from bench.timing import measure, summarize, timer_name
+from bench.timing import measure_steady, summarize, timer_name
 
 
 class SingleStream:
@@ -17,7 +17,8 @@ class SingleStream:
         fn = compiled.prepare(timed.feeds[0])
 
         def run() -> tuple[dict[str, Any], list[int]]:
-            return {}, measure(fn, compiled.clock, timed.config.timing, compiled.interval)
+            samples, note = measure_steady(fn, compiled.clock, timed.config.timing, compiled.interval)
+            return {"steady_state": note}, samples
 
         return Prepared(run, {"timed_region": compiled.timed_region, "timer": timer_name(compiled.clock, compiled.interval)},
                         comparable_calls=True)
@@ -27,7 +28,24 @@ class SingleStream:
         if not any(per_process):
             return {}
         out = summarize(per_process, int(row["batch_size"])).as_row()
+        out.update(steady_state(parts, out))
         return {**out, **work_rate({**row, **out}, peak)}
+
+
+def steady_state(parts: list[dict[str, Any]], stats: Mapping[str, Any]) -> dict[str, Any]:
+    """The row's `steady_state` from each process's note (bench.timing.trend): `steady` when every
+    process was, else each other process's note. A trend that remained (warm-up never over, or calls
+    slowing down) makes the row unstable, with the reason."""
+    notes = [(i + 1, p["steady_state"]) for i, p in enumerate(parts) if p.get("steady_state")]
+    if not notes:
+        return {}
+    odd = [(i, n) for i, n in notes if n != "steady"]
+    text = "; ".join(f"process {i}: {n}" for i, n in odd) if odd else "steady"
+    trends = [f"process {i} {n.split(':')[0]}" for i, n in odd if n.startswith(("warming", "slowing"))]
+    if not trends:
+        return {"steady_state": text}
+    reason = "; ".join(filter(None, [stats.get("unstable_reason"), "trend within a process (" + ", ".join(trends) + ")"]))
+    return {"steady_state": text, "unstable": True, "unstable_reason": reason}
 
 
 def work_rate(row: Mapping[str, Any], peak: Mapping[str, Any]) -> dict[str, Any]:
