@@ -272,6 +272,12 @@ class Config(_Frozen):
     threads: int = Field(default_factory=_default_threads, ge=1)
     backend_threads: dict[str, int] = Field(default_factory=dict, description="per-backend override of threads")
     repeats: int = Field(default=3, ge=1, description="fresh worker processes timing each cell: the process is the unit of measurement")
+    max_repeats: int | None = Field(default=None, ge=1, description="adaptive repeats: after `repeats`, add processes to a "
+                                    "cell until its median's 95% interval is within +-precision, at most this many in all")
+    interval_target: float = Field(default=0.02, gt=0, lt=1, description="adaptive repeats: the half-width of the median's "
+                                   "95% interval asked for, relative to the median")
+    interleave: bool = Field(default=False, description="time the cells' processes in a shuffled order (seeded), not "
+                             "cell after cell: drift over the sweep hits every cell alike instead of the cells timed last")
     cell_timeout_s: float = Field(default=1800.0, gt=0, description="a cell's worker is killed after this long")
     goldens: str | None = Field(default=None, description="directory of stored reference outputs (bench golden save)")
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
@@ -394,6 +400,13 @@ class Config(_Frozen):
 
     def threads_for(self, backend: str) -> int:
         return self.backend_threads.get(backend, self.threads)
+
+    @model_validator(mode="after")
+    def _adaptive_repeats(self) -> "Config":
+        if self.max_repeats is not None and self.max_repeats < self.repeats:
+            raise ValueError(f"max_repeats ({self.max_repeats}) must be at least repeats ({self.repeats}): adaptive repeats "
+                             "add processes after the first `repeats`")
+        return self
 
     def warnings(self) -> list[str]:
         """Settings that are legal but make the figures worse: oversubscribed cores."""

@@ -30,7 +30,7 @@ COLUMNS = [
     "compile_s", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ms", "max_ms", "std_ms", "cv",
     "throughput_ips", "scenario", "streams", "rate", "target", "host", "worker", "placements", "threads_per_stream", "target_qps", "achieved_qps", "latency_bound_ms",
     "loadgen_valid", "loadgen_reason", "gflop", "achieved_gflops", "pct_of_peak", "iterations", "p50_ci_low_ms", "p50_ci_high_ms", "ci_method",
-    "outliers", "unstable", "unstable_reason", "repeats", "process_p50_ms", "repeat_p50_spread", "dispersion", "timed_region",
+    "outliers", "unstable", "unstable_reason", "steady_state", "repeats", "repeats_stop", "process_p50_ms", "repeat_p50_spread", "dispersion", "timed_region",
     "peak_rss_mb", "worker_ready_s", "lock_wait_s",
     "validated", "accuracy_ok", "accuracy_note", "max_abs_err", "max_rel_err", "mean_abs_err", "p99_abs_err",
     "cosine", "top1_agreement", "atol", "rtol", "min_cosine", "reference",

@@ -148,6 +148,15 @@ class _Sweep:
         return part, list(outcome.value["samples_ns"]), outcome
 
     def run_cell(self, cell: Cell) -> tuple[dict[str, Any], list[list[int]]]:
+        """A cell from start to row: its first (validating) process, `repeats` - 1 more, then more
+        while adaptive repeats ask for them (Config.max_repeats)."""
+        state = self.begin_cell(cell)
+        while self.wants_more(state):
+            self.add_process(state)
+        return self.end_cell(state)
+
+    def begin_cell(self, cell: Cell) -> "_CellState":
+        """The cell's row, its reference, and its first process (which validates)."""
         cfg = self.config
         tol = cfg.tolerance(cell.precision, cell.model)
         info = self.plan.models[cell.model]
@@ -161,29 +170,93 @@ class _Sweep:
         self.reporter.phase(cell, "reference")
         ref = self.reference(info, cell.batch_size, cell.target)
         part, samples, outcome = self._cell_run(cell, ref, validate=True, name=cell_slug(cell))
-        figures = [part.pop("scenario_figures")] if "scenario_figures" in part else []
+        state = _CellState(cell, row, ref)
+        if "scenario_figures" in part:
+            state.figures.append(part.pop("scenario_figures"))
         row.update(part)
-        rss, ready, placed = [outcome.peak_rss_mb], [outcome.ready_s], [outcome.placement]
-        per_process = [samples] if samples else []
-        for r in range(1, cfg.repeats):
-            if row["status"] != "ok":
-                break
-            part, more, outcome = self._cell_run(cell, ref, validate=False, name=f"{cell_slug(cell)}-repeat{r}", process=r + 1)
-            rss.append(outcome.peak_rss_mb)
-            ready.append(outcome.ready_s)
-            placed.append(outcome.placement)
-            if part["status"] != "ok":
-                row.update(status=part["status"], error=f"repeat {r + 1}: {part['error']}", phase=part.get("phase"))
-                break
-            figures += [part["scenario_figures"]] if "scenario_figures" in part else []
-            per_process.append(more)
-        row.update(placement_columns([p for p in placed if p]))
-        known = [m for m in rss if m is not None]
+        state.outcomes.append(outcome)
+        if samples:
+            state.per_process.append(samples)
+        return state
+
+    def add_process(self, state: "_CellState") -> None:
+        """One more timed process of a cell that is ok so far; a failure ends the cell with its status."""
+        r = len(state.outcomes)
+        part, more, outcome = self._cell_run(state.cell, state.ref, validate=False, name=f"{cell_slug(state.cell)}-repeat{r}",
+                                             process=r + 1)
+        state.outcomes.append(outcome)
+        if part["status"] != "ok":
+            state.row.update(status=part["status"], error=f"repeat {r + 1}: {part['error']}", phase=part.get("phase"))
+            return
+        if "scenario_figures" in part:
+            state.figures.append(part["scenario_figures"])
+        state.per_process.append(more)
+
+    def wants_more(self, state: "_CellState") -> bool:
+        """Another process for this cell: below `repeats`, or below `max_repeats` while the
+        median's interval is wider than `interval_target` (adaptive repeats; bench.timing.interval_width)."""
+        n, cfg = len(state.outcomes), self.config
+        if not state.ok or n >= max(cfg.repeats, cfg.max_repeats or 0):
+            return False
+        if n < cfg.repeats:
+            return True
+        return len(state.per_process) == n and interval_width(state.per_process) > cfg.interval_target
+
+    def end_cell(self, state: "_CellState") -> tuple[dict[str, Any], list[list[int]]]:
+        """The row's statistics and where its processes ran."""
+        row, cfg = state.row, self.config
+        row.update(placement_columns([o.placement for o in state.outcomes if o.placement]))
+        known = [o.peak_rss_mb for o in state.outcomes if o.peak_rss_mb is not None]
         row["peak_rss_mb"] = max(known) if known else None
-        starts = [r for r in ready if r is not None]
+        starts = [o.ready_s for o in state.outcomes if o.ready_s is not None]
         row["worker_ready_s"] = max(starts) if starts else None  # slowest worker start, isolated runs
-        row.update(get_scenario(cell.scenario).summarize(row, figures, per_process, cfg, self.peak))
-        return row, per_process
+        row.update(get_scenario(state.cell.scenario).summarize(row, state.figures, state.per_process, cfg, self.peak))
+        row["repeats_stop"] = repeats_stop(state, cfg)
+        return row, state.per_process
+
+
+@dataclass
+class _CellState:
+    """A cell between its first process and its row."""
+
+    cell: Cell
+    row: dict[str, Any]
+    ref: tuple[str | None, str | None]
+    per_process: list[list[int]] = field(default_factory=list)
+    figures: list[Any] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.row["status"] == "ok"
+
+
+def interval_width(per_process: list[list[int]]) -> float:
+    """Half the width of the median's 95% interval, relative to the median (bench.timing)."""
+    from bench.timing import hierarchical_ci
+
+    import numpy as np
+
+    procs = [np.asarray(p, dtype=np.float64) for p in per_process if len(p)]
+    if not procs or sum(p.size for p in procs) < 2:
+        return float("inf")
+    lo, hi = hierarchical_ci(procs)
+    return (hi - lo) / 2 / float(np.median(np.concatenate(procs)))
+
+
+def repeats_stop(state: _CellState, cfg: Config) -> str:
+    """Why the cell has the processes it has (the row's `repeats_stop`)."""
+    n = len(state.outcomes)
+    if not state.ok:
+        return f"stopped after {n} processes: {state.row['status']}"
+    if not cfg.max_repeats or cfg.max_repeats <= cfg.repeats:
+        return f"fixed: {n} processes (repeats)"
+    if len(state.per_process) != n:
+        return f"fixed: {n} processes (no per-call samples to judge an interval by)"
+    width = interval_width(state.per_process)
+    if width <= cfg.interval_target:
+        return f"adaptive: interval +-{width:.1%} within +-{cfg.interval_target:.1%} after {n} processes"
+    return f"adaptive: max_repeats {n} reached with interval +-{width:.1%} (asked +-{cfg.interval_target:.1%})"
 
 
 def placement_columns(placed: list[dict[str, Any]]) -> dict[str, Any]:
@@ -280,13 +353,13 @@ def _sweep(sweep: "_Sweep", todo: list[Cell], slots: int, isolate: bool, run: Ru
     try:
         if slots > 1:
             _sweep_concurrently(sweep, todo, slots)
+        elif sweep.config.interleave:
+            _sweep_interleaved(sweep, todo)
         else:
             for i, cell in enumerate(todo):
                 INTERRUPTS.check()
                 sweep.reporter.cell(i, cell)
-                row, samples = sweep.run_cell(cell)
-                results.append_cell(run.path, row, samples)
-                sweep.reporter.done(row)
+                _journal(sweep, *sweep.run_cell(cell))
         status = "complete"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -299,6 +372,41 @@ def _sweep(sweep: "_Sweep", todo: list[Cell], slots: int, isolate: bool, run: Ru
             interrupts.uninstall()
             interrupts.requested = False
         run.close(status, error)
+
+
+def _sweep_interleaved(sweep: _Sweep, todo: list[Cell]) -> None:
+    """Random interleaving (as Google Benchmark's): each cell's first process, which validates, in
+    grid order; then rounds of one more process for every cell that wants one (repeats, adaptive
+    repeats), in an order shuffled each round (seeded by the config's seed), so that drift over the
+    sweep hits every cell alike. A cell is journaled once it wants no more processes; on an
+    interruption every started cell is journaled with the processes it has (`repeats_stop` says so)."""
+    import random
+
+    rng = random.Random(sweep.config.seed)
+    live: list[_CellState] = []
+    try:
+        for i, cell in enumerate(todo):
+            INTERRUPTS.check()
+            sweep.reporter.cell(i, cell)
+            live.append(sweep.begin_cell(cell))
+        while live:
+            for s in [s for s in live if not sweep.wants_more(s)]:
+                live.remove(s)
+                _journal(sweep, *sweep.end_cell(s))
+            rng.shuffle(live)
+            for s in live:
+                INTERRUPTS.check()
+                sweep.add_process(s)
+    finally:
+        for s in live:  # interrupted (or failing): keep what was measured
+            row, samples = sweep.end_cell(s)
+            row["repeats_stop"] = f"interrupted after {len(s.outcomes)} processes"
+            _journal(sweep, row, samples)
+
+
+def _journal(sweep: _Sweep, row: dict[str, Any], samples: list[list[int]]) -> None:
+    results.append_cell(sweep.run_dir, row, samples)
+    sweep.reporter.done(row)
 
 
 def shard_cells(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
@@ -338,9 +446,7 @@ def _sweep_concurrently(sweep: _Sweep, todo: list[Cell], slots: int) -> None:
             finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             for fut in finished:
                 busy[pending.pop(fut).target] -= 1
-                row, samples = fut.result()
-                results.append_cell(sweep.run_dir, row, samples)
-                sweep.reporter.done(row)
+                _journal(sweep, *fut.result())
     finally:
         for fut in pending:
             fut.cancel()

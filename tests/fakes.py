@@ -22,10 +22,14 @@ class FakeClock:
         return self.now
 
 
+JITTER = (0.0, 0.12, -0.08, 0.05, -0.11, 0.09, -0.03, 0.1)  # fake_jitter: each compile's (process's) slowdown, in turn
+_compiles = [0]
+
+
 class FakeCompiled(CompiledBase):
-    def __init__(self, noise: float, interrupt: bool):
+    def __init__(self, noise: float, interrupt: bool, slowdown: float = 0.0):
         self.clock = FakeClock()
-        self.noise, self.interrupt = noise, interrupt
+        self.noise, self.interrupt, self.work = noise, interrupt, int(WORK_NS * (1 + slowdown))
         self.facts = {"variant": "fake", "provider": "numpy", "threads": 1, "backend_version": "0", "executes_as": "fp32"}
         self.timed_region = "a fake clock advanced by a fixed amount per call"
         self.released = False
@@ -40,7 +44,7 @@ class FakeCompiled(CompiledBase):
             raise KeyboardInterrupt
 
         def forward():
-            self.clock.now += WORK_NS
+            self.clock.now += self.work
         return forward
 
     def release(self):
@@ -50,7 +54,8 @@ class FakeCompiled(CompiledBase):
 class FakeBackend(BackendBase):
     """Behaviour picked by name: fake (good), fake_drift, fake_broken (compile raises),
     fake_absent (unavailable), fake_interrupt (Ctrl-C while timing), fake_segfault and fake_killed
-    (the worker dies by a signal while compiling), fake_hang (compile never returns)."""
+    (the worker dies by a signal while compiling), fake_hang (compile never returns), fake_jitter
+    (each compiled instance, so each worker process, a few percent slower or faster: JITTER)."""
 
     variant = "fake"
     keeps_dynamic_batch = False
@@ -77,10 +82,14 @@ class FakeBackend(BackendBase):
                 time.sleep(3600)
         if self.name == "fake_broken":
             raise RuntimeError("unsupported operator FancyConv\nmore detail\nlast line of the compiler log")
-        return FakeCompiled(noise=0.5 if self.name == "fake_drift" else 0.0, interrupt=self.name == "fake_interrupt")
+        slowdown = 0.0
+        if self.name == "fake_jitter":
+            slowdown = JITTER[_compiles[0] % len(JITTER)]
+            _compiles[0] += 1
+        return FakeCompiled(noise=0.5 if self.name == "fake_drift" else 0.0, interrupt=self.name == "fake_interrupt", slowdown=slowdown)
 
 
-NAMES = ("fake", "fake_drift", "fake_broken", "fake_absent", "fake_interrupt", "fake_segfault", "fake_killed", "fake_hang")
+NAMES = ("fake", "fake_jitter", "fake_drift", "fake_broken", "fake_absent", "fake_interrupt", "fake_segfault", "fake_killed", "fake_hang")
 
 
 def register(backends: dict) -> None:

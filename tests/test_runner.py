@@ -206,3 +206,69 @@ def test_cached_references_are_kept_apart_by_input_shape(fake_backends, tmp_path
                           cache_dir=tmp_path / "cache")
         cells = pd.read_csv(run_dir / "cells.csv")
         assert cells["validated"].all(), cells["accuracy_note"].tolist()
+
+
+def test_adaptive_repeats_add_processes_until_the_interval_is_narrow_or_the_budget_is_spent(fake_backends, mlp_onnx, tmp_path):
+    cfg = _config(mlp_onnx, ["fake", "fake_jitter"], precisions=["fp32"], batch_sizes=[1], repeats=2, max_repeats=6,
+                  interval_target=0.02)
+    cells = pd.read_csv(_run(cfg, tmp_path) / "cells.csv").set_index("backend")
+    # every fake call takes exactly 1 ms: the interval is a point after the first `repeats` processes
+    assert cells.loc["fake", "repeats"] == 2
+    assert cells.loc["fake", "repeats_stop"] == "adaptive: interval +-0.0% within +-2.0% after 2 processes"
+    # processes 8-12% apart: never within 2%, so every process of the budget is spent, and the row says so
+    assert cells.loc["fake_jitter", "repeats"] == 6
+    assert cells.loc["fake_jitter", "repeats_stop"].startswith("adaptive: max_repeats 6 reached with interval +-")
+    assert len(json.loads(cells.loc["fake_jitter", "process_p50_ms"])) == 6
+    with pytest.raises(Exception, match="max_repeats \\(1\\) must be at least repeats \\(2\\)"):
+        _config(mlp_onnx, ["fake"], repeats=2, max_repeats=1)
+
+
+def test_interleaved_sweep_shuffles_the_processes_of_different_cells(fake_backends, mlp_onnx, tmp_path, monkeypatch):
+    from bench import runner
+
+    order = []
+    cell_run = runner._Sweep._cell_run
+
+    def recorded(self, cell, ref, validate, name, process=1):
+        order.append((cell.backend, cell.precision, cell.batch_size, process))
+        return cell_run(self, cell, ref, validate, name, process)
+
+    monkeypatch.setattr(runner._Sweep, "_cell_run", recorded)
+    cfg = _config(mlp_onnx, ["fake", "fake_drift", "fake_jitter"], precisions=["fp32"], repeats=4, interleave=True, seed=3)
+    cells = pd.read_csv(_run(cfg, tmp_path) / "cells.csv")
+    grid = [(c.backend, c.precision, c.batch_size) for c in cfg.grid()]
+    assert len(cells) == 6 and (cells["repeats"] == 4).all() and len(order) == 24
+    assert [o[:3] for o in order[:6]] == grid and {o[3] for o in order[:6]} == {1}  # first processes validate, in grid order
+    rounds = [order[6 + 6 * r: 12 + 6 * r] for r in range(3)]
+    for r, got in enumerate(rounds):
+        assert sorted(o[:3] for o in got) == sorted(grid) and {o[3] for o in got} == {r + 2}  # every cell once a round
+    assert any([o[:3] for o in got] != grid for got in rounds)  # in a shuffled order
+    assert [o[:3] for o in rounds[0]] != [o[:3] for o in rounds[1]]
+    # the same seed, the same order: a rerun of the config interleaves identically
+    first = list(order)
+    order.clear()
+    _run(cfg, tmp_path, run_id="r2")
+    assert order == first
+
+
+def test_an_interrupted_interleaved_sweep_keeps_every_started_cell(fake_backends, mlp_onnx, tmp_path, monkeypatch):
+    from bench import runner
+
+    calls = []
+    add_process = runner._Sweep.add_process
+
+    def interrupting(self, state):
+        calls.append(1)
+        if len(calls) == 6:  # in the second round of extra processes
+            raise KeyboardInterrupt
+        return add_process(self, state)
+
+    monkeypatch.setattr(runner._Sweep, "add_process", interrupting)
+    cfg = _config(mlp_onnx, ["fake", "fake_jitter"], precisions=["fp32"], repeats=3, interleave=True)
+    with pytest.raises(KeyboardInterrupt):
+        _run(cfg, tmp_path)
+    cells = pd.read_csv(tmp_path / "results" / "r1" / "cells.csv")
+    assert len(cells) == 4 and (cells["status"] == "ok").all()
+    assert sorted(cells["repeats"]) == [2, 2, 2, 3]  # the fifth extra process finished, the sixth was interrupted
+    assert cells["repeats_stop"].str.startswith("interrupted after").sum() == 4
+    assert json.loads((tmp_path / "results" / "r1" / "meta.json").read_text())["status"] == "interrupted"
