@@ -424,17 +424,85 @@ def compare_cmd(
     out.print(_cells_table(view, list(view.columns), f"{b.run_id} against {a.run_id} (noise threshold {thr:.1%})"))
     counts = table["verdict"].value_counts().to_dict()
     out.print(", ".join(f"{v}: {n}" for v, n in sorted(counts.items())))
-    if fail_thr is not None:
-        regressed = table[(table["verdict"] == "slower") & (table["change"] > fail_thr)]
-        missing = table[table["verdict"] == "missing"]
-        why = []
-        if len(regressed):
-            why.append(f"{len(regressed)} cell(s) slower by more than {fail_thr:.1%}")
-        if len(missing) and not allow_missing:
-            why.append(f"{len(missing)} cell(s) missing or not ok in either run (--allow-missing to pass them)")
-        if why:
-            out.print("[bold red]FAIL[/]: " + "; ".join(why))
-            raise typer.Exit(1)
+    _exit_on_regression(table, fail_thr, allow_missing)
+
+
+@app.command("ab")
+def ab_cmd(
+    base: Path = typer.Argument(..., help="config A, the baseline"),
+    head: Path = typer.Argument(..., help="config B, the candidate (the same file again: an A/A check)"),
+    rounds: int = typer.Option(5, help="paired rounds (one worker process of each variant, in a random order) before a verdict may be taken"),
+    max_rounds: int = typer.Option(15, help="rounds at most: after --rounds, rounds are added until the interval decides the verdict"),
+    threshold: str = typer.Option("5%", help="noise threshold: changes whose interval lies within it are 'no change'"),
+    fail_on_regression: Optional[str] = typer.Option(None, help="exit 1 when a pair is verdict 'slower' by more than this, e.g. 5%, or (unless --allow-missing) missing"),
+    allow_missing: bool = typer.Option(False, help="with --fail-on-regression: do not fail on pairs that could not be timed"),
+    results_dir: Path = typer.Option(Path("results"), help="where results/<id>-A and results/<id>-B are written"),
+    models_dir: Path = typer.Option(Path("models"), help="cache of exported zoo models"),
+    cache_dir: Optional[Path] = typer.Option(None, help="artifact cache location (default: $BENCH_CACHE_DIR or ~/.cache/bench)"),
+    isolate: bool = typer.Option(True, help="worker processes (--no-isolate: in this process, for debugging)"),
+) -> None:
+    """A/B inside one run: the cells of BASE and HEAD paired by grid key, their worker processes
+    interleaved round by round in a random order, the verdict from the paired per-round differences
+    (bench.ab). Both variants see the same drift of the machine, so a 5% change can resolve where two
+    separate runs cannot."""
+    from bench.ab import Rounds, run_ab
+    from bench.config import load_config
+    from bench.runner import plan
+    from bench.verdicts import parse_fraction
+    from bench.worker import INTERRUPTS
+
+    try:
+        spec = Rounds(rounds, max_rounds, parse_fraction(threshold))
+        fail_thr = parse_fraction(fail_on_regression) if fail_on_regression else None
+        plans = [plan(load_config(c), models_dir, c) for c in (base, head)]
+        _writable_dir(results_dir, "--results-dir")
+    except BenchError as e:
+        _fail(e)
+    reporter = _reporter()
+    try:
+        dir_a, dir_b, table = run_ab(*plans, results_dir, spec, reporter, isolate=isolate, cache_dir=cache_dir)
+    except BenchError as e:
+        reporter.progress.stop()
+        _fail(e)
+    except KeyboardInterrupt:
+        reporter.progress.stop()
+        err.print(f"[yellow]interrupted ({signal_name(INTERRUPTS.signum)})[/]: what was measured is kept in {results_dir}", highlight=False)
+        raise typer.Exit(128 + int(INTERRUPTS.signum))
+    reporter.stop()
+    _print_ab(table, spec, dir_a, dir_b)
+    _exit_on_regression(table, fail_thr, allow_missing)
+
+
+def _print_ab(table: Any, spec: Any, dir_a: Path, dir_b: Path) -> None:
+    import pandas as pd
+
+    from bench.ab import describe
+
+    view = table.drop(columns=["scenario", "streams", "rate"] if (table["scenario"] == "single_stream").all() else []).copy()
+    for c in ("change", "ci_low", "ci_high"):
+        view[c] = view[c].map(lambda v: "–" if pd.isna(v) else f"{v:+.1%}")
+    for c in ("p50_a_ms", "p50_b_ms"):
+        view[c] = view[c].map(lambda v: "–" if pd.isna(v) else f"{v:.4g}")
+    view = view.drop(columns=["target_a", "target_b"]) if (table["target_a"] == table["target_b"]).all() else view
+    out.print(_cells_table(view, list(view.columns), f"A/B: {dir_b.name} against {dir_a.name} (noise threshold {spec.threshold:.1%})"))
+    out.print(describe(table))
+    out.print(f"runs: {dir_a} (A), {dir_b} (B); verdicts in ab.csv of both")
+
+
+def _exit_on_regression(table: Any, fail_thr: float | None, allow_missing: bool) -> None:
+    """Exit 1 when a cell is `slower` by more than `fail_thr`, or (unless allowed) missing."""
+    if fail_thr is None:
+        return
+    regressed = table[(table["verdict"] == "slower") & (table["change"] > fail_thr)]
+    missing = table[table["verdict"] == "missing"]
+    why = []
+    if len(regressed):
+        why.append(f"{len(regressed)} cell(s) slower by more than {fail_thr:.1%}")
+    if len(missing) and not allow_missing:
+        why.append(f"{len(missing)} cell(s) missing or not ok in either run (--allow-missing to pass them)")
+    if why:
+        out.print("[bold red]FAIL[/]: " + "; ".join(why))
+        raise typer.Exit(1)
 
 
 @app.command("export")

@@ -272,3 +272,53 @@ def test_an_interrupted_interleaved_sweep_keeps_every_started_cell(fake_backends
     assert sorted(cells["repeats"]) == [2, 2, 2, 3]  # the fifth extra process finished, the sixth was interrupted
     assert cells["repeats_stop"].str.startswith("interrupted after").sum() == 4
     assert json.loads((tmp_path / "results" / "r1" / "meta.json").read_text())["status"] == "interrupted"
+
+
+def _ab(tmp_path, a, b, **kw):
+    from bench.ab import Rounds, run_ab
+
+    return run_ab(plan(a, tmp_path / "models"), plan(b, tmp_path / "models"), tmp_path / "results", Rounds(**kw),
+                  ab_id="ab", isolate=False)
+
+
+def test_ab_pairs_cells_interleaves_rounds_and_calls_a_10_percent_slowdown(fake_backends, mlp_onnx, tmp_path):
+    import shutil
+
+    slow = tmp_path / "mlp-slow.onnx"
+    shutil.copy(mlp_onnx, slow)
+    a = _config(mlp_onnx, ["fake"], precisions=["fp32"])
+    b = config_from_dict({**a.canonical(), "models": [{"name": "mlp", "source": str(slow)}]})
+    dir_a, dir_b, table = _ab(tmp_path, a, b, min_rounds=4, max_rounds=8)
+    assert list(table["verdict"]) == ["slower", "slower"]
+    assert table["change"].tolist() == pytest.approx([0.10, 0.10], abs=1e-6)  # the fake clock is exact: +10% every round
+    assert (table["rounds"] == 4).all() and table["note"].str.endswith("decided").all()
+    for order in table["order"]:
+        rounds = [order[i:i + 2] for i in range(0, len(order), 2)]
+        assert all(sorted(r) == ["A", "B"] for r in rounds) and len(set(rounds)) == 2  # each round both, in either order
+    for d, side in ((dir_a, "A"), (dir_b, "B")):
+        cells = pd.read_csv(d / "cells.csv")
+        assert (cells["repeats"] == 4).all() and cells["validated"].all()
+        assert json.loads((d / "meta.json").read_text())["ab"]["role"] == side
+        assert pd.read_csv(d / "ab.csv")["verdict"].tolist() == ["slower", "slower"]
+
+
+def test_ab_refuses_configs_with_no_common_cell_and_says_which_cells_pair(fake_backends, mlp_onnx, tmp_path):
+    a = _config(mlp_onnx, ["fake"], precisions=["fp32"], batch_sizes=[1])
+    b = _config(mlp_onnx, ["fake"], precisions=["fp32"], batch_sizes=[2])
+    with pytest.raises(BenchError, match="share no cell .* A only: mlp fake fp32 b1"):
+        _ab(tmp_path, a, b)
+    from bench.ab import Rounds
+
+    with pytest.raises(BenchError, match="at least 2 rounds"):
+        Rounds(min_rounds=1)
+
+
+def test_ab_of_identical_processes_says_no_change_and_of_jittering_ones_takes_more_rounds(fake_backends, mlp_onnx, tmp_path, monkeypatch):
+    a = _config(mlp_onnx, ["fake", "fake_jitter"], precisions=["fp32"], batch_sizes=[1])
+    fakes._compiles[0] = 0  # the jitter sequence from its start, whatever ran before
+    _, _, table = _ab(tmp_path, a, a, min_rounds=3, max_rounds=10, threshold=0.02)
+    t = table.set_index("backend")
+    assert t.loc["fake", "verdict"] == "no change" and t.loc["fake", "rounds"] == 3
+    assert t.loc["fake", "ci_low"] == pytest.approx(0.0) and t.loc["fake", "ci_high"] == pytest.approx(0.0)
+    # each process 8-12% off at random: three rounds cannot decide within 2%, so rounds are added
+    assert t.loc["fake_jitter", "rounds"] > 3 and t.loc["fake_jitter", "verdict"] not in ("faster", "slower")

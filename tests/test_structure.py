@@ -30,7 +30,7 @@ LAYERS: dict[int, list[str]] = {
         "bench.scenarios.max_qps"],
     7: ["bench.jobs"],
     8: ["bench.worker", "bench.executors"],
-    9: ["bench.references", "bench.rundir", "bench.runner", "bench.verdicts", "bench.merge", "bench.export", "bench.report",
+    9: ["bench.references", "bench.rundir", "bench.runner", "bench.verdicts", "bench.ab", "bench.merge", "bench.export", "bench.report",
         "bench.bundle"],
     10: ["bench.cli", "bench.__main__"],
 }
