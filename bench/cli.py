@@ -391,10 +391,14 @@ def compare_cmd(
     fail_on_regression: Optional[str] = typer.Option(None, help="exit 1 when a cell is verdict 'slower' by more than this, e.g. 5%, or (unless --allow-missing) missing or not ok in either run"),
     allow_missing: bool = typer.Option(False, help="with --fail-on-regression: do not fail on cells missing or not ok in either run"),
     strict_env: bool = typer.Option(False, help="refuse (exit 2) when the two runs' environments differ"),
+    history: Optional[list[Path]] = typer.Option(None, help="results directories holding repeated runs of A's grid, to estimate run-to-run drift (default: the directories of A and B)"),
+    no_history: bool = typer.Option(False, "--no-history", help="leave run-to-run drift out: the interval covers variation within the two runs only"),
 ) -> None:
     """Latency change per cell of B against A, with a 95% interval (hierarchical bootstrap over worker
     processes) and a verdict; cells missing or not ok in either run are listed as `missing`. Offline and
-    max_qps cells compare their throughput, as time per sample (positive: fewer samples per second)."""
+    max_qps cells compare their throughput, as time per sample (positive: fewer samples per second).
+    Each interval is widened by the run-to-run drift seen in repeated runs of A's grid on a machine
+    of the same environment (bench.history): separate runs differ by more than their processes show."""
     from bench.verdicts import compare_runs, environment_differences, fingerprint_differences, parse_fraction
 
     import pandas as pd
@@ -406,7 +410,12 @@ def compare_cmd(
         diffs = environment_differences(a.meta, b.meta)
         if diffs and strict_env:
             raise BenchError("the runs' environments differ: " + "; ".join(diffs))
-        table = compare_runs(a, b, thr, strict=fail_thr is not None and not allow_missing)
+        drift = None
+        if not no_history:
+            from bench.history import estimate, similar_runs
+
+            drift = estimate(similar_runs(a, history or [a.run_dir.parent, b.run_dir.parent], exclude=[b.run_dir]))
+        table = compare_runs(a, b, thr, strict=fail_thr is not None and not allow_missing, drift=drift)
         if strict_env and fingerprint_differences(table):
             raise BenchError(f"{len(fingerprint_differences(table))} cell(s) ran on machines of different environments: "
                              + fingerprint_differences(table)[0])
@@ -417,11 +426,16 @@ def compare_cmd(
     view = table.copy()
     for c in ("change", "ci_low", "ci_high"):
         view[c] = view[c].map(lambda v: "–" if pd.isna(v) else f"{v:+.1%}")
+    view["drift_sd"] = view["drift_sd"].map(lambda v: "–" if pd.isna(v) else f"{v:.1%}")
     for c in ("p50_a_ms", "p50_b_ms", "qps_a", "qps_b"):
         view[c] = view[c].map(lambda v: "–" if pd.isna(v) else f"{v:.4g}")
     if (table["scenario"] == "single_stream").all():  # the default scenario only, no scenario axis in either run: keep the table narrow
         view = view.drop(columns=["scenario", "streams", "rate", "metric", "qps_a", "qps_b"])
     out.print(_cells_table(view, list(view.columns), f"{b.run_id} against {a.run_id} (noise threshold {thr:.1%})"))
+    if drift is not None and drift.pooled is None:
+        err.print(f"[yellow]note:[/] {drift.note(())}", highlight=False)
+    elif drift is not None:
+        out.print(f"run-to-run drift from {drift.runs} similar runs: pooled sd {drift.pooled:.1%} of the log figure ({drift.pooled_df} df)")
     counts = table["verdict"].value_counts().to_dict()
     out.print(", ".join(f"{v}: {n}" for v, n in sorted(counts.items())))
     _exit_on_regression(table, fail_thr, allow_missing)

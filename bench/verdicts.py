@@ -19,7 +19,8 @@ from bench import goldens
 from bench.config import Precision, Tolerance
 from bench.errors import BenchError
 from bench.results import CELL_COLUMNS, KEY, StoredRun, cell_key, cell_slug
-from bench.timing import hierarchical_medians, t_interval
+from bench.history import Drift
+from bench.timing import hierarchical_medians, t975, t_interval
 from bench.validate import compare
 
 # --- the accuracy gate --------------------------------------------------------------------------
@@ -192,7 +193,8 @@ def _throughput(scenario: str) -> bool:
     compared as time per sample, 1/throughput, so that the change, its interval and the verdict
     read as for latency (positive: slower). Unknown names (a plugin's, not loaded) read as latency."""
     return bool(scenario_flag(scenario, "throughput"))
-COMPARE_COLUMNS = [*CELL_COLUMNS, "metric", "p50_a_ms", "p50_b_ms", "qps_a", "qps_b", "change", "ci_low", "ci_high", "verdict", "note"]
+COMPARE_COLUMNS = [*CELL_COLUMNS, "metric", "p50_a_ms", "p50_b_ms", "qps_a", "qps_b", "change", "ci_low", "ci_high", "verdict",
+                   "drift_sd", "note"]
 
 
 def _throughputs(r: Any) -> list[np.ndarray]:
@@ -217,11 +219,13 @@ def _why_absent(run: StoredRun, name: str, key: tuple, rows: dict[tuple, Any], t
     return f"{name}: no samples"
 
 
-def compare_runs(a: StoredRun, b: StoredRun, threshold: float = 0.05, strict: bool = True) -> pd.DataFrame:
+def compare_runs(a: StoredRun, b: StoredRun, threshold: float = 0.05, strict: bool = True, drift: Drift | None = None) -> pd.DataFrame:
     """One row per cell planned in either run: medians, change, its 95% interval and the verdict for
     cells timed in both; verdict `missing`, with the reason, for a cell missing, unfinished or not
     `ok` in either. No cell timed in both runs is bad input; so is a run whose grid cannot be
-    planned again, unless not `strict` (planned_keys)."""
+    planned again, unless not `strict` (planned_keys). With `drift` (bench.history), each interval
+    is widened to cover the run-to-run drift seen in repeated runs (with_drift), and the note says
+    how, or that there was no history to estimate it from."""
     sa, sb = a.samples, b.samples
     ga = _by_process(sa) if not sa.empty else {}
     gb = _by_process(sb) if not sb.empty else {}
@@ -241,14 +245,31 @@ def compare_runs(a: StoredRun, b: StoredRun, threshold: float = 0.05, strict: bo
         x, y = ta[key], tb[key]
         lo, hi = ratio_ci(x, y)
         pa, pb = float(np.median(np.concatenate(x))), float(np.median(np.concatenate(y)))
-        row = {**dict(zip(CELL_COLUMNS, key)), "change": pb / pa - 1, "ci_low": lo, "ci_high": hi,
-               "verdict": verdict(lo, hi, threshold), "note": _machines_differ(ra[key], rb[key])}
+        notes = [_machines_differ(ra[key], rb[key])]
+        sd = None
+        if drift is not None:
+            lo, hi, sd = with_drift(pb / pa - 1, lo, hi, drift.sd(key))
+            notes.append(drift.note(key))
+        row = {**dict(zip(CELL_COLUMNS, key)), "change": pb / pa - 1, "ci_low": lo, "ci_high": hi, "drift_sd": sd,
+               "verdict": verdict(lo, hi, threshold), "note": "; ".join(n for n in notes if n)}
         if _throughput(key[4]):
             row.update(metric="ms per sample (1/throughput)", qps_a=float(ra[key]["achieved_qps"]), qps_b=float(rb[key]["achieved_qps"]))
         else:
             row.update(metric="latency p50" + (" under load" if key[4] != DEFAULT_SCENARIO else ""), p50_a_ms=pa, p50_b_ms=pb)
         rows.append(row)
     return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+
+
+def with_drift(change: float, lo: float, hi: float, sd: tuple[float, int] | None) -> tuple[float, float, float | None]:
+    """The interval widened to cover run-to-run drift: each run's log figure varies with standard
+    deviation `sd` (from history, with its degrees of freedom) whatever the run's own processes say,
+    so the difference of two runs varies with sqrt(2) sd; the interval is the wider of the
+    within-run one and change +- t x sqrt(2) x sd."""
+    if sd is None:
+        return lo, hi, None
+    s, df = sd
+    center, half = math.log1p(change), t975(df) * math.sqrt(2) * s
+    return min(lo, math.expm1(center - half)), max(hi, math.expm1(center + half)), math.expm1(s)
 
 
 def _machines_differ(a: Any, b: Any) -> str:

@@ -23,7 +23,7 @@ LAYERS: dict[int, list[str]] = {
     3: ["bench.config", "bench.environment", "bench.models.zoo"],
     4: ["bench.models.freeze", "bench.models.prepare", "bench.models.describe", "bench.inputs", "bench.timing",
         "bench.precision", "bench.goldens", "bench.results"],
-    5: ["bench.backends.base", "bench.backends", "bench.backends.ort", "bench.backends.tvm", "bench.backends.tvm_cuda",
+    5: ["bench.history", "bench.backends.base", "bench.backends", "bench.backends.ort", "bench.backends.tvm", "bench.backends.tvm_cuda",
         "bench.backends.tensorrt", "bench.validate"],
     6: ["bench.loadgen", "bench.scenarios", "bench.scenarios.base", "bench.scenarios.single_stream",
         "bench.scenarios.loadgen_base", "bench.scenarios.offline", "bench.scenarios.server", "bench.scenarios.multi_stream",

@@ -320,3 +320,36 @@ def test_ab_of_one_config_with_itself_on_onnxruntime_is_never_a_change(mlp_onnx,
         assert (cells["status"] == "ok").all() and cells["validated"].all()
         assert cells.set_index("batch_size")["repeats"].to_dict() == table.set_index("batch_size")["rounds"].to_dict()
     assert "no change" in proc.stdout or "inconclusive" in proc.stdout
+
+
+def test_cross_run_intervals_include_the_drift_seen_between_repeated_runs(tmp_path):
+    """Six runs of one grid whose level drifts from run to run (as on a shared VM) while each run's
+    processes agree closely: within-run intervals call two of them different; the drift estimated
+    from the other runs does not, and says where it came from."""
+    from bench.history import estimate, similar_runs
+
+    rng = np.random.default_rng(4)
+    levels = [1.00, 1.11, 0.95, 1.04, 0.92, 1.07]  # run-to-run drift, about 7% sd
+    runs = [_synthetic_run(tmp_path / "results", f"r{i}", {"x": [lv + rng.normal(0, 0.003, 300) for _ in range(3)],
+                                                            "y": [2 * lv + rng.normal(0, 0.006, 300) for _ in range(3)]})
+            for i, lv in enumerate(levels)]
+    a, b = load_run(runs[0]), load_run(runs[1])
+    bare = compare_runs(a, b).set_index("backend")
+    assert set(bare["verdict"]) == {"slower"}  # the within-run interval alone: a false alarm on identical code
+    drift = estimate(similar_runs(a, [tmp_path / "results"], exclude=[b.run_dir]))
+    assert drift.runs == 5 and drift.pooled == pytest.approx(np.std(np.log([1.00, 0.95, 1.04, 0.92, 1.07]), ddof=1), rel=0.1)
+    table = compare_runs(a, b, drift=drift).set_index("backend")
+    assert not table["verdict"].isin(["faster", "slower"]).any()
+    assert table["note"].str.contains("run-to-run drift sd .* from 5 similar runs").all()
+    assert (table["ci_low"] < bare["ci_low"]).all() and (table["ci_high"] > bare["ci_high"]).all()
+    # a change far beyond the drift is still called
+    c = _synthetic_run(tmp_path / "results", "slow", {"x": [1.6 + rng.normal(0, 0.003, 300) for _ in range(3)],
+                                                      "y": [3.2 + rng.normal(0, 0.006, 300) for _ in range(3)]})
+    assert set(compare_runs(a, load_run(c), drift=drift)["verdict"]) == {"slower"}
+    # through the CLI: history from the runs' own directory by default; none when asked, or when there is none
+    proc = bench("compare", runs[0], runs[1], cwd=tmp_path)
+    assert proc.returncode == 0 and "slower" not in proc.stdout and "run-to-run drift from 6 similar runs" in proc.stdout
+    assert "slower: 2" in bench("compare", runs[0], runs[1], "--no-history", cwd=tmp_path).stdout
+    lonely = [_synthetic_run(tmp_path / "alone", n, {"x": [np.full(50, 1.0)]}) for n in ("p", "q")]
+    proc = bench("compare", *lonely, cwd=tmp_path)
+    assert "no run-to-run history (1 similar run(s), 3 needed)" in proc.stderr.replace("\n", " ")
