@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install bench test benchmark doctor gpu-check clean
+.PHONY: install bench test check benchmark doctor gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ bench: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# the fast tier for the edit-test loop (under 2 minutes: no tuning, no LoadGen, no cluster, no end-to-end
+# CLI runs; tests/conftest.py lists what is slow); `make test`, which CI runs, is the whole suite
+check: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 benchmark: $(STAMP)
 	$(BIN)/python -m pytest -q benchmarks --benchmark-only --benchmark-columns=median,mean,stddev,rounds
