@@ -94,3 +94,50 @@ def test_an_all_zero_reference_is_judged_elementwise_alone():
     assert not far.accuracy_ok and "beyond atol=0.0001" in far.reason and "cosine" not in far.reason
     exact = drift([z.copy() for z in zeros])
     assert exact.accuracy_ok
+
+
+class MultiVariant(ArrayVariant):
+    """Outputs given per call as a dict of named arrays (several outputs)."""
+
+    def run(self, feeds):
+        return self.outputs.pop(0)
+
+
+def _cases():
+    rng = np.random.default_rng(5)
+    ref = [{"a": rng.standard_normal((2, 8)).astype(np.float32), "b": rng.standard_normal((2, 3)).astype(np.float32) * 100}
+           for _ in range(2)]
+    same = [{k: v.copy() for k, v in r.items()} for r in ref]
+    # relative error is Polygraphy's, against the candidate's value: 1e-3 -> 2e-3 is 0.5 of the
+    # candidate (passes rtol 0.6) but 1.0 of the reference (would fail it)
+    edge = [{k: v.copy() for k, v in r.items()} for r in ref]
+    edge[0]["a"][0, 0], ref_edge0 = 2.0e-3, 1.0e-3
+    # one small output's cosine fails alone while the pooled cosine (dominated by the large output) passes
+    small = [{"a": r["a"] * 1e-3, "b": r["b"]} for r in ref]
+    pooled = [{"a": rng.standard_normal(r["a"].shape).astype(np.float32) * 1e-3, "b": r["b"].copy()} for r in ref]
+    zeros_ref = [{"a": np.zeros_like(r["a"]), "b": r["b"].copy()} for r in ref]
+    nan = [{k: v.copy() for k, v in r.items()} for r in ref]
+    nan[1]["b"][0, 0] = np.nan
+    return ref, {"same": (ref, same), "edge": ([{"a": r["a"].copy(), "b": r["b"].copy()} for r in ref], edge),
+                 "pooled cosine": (small, pooled), "an all-zero reference output": (zeros_ref, same), "nan": (ref, nan)}, ref_edge0
+
+
+@pytest.mark.parametrize("tol", [Tolerance(atol=1e-5, rtol=1e-3, min_cosine=0.999), Tolerance(atol=1e-2, rtol=0.5, min_cosine=0.9),
+                                 Tolerance(atol=1e-5, rtol=0.6, min_cosine=0.99)])
+def test_the_bundle_judges_as_the_suite_does(tol):
+    """bench/bundle_runner.py repeats the suite's accuracy rule (it runs where bench is not installed):
+    the same verdict, cosine and max error on the same outputs, including where a relative error's
+    denominator, a per-output against a pooled cosine, or a NaN would tell them apart."""
+    from bench.bundle_runner import judge
+
+    _, cases, ref_edge0 = _cases()
+    feeds = [{"x": np.zeros((1,), np.float32)}] * 2
+    for name, (ref, cand) in cases.items():
+        if name == "edge":
+            ref[0]["a"][0, 0] = ref_edge0
+        suite = compare(run_outputs(MultiVariant(ref), "ref", feeds), run_outputs(MultiVariant(cand), "cand", feeds), tol)
+        bundle = judge([(r[k], c[k]) for r, c in zip(ref, cand) for k in r], {"atol": tol.atol, "rtol": tol.rtol,
+                                                                                 "min_cosine": tol.min_cosine})
+        assert bundle["ok"] == suite.accuracy_ok, (name, bundle, suite)
+        assert bundle["cosine"] == pytest.approx(suite.cosine, nan_ok=True), name
+        assert bundle["max_abs_err"] == pytest.approx(suite.max_abs_err, nan_ok=True), name
