@@ -22,6 +22,33 @@ def _quiet_polygraphy() -> None:
 
     G_LOGGER.colors = False
     G_LOGGER.module_severity = G_LOGGER.CRITICAL
+    _no_torch_probe()
+
+
+class _TorchNotLoaded:
+    """What polygraphy.util.array sees as `torch` in a process that has not imported PyTorch."""
+
+    @staticmethod
+    def is_installed() -> bool:
+        return False
+
+    @staticmethod
+    def is_importable() -> bool:
+        return False
+
+
+def _no_torch_probe() -> None:
+    """Polygraphy asks `is_torch(array)` of every output it stores (polygraphy.util.array), and that
+    imports PyTorch whenever it is installed: about 1.1 s in each validating worker, most of a cell's
+    fixed cost on a small model. bench's variants return numpy arrays, and a process that has not
+    imported torch holds no torch tensor, so there the question is answered without the import."""
+    import sys
+
+    if "torch" in sys.modules:
+        return
+    from polygraphy.util import array
+
+    array.torch = _TorchNotLoaded()
 
 
 def make_runner(compiled: Compiled, name: str, feeds: Feeds) -> Any:

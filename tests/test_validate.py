@@ -141,3 +141,25 @@ def test_the_bundle_judges_as_the_suite_does(tol):
         assert bundle["ok"] == suite.accuracy_ok, (name, bundle, suite)
         assert bundle["cosine"] == pytest.approx(suite.cosine, nan_ok=True), name
         assert bundle["max_abs_err"] == pytest.approx(suite.max_abs_err, nan_ok=True), name
+
+
+def test_validation_does_not_import_torch():
+    """Polygraphy's is_torch probe imported PyTorch in every validating worker (1.1 s of a cell's
+    fixed cost); a worker that never touched torch must validate without importing it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import numpy as np\n"
+            "from tests.test_validate import ArrayVariant, FEEDS, REF, TOL\n"
+            "from bench.validate import compare, run_outputs\n"
+            "ref = run_outputs(ArrayVariant([r.copy() for r in REF]), 'ref', FEEDS)\n"
+            "cand = run_outputs(ArrayVariant([r + 0.5 for r in REF]), 'cand', FEEDS)\n"
+            "d = compare(ref, cand, TOL)\n"
+            "assert not d.accuracy_ok and abs(d.max_abs_err - 0.5) < 1e-6, d\n"
+            "print('torch' in sys.modules)\n")
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
