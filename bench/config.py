@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import BenchError
-from bench.registry import BACKENDS, DEFAULT_SCENARIO, SCENARIOS, options_model
+from bench.registry import BACKENDS, DEFAULT_SCENARIO, SCENARIOS, options_model, scenario_flag
 
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
@@ -126,6 +126,9 @@ class ModelSpec(_Frozen):
     @property
     def is_zoo(self) -> bool:
         return self.source.startswith("zoo:")
+
+
+OFFLINE_MIN_WINDOW_S = 1.0  # below it, offline throughput windows are too short to trust (config warning)
 
 
 class TimingConfig(_Frozen):
@@ -418,6 +421,11 @@ class Config(_Frozen):
         ]
         out += [f"streams: {n} streams on {cores} available cores: more requests in flight than cores, so they queue for the "
                 "cores and the figures measure contention" for n in self.streams if n > cores]
+        offline = [s for s in self.scenarios if scenario_flag(s, "loadgen") and scenario_flag(s, "throughput")]
+        if offline and self.loadgen.min_duration_s < OFFLINE_MIN_WINDOW_S:
+            out.append(f"loadgen.min_duration_s: {self.loadgen.min_duration_s:g} s: offline throughput ({', '.join(offline)}) is "
+                       f"measured over LoadGen runs about that long; under {OFFLINE_MIN_WINDOW_S:g} s a moment of noise moves it by "
+                       "10-20% (an overloaded server run, which drains for longer, can then complete faster than offline)")
         return out
 
     def tolerance(self, precision: str, model: str | None = None, output: str | None = None) -> Tolerance:

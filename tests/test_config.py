@@ -86,3 +86,13 @@ def test_bad_config_names_file_line_and_key(tmp_path, text, expected):
 def test_missing_config_file(tmp_path):
     with pytest.raises(BenchError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_offline_throughput_over_a_short_window_is_warned_about():
+    base = {"name": "w", "models": [{"name": "m", "source": "zoo:resnet18-tiny"}], "backends": ["onnxruntime"], "batch_sizes": [1],
+            "threads": 1}
+    short = config_from_dict({**base, "scenarios": ["offline"], "loadgen": {"min_duration_s": 0.2}})
+    assert any(w.startswith("loadgen.min_duration_s: 0.2 s: offline throughput (offline)") for w in short.warnings())
+    assert not any("min_duration_s" in w for w in config_from_dict({**base, "scenarios": ["offline"]}).warnings())
+    latency_only = config_from_dict({**base, "scenarios": ["multi_stream"], "loadgen": {"min_duration_s": 0.2}})
+    assert not any("min_duration_s" in w for w in latency_only.warnings())
