@@ -84,7 +84,8 @@ def test_tensorrt_11_builds_every_precision_strongly_typed_and_validates(trt11_r
     # The shipped config's workspace_mb reaches TensorRT as MemoryPoolType.WORKSPACE, in bytes.
     pools = calls(log, "tensorrt", "set_memory_pool_limit")
     assert pools and {(c["pool"], c["size"]) for c in pools} == {("WORKSPACE", 4096 << 20)}
-    assert all(c["ok"] for c in calls(log, "tensorrt", "set_input_shape"))
+    shapes = calls(log, "tensorrt", "set_input_shape")
+    assert shapes and all(c["ok"] for c in shapes)
 
 
 def test_tensorrt_rows_carry_the_gpu_identity_and_trtexec_agreement(trt11_run):

@@ -61,7 +61,6 @@ def test_warm_cache_hits_and_gives_the_same_outputs(precision_run, models_dir):
     assert not cold["cache_hit"].any()
     converted = [("onnxruntime", "fp16"), ("onnxruntime", "int8"), ("tvm", "fp32"), ("tvm", "fp16"), ("tvm", "int8")]
     assert warm.loc[converted, "cache_hit"].all()
-    assert (warm.loc[("tvm", "fp32"), "compile_s"] < cold.loc[("tvm", "fp32"), "compile_s"] / 3)
     pd.testing.assert_series_equal(warm["max_abs_err"], cold["max_abs_err"])
 
 
@@ -220,7 +219,9 @@ def test_int8_calibration_batches_fit_the_engine_profile(models_dir, tmp_path):
     model = for_cell(materialize(info), 8, cache, backend.keeps_dynamic_batch)
     req = _request(cfg, backend, model, "int8", 8, tmp_path, cache)
     lo, opt, hi = profile_shapes(req.shapes, req.batch_sizes, 8)[info.inputs[0].name]
-    for feed in req.calibration():
+    feeds = list(req.calibration())
+    assert len(feeds) == cfg.calibration.samples
+    for feed in feeds:
         shape = feed[info.inputs[0].name].shape
         assert lo[0] <= shape[0] <= hi[0] and shape == opt
 

@@ -321,4 +321,5 @@ def test_ab_of_identical_processes_says_no_change_and_of_jittering_ones_takes_mo
     assert t.loc["fake", "verdict"] == "no change" and t.loc["fake", "rounds"] == 3
     assert t.loc["fake", "ci_low"] == pytest.approx(0.0) and t.loc["fake", "ci_high"] == pytest.approx(0.0)
     # each process 8-12% off at random: three rounds cannot decide within 2%, so rounds are added
-    assert t.loc["fake_jitter", "rounds"] > 3 and t.loc["fake_jitter", "verdict"] not in ("faster", "slower")
+    jitter = t.loc["fake_jitter"]
+    assert jitter["rounds"] > 3 and jitter["verdict"] == "inconclusive", jitter.to_dict()
