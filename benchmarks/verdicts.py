@@ -9,8 +9,8 @@
 3. Separate runs: the config run SEPARATE times as separate `bench run`s, consecutive pairs compared
    with `bench compare` (run-to-run drift from the other runs as history, as the CLI does).
    Target: `faster`/`slower` 0; `no change` reported. Also without history, for the record.
-Each with its cost in seconds per cell (wall time / cells). `--hog` runs a CPU-bound process per
-core beside it all.
+Each with its cost in seconds per cell (wall time / cells). `--hog` runs one CPU-bound process
+beside it all (the calibration of the slowdowns stays on the idle machine).
 
 Usage: python -m benchmarks.verdicts [--hog] [RUNS] [SEPARATE]   (default 5 and 6)
 """
@@ -169,7 +169,7 @@ def main(runs: int, k: int, hog: bool) -> int:
     slow5, got5 = calibrate(files, 0.05, work)
     print("controlled slowdowns, measured alone (mean of batch 4 and 8): "
           + ", ".join(f"{a} {got10[a]:+.1%} / {got5[a]:+.1%}" for a in files), flush=True)
-    hogs = [multiprocessing.Process(target=_hog, daemon=True) for _ in range(multiprocessing.cpu_count() if hog else 0)]
+    hogs = [multiprocessing.Process(target=_hog, daemon=True) for _ in range(1 if hog else 0)]
     for h in hogs:
         h.start()
     try:
@@ -181,7 +181,7 @@ def main(runs: int, k: int, hog: bool) -> int:
         for h in hogs:
             h.kill()
             h.join()
-    where = "beside a CPU hog on every core" if hog else "idle machine"
+    where = f"beside one CPU-bound process ({multiprocessing.cpu_count()} cores)" if hog else "idle machine"
     c = counts(aa)
     n = sum(c.values())
     ok_aa = c["faster"] + c["slower"] == 0 and c["no change"] >= 0.8 * n
