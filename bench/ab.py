@@ -31,7 +31,8 @@ from bench.errors import BenchError
 from bench.executors import LocalExecutor
 from bench.results import CELL_COLUMNS, cell_key
 from bench.rundir import RunDir, new_run_id
-from bench.runner import Plan, Reporter, _CellState, _Sweep, backend_preloads, _check_machine
+from bench.registry import scenario_flag
+from bench.runner import Plan, Reporter, _CellState, _Sweep, _check_machine, _check_targets, backend_preloads, open_runs
 from bench.timing import t975
 from bench.verdicts import verdict
 from bench.worker import INTERRUPTS, preload_for
@@ -82,6 +83,7 @@ class _Pair:
         self.sweeps, self.cells = (sa, sb), (ca, cb)
         self.states: list[_CellState | None] = [None, None]
         self.order: list[str] = []
+        self.throughput = bool(scenario_flag(ca.scenario, "throughput"))
 
     def process(self, side: int) -> None:
         sweep, state = self.sweeps[side], self.states[side]
@@ -91,113 +93,104 @@ class _Pair:
             sweep.add_process(state)
         self.order.append("AB"[side])
 
+    def figures(self, state: _CellState) -> list[float]:
+        """Each process's figure, as a time (ms): its median latency, or for a throughput scenario
+        its time per sample (1000 / samples per second), as `compare` reads it."""
+        if self.throughput:
+            return [1e3 / f["achieved_qps"] for f in state.figures if f.get("achieved_qps")]
+        return [float(np.median(p)) / 1e6 for p in state.per_process if len(p)]
+
     @property
     def ok(self) -> bool:
-        return all(s is not None and s.ok and len(s.per_process) == len(s.outcomes) for s in self.states)
+        return all(s is not None and s.ok and len(self.figures(s)) == len(s.outcomes) for s in self.states)
 
-    def medians(self) -> tuple[list[float], list[float]]:
-        a, b = (s.per_process for s in self.states)  # type: ignore[union-attr]
+    def paired(self) -> tuple[list[float], list[float]]:
+        a, b = (self.figures(s) for s in self.states)  # type: ignore[arg-type]
         n = min(len(a), len(b))
-        return [float(np.median(p)) / 1e6 for p in a[:n]], [float(np.median(p)) / 1e6 for p in b[:n]]
+        return a[:n], b[:n]
 
 
 def _decided(pair: _Pair, rounds: Rounds) -> bool:
-    ma, mb = pair.medians()
+    ma, mb = pair.paired()
     if len(ma) < rounds.min_rounds:
         return False
     _, lo, hi = paired_interval(ma, mb)
     return verdict(lo, hi, rounds.threshold) != "inconclusive"
 
 
-def _run_pair(pair: _Pair, rounds: Rounds, rng: random.Random) -> None:
-    """Rounds of one process per side, in a random order each round, until decided or spent."""
-    for r in range(rounds.max_rounds):
+def _run_pair(pair: _Pair, rounds: Rounds, rng: random.Random) -> str:
+    """Rounds of one process per side, in a random order each round, until decided or spent; why it stopped."""
+    for _ in range(rounds.max_rounds):
         for side in rng.sample((0, 1), 2):
             INTERRUPTS.check()
             pair.process(side)
-        if not pair.ok or _decided(pair, rounds):
-            return
+        if not pair.ok:
+            return "failed"
+        if _decided(pair, rounds):
+            return "decided"
+    return f"undecided after max_rounds {rounds.max_rounds}"
 
 
-def _row(pair: _Pair, rounds: Rounds) -> dict[str, Any]:
+def _row(pair: _Pair, rounds: Rounds, stop: str) -> dict[str, Any]:
     ca, cb = pair.cells
     row: dict[str, Any] = {**{k: getattr(ca, k) for k in PAIR_KEY}, "target_a": ca.target, "target_b": cb.target,
                            "order": "".join(pair.order)}
     sa, sb = pair.states
-    if sa is None or sb is None:
-        return {**row, "rounds": 0, "verdict": "missing", "note": "interrupted before both variants ran"}
+    done = len(pair.paired()[0]) if sa is not None and sb is not None else 0
+    if stop == "interrupted" or (pair.ok and done < rounds.min_rounds):
+        return {**row, "rounds": done, "verdict": "missing", "note": f"interrupted after {done} paired rounds (fewer than "
+                f"{rounds.min_rounds} judge nothing)" if stop == "interrupted" else f"{done} paired rounds, fewer than {rounds.min_rounds}"}
     if not pair.ok:
         why = [f"{n}: {s.row['status']} ({str(s.row.get('error') or '')[:160]})" for n, s in zip("AB", (sa, sb)) if s is not None and not s.ok]
-        no_samples = [n for n, s in zip("AB", (sa, sb)) if s is not None and s.ok]
-        note = "; ".join(why) or f"{', '.join(no_samples)}: no per-call samples (A/B pairs per-call latencies; use bench compare)"
-        return {**row, "rounds": len(pair.order) // 2, "verdict": "missing", "note": note}
-    ma, mb = pair.medians()
+        return {**row, "rounds": done, "verdict": "missing", "note": "; ".join(why) or "a process gave no figure"}
+    ma, mb = pair.paired()
     change, lo, hi = paired_interval(ma, mb)
-    v = verdict(lo, hi, rounds.threshold)
-    stop = ("decided" if v != "inconclusive" else f"undecided after max_rounds {rounds.max_rounds}") if len(ma) >= rounds.min_rounds else ""
-    return {**row, "rounds": len(ma), "p50_a_ms": float(np.median(np.concatenate(sa.per_process))) / 1e6,  # type: ignore[union-attr]
-            "p50_b_ms": float(np.median(np.concatenate(sb.per_process))) / 1e6, "change": change, "ci_low": lo, "ci_high": hi,  # type: ignore[union-attr]
-            "verdict": v, "note": f"{len(ma)} paired rounds, {stop}"}
+    return {**row, "rounds": done, "p50_a_ms": float(np.median(ma)), "p50_b_ms": float(np.median(mb)), "change": change,
+            "ci_low": lo, "ci_high": hi, "verdict": verdict(lo, hi, rounds.threshold), "note": f"{done} paired rounds, {stop}"}
 
 
 def run_ab(a: Plan, b: Plan, results_dir: Path | str, rounds: Rounds, reporter: Reporter | None = None,
            ab_id: str | None = None, isolate: bool = True, cache_dir: Path | str | None = None) -> tuple[Path, Path, pd.DataFrame]:
-    """Run every pair of cells, A and B interleaved round by round; returns both run directories and
-    the verdicts (also written to each as ab.csv)."""
+    """Run every pair of cells, A and B interleaved round by round, on this machine; returns both run
+    directories and the verdicts (also written to each as ab.csv)."""
     reporter = reporter or Reporter()
     pairs, unpaired = pair_cells(a, b)
+    _check_targets(LocalExecutor(), [c for pair in pairs for c in pair], isolate)
     for line in unpaired:
         reporter.warn(f"not paired, not run: {line}")
     _check_machine(True)
     preload_for(backend_preloads([*a.config.backends, *b.config.backends, a.config.reference.backend, b.config.reference.backend]))
     ab_id = ab_id or new_run_id(f"{a.config.name}-ab")
     cache = Path(cache_dir) if cache_dir else default_cache_root()
-    out = Path(results_dir)
-    runs = [RunDir.open(p, out, f"{ab_id}-{side}", False, [c[i] for c in pairs], isolate, None) for i, (p, side) in
-            enumerate(((a, "A"), (b, "B")))]
-    rng = random.Random(a.config.seed)
     rows: list[dict[str, Any]] = []
-    status, error = "failed", None
-    interrupts = INTERRUPTS.install() if isolate else None
-    try:
+    with open_runs([(p, f"{ab_id}-{side}", [c[i] for c in pairs]) for i, (p, side) in enumerate(((a, "A"), (b, "B")))],
+                   Path(results_dir), isolate) as runs:
         for run, other in zip(runs, reversed(runs)):
             run.meta["ab"] = {"id": ab_id, "role": run.path.name[-1], "other": other.path.name, "min_rounds": rounds.min_rounds,
                               "max_rounds": rounds.max_rounds, "threshold": rounds.threshold}
             run.begin(False)
         sweeps = [_Sweep(p, run.meta["run_id"], run.path, reporter, isolate, cache, True, LocalExecutor()) for p, run in zip((a, b), runs)]
         reporter.start(len(pairs), ab_id)
-        for i, (ca, cb) in enumerate(pairs):
-            reporter.cell(i, ca)
-            pair = _Pair(*sweeps, ca, cb)
-            try:
-                _run_pair(pair, rounds, rng)
-            finally:
-                rows.append(_finish(pair, rounds, runs))
-            r = rows[-1]
-            reporter.done({**r, "status": "ok" if r["verdict"] != "missing" else "missing", "error": r["note"],
-                           "p50_ms": r.get("p50_b_ms")})
-        status = "complete"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    except BaseException as e:
-        error = e
-        raise
-    finally:
-        if interrupts is not None:
-            interrupts.uninstall()
-            interrupts.requested = False
-        table = pd.DataFrame(rows, columns=AB_COLUMNS)
-        for run in runs:
-            table.to_csv(run.path / "ab.csv", index=False)
-            run.close(status, error)
-            run.lock.release()
-    return runs[0].path, runs[1].path, table
+        try:
+            for i, (ca, cb) in enumerate(pairs):
+                reporter.cell(i, ca)
+                pair, stop = _Pair(*sweeps, ca, cb), "interrupted"
+                try:
+                    stop = _run_pair(pair, rounds, random.Random(f"{a.config.seed}-{i}"))
+                finally:
+                    rows.append(_finish(pair, rounds, runs, stop))
+                r = rows[-1]
+                reporter.done({**r, "status": "ok" if r["verdict"] != "missing" else "missing", "error": r["note"],
+                               "p50_ms": r.get("p50_b_ms")})
+        finally:
+            for run in runs:
+                pd.DataFrame(rows, columns=AB_COLUMNS).to_csv(run.path / "ab.csv", index=False)
+    return runs[0].path, runs[1].path, pd.DataFrame(rows, columns=AB_COLUMNS)
 
 
-def _finish(pair: _Pair, rounds: Rounds, runs: list[RunDir]) -> dict[str, Any]:
+def _finish(pair: _Pair, rounds: Rounds, runs: list[RunDir], stop: str) -> dict[str, Any]:
     """Journal each side's row (with what it measured, even when interrupted) and give the verdict row."""
-    out = _row(pair, rounds)
+    out = _row(pair, rounds, stop)
     for side, (sweep, state) in enumerate(zip(pair.sweeps, pair.states)):
         if state is None:
             continue
@@ -205,11 +198,6 @@ def _finish(pair: _Pair, rounds: Rounds, runs: list[RunDir]) -> dict[str, Any]:
         row["repeats_stop"] = f"A/B {'base (A)' if side == 0 else 'head (B)'}: {out['note']}"
         results.append_cell(runs[side].path, row, samples)
     return out
-
-
-def describe(table: pd.DataFrame) -> str:
-    """One line of counts per verdict."""
-    return ", ".join(f"{v}: {n}" for v, n in sorted(table["verdict"].value_counts().to_dict().items()))
 
 
 def load(run_dir: Path) -> pd.DataFrame:

@@ -399,9 +399,9 @@ def compare_cmd(
     max_qps cells compare their throughput, as time per sample (positive: fewer samples per second).
     Each interval is widened by the run-to-run drift seen in repeated runs of A's grid on a machine
     of the same environment (bench.history): separate runs differ by more than their processes show."""
-    from bench.verdicts import compare_runs, environment_differences, fingerprint_differences, parse_fraction
-
     import pandas as pd
+
+    from bench.verdicts import compare_runs, environment_differences, fingerprint_differences, parse_fraction, verdict_counts
 
     a, b = _load(run_a), _load(run_b)
     try:
@@ -423,12 +423,8 @@ def compare_cmd(
         _fail(e)
     for d in diffs:
         err.print(f"[bold yellow]WARNING: environments differ, latencies may not be comparable:[/] {escape(d)}", highlight=False)
-    view = table.copy()
-    for c in ("change", "ci_low", "ci_high"):
-        view[c] = view[c].map(lambda v: "–" if pd.isna(v) else f"{v:+.1%}")
+    view = _change_view(table, ("p50_a_ms", "p50_b_ms", "qps_a", "qps_b"))
     view["drift_sd"] = view["drift_sd"].map(lambda v: "–" if pd.isna(v) else f"{v:.1%}")
-    for c in ("p50_a_ms", "p50_b_ms", "qps_a", "qps_b"):
-        view[c] = view[c].map(lambda v: "–" if pd.isna(v) else f"{v:.4g}")
     if (table["scenario"] == "single_stream").all():  # the default scenario only, no scenario axis in either run: keep the table narrow
         view = view.drop(columns=["scenario", "streams", "rate", "metric", "qps_a", "qps_b"])
     out.print(_cells_table(view, list(view.columns), f"{b.run_id} against {a.run_id} (noise threshold {thr:.1%})"))
@@ -436,8 +432,7 @@ def compare_cmd(
         err.print(f"[yellow]note:[/] {drift.note(())}", highlight=False)
     elif drift is not None:
         out.print(f"run-to-run drift from {drift.runs} similar runs: pooled sd {drift.pooled:.1%} of the log figure ({drift.pooled_df} df)")
-    counts = table["verdict"].value_counts().to_dict()
-    out.print(", ".join(f"{v}: {n}" for v, n in sorted(counts.items())))
+    out.print(verdict_counts(table))
     _exit_on_regression(table, fail_thr, allow_missing)
 
 
@@ -487,19 +482,27 @@ def ab_cmd(
     _exit_on_regression(table, fail_thr, allow_missing)
 
 
-def _print_ab(table: Any, spec: Any, dir_a: Path, dir_b: Path) -> None:
+def _change_view(table: Any, figures: tuple[str, ...]) -> Any:
+    """compare's and ab's tables for the terminal: changes and intervals in signed percent, figures
+    to four significant digits, a dash where there is none."""
     import pandas as pd
 
-    from bench.ab import describe
-
-    view = table.drop(columns=["scenario", "streams", "rate"] if (table["scenario"] == "single_stream").all() else []).copy()
+    view = table.copy()
     for c in ("change", "ci_low", "ci_high"):
         view[c] = view[c].map(lambda v: "–" if pd.isna(v) else f"{v:+.1%}")
-    for c in ("p50_a_ms", "p50_b_ms"):
+    for c in figures:
         view[c] = view[c].map(lambda v: "–" if pd.isna(v) else f"{v:.4g}")
+    return view
+
+
+def _print_ab(table: Any, spec: Any, dir_a: Path, dir_b: Path) -> None:
+    from bench.verdicts import verdict_counts
+
+    view = _change_view(table.drop(columns=["scenario", "streams", "rate"] if (table["scenario"] == "single_stream").all() else []),
+                        ("p50_a_ms", "p50_b_ms"))
     view = view.drop(columns=["target_a", "target_b"]) if (table["target_a"] == table["target_b"]).all() else view
     out.print(_cells_table(view, list(view.columns), f"A/B: {dir_b.name} against {dir_a.name} (noise threshold {spec.threshold:.1%})"))
-    out.print(describe(table))
+    out.print(verdict_counts(table))
     out.print(f"runs: {dir_a} (A), {dir_b} (B); verdicts in ab.csv of both")
 
 

@@ -276,7 +276,7 @@ class Config(_Frozen):
     backend_threads: dict[str, int] = Field(default_factory=dict, description="per-backend override of threads")
     repeats: int = Field(default=3, ge=1, description="fresh worker processes timing each cell: the process is the unit of measurement")
     max_repeats: int | None = Field(default=None, ge=1, description="adaptive repeats: after `repeats`, add processes to a "
-                                    "cell until its median's 95% interval is within +-precision, at most this many in all")
+                                    "cell until its median's 95% interval is within +-interval_target, at most this many in all")
     interval_target: float = Field(default=0.02, gt=0, lt=1, description="adaptive repeats: the half-width of the median's "
                                    "95% interval asked for, relative to the median")
     interleave: bool = Field(default=False, description="time the cells' processes in a shuffled order (seeded), not "

@@ -58,7 +58,8 @@ def similar_runs(run: StoredRun, dirs: Iterable[Path], exclude: Iterable[Path] =
                 meta = json.loads(meta_path.read_text())
             except (OSError, ValueError):
                 continue
-            if meta.get("status") == "complete" and grid_identity(meta) == want:
+            # a shard holds a slice of its merged run's cells: counting both would count those figures twice
+            if meta.get("status") == "complete" and not meta.get("shard") and grid_identity(meta) == want:
                 found[r] = load_run(r)
     return list(found.values())
 
@@ -85,12 +86,13 @@ class Drift:
         if s is None:
             return (f"no run-to-run history ({self.runs} similar run(s), {MIN_RUNS} needed): the interval covers variation "
                     "within the two runs only; repeat the run into the same results directory to estimate drift")
-        return f"run-to-run drift sd {math.expm1(s[0]):.1%} from {self.runs} similar runs"
+        own = self.per_cell.get(key, (0.0, 0))[1]
+        return f"run-to-run drift sd {math.expm1(s[0]):.1%} (this cell in {own} of {self.runs} similar runs; pooled over cells)"
 
 
 def estimate(runs: list[StoredRun]) -> Drift:
-    """Each cell's figure over the runs that have it ok; cells in fewer than MIN_RUNS runs count
-    only towards nothing (they have too few degrees of freedom on their own)."""
+    """Each cell's log figure over the runs that have it ok: its own standard deviation (from two
+    runs), and the pooled one over the cells seen in at least MIN_RUNS runs."""
     values: dict[tuple, list[float]] = {}
     for run in runs:
         for _, r in run.cells.iterrows():

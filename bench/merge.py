@@ -12,7 +12,7 @@ from bench import results
 from bench.config import Config
 from bench.errors import BenchError
 from bench.results import cell_key
-from bench.rundir import config_diff, new_run_id
+from bench.rundir import config_diff, new_run_id, stored_digest
 
 COPIED = ("outputs", "references", "loadgen", "logs")
 
@@ -33,7 +33,7 @@ def merge_runs(run_dirs: list[Path], results_dir: Path) -> Path:
         journals.append(results.read_journal(d))
     first = metas[0]
     for d, meta in zip(run_dirs[1:], metas[1:]):
-        if meta.get("config_hash") != first.get("config_hash"):
+        if stored_digest(meta) != stored_digest(first):
             diff = config_diff(first.get("config", {}), meta.get("config", {}))
             raise BenchError(f"{d}: a run of another config than {run_dirs[0]}, refusing to merge: " + "; ".join(diff[:6]))
     owner: dict[tuple, Path] = {}

@@ -119,6 +119,18 @@ class RunDir:
         results.write_meta(self.path, self.meta)
 
 
+def stored_digest(meta: dict[str, Any]) -> str | None:
+    """A stored run's config hash as this version of bench computes it: settings added since the run
+    was made take their defaults on both sides, so an upgrade alone never reads as a changed config.
+    The stored hash when the stored config no longer validates."""
+    from bench.config import Config
+
+    try:
+        return Config.model_validate(meta["config"]).digest()
+    except Exception:
+        return meta.get("config_hash")
+
+
 def _resumed(cfg: Any, results_dir: Path, run_id: str | None) -> tuple[Path, dict[str, Any]]:
     if run_id is None:
         raise BenchError("resume needs a run id")
@@ -126,7 +138,7 @@ def _resumed(cfg: Any, results_dir: Path, run_id: str | None) -> tuple[Path, dic
     if not (path / "meta.json").is_file():
         raise BenchError(f"--resume {run_id}: no run at {path}")
     meta = json.loads((path / "meta.json").read_text())
-    if meta.get("config_hash") != cfg.digest():
+    if stored_digest(meta) != cfg.digest():
         diff = config_diff(meta.get("config", {}), cfg.canonical())
         raise BenchError(f"--resume {run_id}: the config changed since that run, refusing to mix results: " + "; ".join(diff[:8]))
     return path, meta

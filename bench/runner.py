@@ -10,12 +10,13 @@ changed config. The runner talks to backends only through jobs and the protocol 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from bench import goldens, loadgen, machine_lock, results
 from bench.results import cell_slug
@@ -27,7 +28,7 @@ from bench.inputs import check_image_data
 from bench.jobs import encode
 from bench.models.flops import cpu_peak
 from bench.models.prepare import ModelInfo, inspect_model
-from bench.registry import scenario
+from bench.registry import scenario, scenario_flag
 from bench.scenarios import get_scenario
 from bench.executors import LOCAL, Executor, LocalExecutor
 from bench.references import References
@@ -200,7 +201,7 @@ class _Sweep:
             return False
         if n < cfg.repeats:
             return True
-        return len(state.per_process) == n and interval_width(state.per_process) > cfg.interval_target
+        return n >= 2 and state.latency_samples and interval_width(state.per_process) > cfg.interval_target
 
     def end_cell(self, state: "_CellState") -> tuple[dict[str, Any], list[list[int]]]:
         """The row's statistics and where its processes ran."""
@@ -230,6 +231,12 @@ class _CellState:
     def ok(self) -> bool:
         return self.row["status"] == "ok"
 
+    @property
+    def latency_samples(self) -> bool:
+        """Every process gave per-call latencies (what adaptive repeats judge), not a throughput
+        scenario's service times (its figure is each process's samples per second)."""
+        return len(self.per_process) == len(self.outcomes) and not scenario_flag(self.cell.scenario, "throughput")
+
 
 def interval_width(per_process: list[list[int]]) -> float:
     """Half the width of the median's 95% interval, relative to the median (bench.timing)."""
@@ -251,8 +258,8 @@ def repeats_stop(state: _CellState, cfg: Config) -> str:
         return f"stopped after {n} processes: {state.row['status']}"
     if not cfg.max_repeats or cfg.max_repeats <= cfg.repeats:
         return f"fixed: {n} processes (repeats)"
-    if len(state.per_process) != n:
-        return f"fixed: {n} processes (no per-call samples to judge an interval by)"
+    if not state.latency_samples:
+        return f"fixed: {n} processes (adaptive repeats judge per-call latencies; this cell's figure is a throughput)"
     width = interval_width(state.per_process)
     if width <= cfg.interval_target:
         return f"adaptive: interval +-{width:.1%} within +-{cfg.interval_target:.1%} after {n} processes"
@@ -348,9 +355,9 @@ def _check_machine(wait: bool) -> None:
 def _sweep(sweep: "_Sweep", todo: list[Cell], slots: int, isolate: bool, run: RunDir) -> None:
     """Every pending cell, journaled as it finishes; the run closed whatever happens."""
     sweep.reporter.start(len(todo), run.meta["run_id"])
-    interrupts = INTERRUPTS.install() if isolate else None
-    status, error = "failed", None
-    try:
+    if sweep.config.interleave and slots > 1:
+        sweep.reporter.warn(f"interleave: ignored with {slots} cells in flight at once (a fleet's slots); cells run as they are placed")
+    with closing_runs([run], isolate):
         if slots > 1:
             _sweep_concurrently(sweep, todo, slots)
         elif sweep.config.interleave:
@@ -360,18 +367,56 @@ def _sweep(sweep: "_Sweep", todo: list[Cell], slots: int, isolate: bool, run: Ru
                 INTERRUPTS.check()
                 sweep.reporter.cell(i, cell)
                 _journal(sweep, *sweep.run_cell(cell))
+
+
+@contextlib.contextmanager
+def closing_runs(runs: list[RunDir], isolate: bool) -> Iterator[None]:
+    """Signals become interrupts while the body runs (isolated runs); then every run is closed
+    with the status the body ended in (complete, interrupted or failed: never left `running`),
+    each close tried whatever another's did."""
+    interrupts = INTERRUPTS.install() if isolate else None
+    status, error = "failed", None
+    try:
+        yield
         status = "complete"
     except KeyboardInterrupt:
         status = "interrupted"
         raise
-    except BaseException as e:  # never leave a run saying `running` when nothing runs it
+    except BaseException as e:
         error = e
         raise
     finally:
         if interrupts is not None:
             interrupts.uninstall()
             interrupts.requested = False
-        run.close(status, error)
+        failures = []
+        for run in runs:
+            try:
+                run.close(status, error)
+            except Exception as e:  # the other runs still close
+                failures.append(e)
+        if failures and error is None and status == "complete":
+            raise failures[0]
+
+
+@contextlib.contextmanager
+def open_runs(specs: list[tuple[Plan, str, list[Cell]]], results_dir: Path, isolate: bool) -> Iterator[list[RunDir]]:
+    """New runs, one per (plan, run id, cells), open together: closed as closing_runs does and their
+    locks released whatever happens; when one cannot be opened, those already opened are removed."""
+    runs: list[RunDir] = []
+    try:
+        try:
+            for p, run_id, cells in specs:
+                runs.append(RunDir.open(p, results_dir, run_id, False, cells, isolate, None))
+        except BaseException:
+            for run in runs:
+                shutil.rmtree(run.path, ignore_errors=True)  # never begun: an empty directory
+            raise
+        with closing_runs(runs, isolate):
+            yield runs
+    finally:
+        for run in runs:
+            run.lock.release()
 
 
 def _sweep_interleaved(sweep: _Sweep, todo: list[Cell]) -> None:
@@ -379,7 +424,8 @@ def _sweep_interleaved(sweep: _Sweep, todo: list[Cell]) -> None:
     grid order; then rounds of one more process for every cell that wants one (repeats, adaptive
     repeats), in an order shuffled each round (seeded by the config's seed), so that drift over the
     sweep hits every cell alike. A cell is journaled once it wants no more processes; on an
-    interruption every started cell is journaled with the processes it has (`repeats_stop` says so)."""
+    interruption every started cell is journaled with the processes it has, and one that wanted
+    more is marked resumable (`repeats_stop` says so), so that `--resume` runs it again."""
     import random
 
     rng = random.Random(sweep.config.seed)
@@ -398,9 +444,11 @@ def _sweep_interleaved(sweep: _Sweep, todo: list[Cell]) -> None:
                 INTERRUPTS.check()
                 sweep.add_process(s)
     finally:
-        for s in live:  # interrupted (or failing): keep what was measured
+        for s in live:  # interrupted (or failing): keep what was measured; a cell that wanted more runs again on resume
+            unfinished = sweep.wants_more(s)
             row, samples = sweep.end_cell(s)
-            row["repeats_stop"] = f"interrupted after {len(s.outcomes)} processes"
+            if unfinished:
+                row.update(repeats_stop=f"interrupted after {len(s.outcomes)} processes (resume runs the cell again)", resumable=True)
             _journal(sweep, row, samples)
 
 

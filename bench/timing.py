@@ -66,10 +66,10 @@ def measure_steady(fn: Callable[[], object], clock: Callable[[], int], timing: T
             if kind != "warming" or extension == timing.max_warmup_extensions:
                 break
             discarded += len(samples)
-        if discarded and kind != "warming":
+        if discarded and kind in ("steady", "unchecked"):
             note = f"steady after warm-up extended by {discarded} calls"
         elif discarded:
-            note = f"{note}, still after warm-up extended by {discarded} calls"
+            note = f"{note}, {'still ' if kind == 'warming' else ''}after warm-up extended by {discarded} calls"
         return samples, note
     finally:
         if enabled:

@@ -25,30 +25,34 @@ def _quiet_polygraphy() -> None:
     _no_torch_probe()
 
 
-class _TorchNotLoaded:
-    """What polygraphy.util.array sees as `torch` in a process that has not imported PyTorch."""
+class _TorchIfLoaded:
+    """What polygraphy.util.array sees as `torch`: Polygraphy's own lazy module once PyTorch has been
+    imported by anyone, and until then a module that is not installed (so nothing imports it)."""
 
-    @staticmethod
-    def is_installed() -> bool:
-        return False
+    def __init__(self, lazy: Any):
+        self._lazy = lazy
 
-    @staticmethod
-    def is_importable() -> bool:
-        return False
+    def is_installed(self) -> bool:
+        import sys
+
+        return "torch" in sys.modules and self._lazy.is_installed()
+
+    def is_importable(self) -> bool:
+        return self.is_installed() and self._lazy.is_importable()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lazy, name)
 
 
 def _no_torch_probe() -> None:
     """Polygraphy asks `is_torch(array)` of every output it stores (polygraphy.util.array), and that
     imports PyTorch whenever it is installed: about 1.1 s in each validating worker, most of a cell's
-    fixed cost on a small model. bench's variants return numpy arrays, and a process that has not
-    imported torch holds no torch tensor, so there the question is answered without the import."""
-    import sys
-
-    if "torch" in sys.modules:
-        return
+    fixed cost on a small model. A process that has not imported torch holds no torch tensor, so
+    until it has, the question is answered without the import (_TorchIfLoaded)."""
     from polygraphy.util import array
 
-    array.torch = _TorchNotLoaded()
+    if not isinstance(array.torch, _TorchIfLoaded):
+        array.torch = _TorchIfLoaded(array.torch)
 
 
 def make_runner(compiled: Compiled, name: str, feeds: Feeds) -> Any:

@@ -305,6 +305,11 @@ def _timed(samples: dict[tuple, list[np.ndarray]], rows: dict[tuple, Any]) -> di
     return out
 
 
+def verdict_counts(table: pd.DataFrame) -> str:
+    """One line: how many rows got each verdict."""
+    return ", ".join(f"{v}: {n}" for v, n in sorted(table["verdict"].value_counts().to_dict().items()))
+
+
 def parse_fraction(text: str) -> float:
     """'5%' or '0.05' -> 0.05."""
     t = text.strip()

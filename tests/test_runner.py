@@ -270,8 +270,15 @@ def test_an_interrupted_interleaved_sweep_keeps_every_started_cell(fake_backends
     cells = pd.read_csv(tmp_path / "results" / "r1" / "cells.csv")
     assert len(cells) == 4 and (cells["status"] == "ok").all()
     assert sorted(cells["repeats"]) == [2, 2, 2, 3]  # the fifth extra process finished, the sixth was interrupted
-    assert cells["repeats_stop"].str.startswith("interrupted after").sum() == 4
+    unfinished = cells["repeats_stop"].str.startswith("interrupted after 2 processes")
+    assert unfinished.sum() == 3 and cells.loc[unfinished, "resumable"].all()  # the cell with all 3 is not redone
+    assert (cells.loc[~unfinished, "repeats_stop"] == "fixed: 3 processes (repeats)").all()
     assert json.loads((tmp_path / "results" / "r1" / "meta.json").read_text())["status"] == "interrupted"
+    monkeypatch.setattr(runner._Sweep, "add_process", add_process)
+    _run(cfg, tmp_path, run_id="r1", resume=True)  # the unfinished cells run again, whole
+    cells = pd.read_csv(tmp_path / "results" / "r1" / "cells.csv")
+    assert len(cells) == 4 and (cells["repeats"] == 3).all() and "resumable" not in cells  # every row whole now
+    assert json.loads((tmp_path / "results" / "r1" / "meta.json").read_text())["status"] == "complete"
 
 
 def _ab(tmp_path, a, b, **kw):
@@ -323,3 +330,20 @@ def test_ab_of_identical_processes_says_no_change_and_of_jittering_ones_takes_mo
     # each process 8-12% off at random: three rounds cannot decide within 2%, so rounds are added
     jitter = t.loc["fake_jitter"]
     assert jitter["rounds"] > 3 and jitter["verdict"] == "inconclusive", jitter.to_dict()
+
+
+def test_a_run_made_before_an_upgrade_resumes_when_only_new_defaults_differ(fake_backends, mlp_onnx, tmp_path):
+    """Settings added to bench since a run was made (interleave, max_repeats, ...) are absent from its
+    stored config; with their defaults they are the same config, and --resume must accept it."""
+    cfg = _config(mlp_onnx, ["fake"], precisions=["fp32"])
+    run_dir = _run(cfg, tmp_path)
+    meta = json.loads((run_dir / "meta.json").read_text())
+    for key in ("interleave", "max_repeats", "interval_target"):
+        del meta["config"][key]
+    del meta["config"]["timing"]["max_warmup_extensions"]
+    meta.update(config_hash="0" * 64, status="interrupted")  # the hash the older version computed
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    assert json.loads((_run(cfg, tmp_path, resume=True) / "meta.json").read_text())["status"] == "complete"
+    changed = config_from_dict({**cfg.canonical(), "seed": 9})
+    with pytest.raises(BenchError, match="the config changed since that run"):
+        _run(changed, tmp_path, resume=True)

@@ -184,3 +184,18 @@ def test_calls_that_slow_down_are_a_trend_and_make_the_row_unstable():
     assert out["unstable"] and out["unstable_reason"] == "trend within a process (process 2 slowing)"
     assert out["steady_state"].startswith("process 2: slowing: last quarter of calls +20%")
     assert steady_state([{"steady_state": "steady"}] * 3, {}) == {"steady_state": "steady"}
+
+
+def test_a_trend_found_after_a_warm_up_extension_is_still_a_trend():
+    from bench.scenarios.single_stream import steady_state
+    from bench.timing import measure_steady
+
+    class Clock(FakeClock):
+        def forward(self):
+            self.calls += 1
+            self.now += 1_500_000 if self.calls <= 25 else (1_300_000 if self.calls > 175 else 1_000_000)
+
+    clock = Clock()
+    _, note = measure_steady(clock.forward, clock, TimingConfig(warmup=0, min_iterations=100, min_time_s=0.0, max_iterations=100))
+    assert note.startswith("slowing: last quarter of calls +30%") and note.endswith("after warm-up extended by 100 calls")
+    assert steady_state([{"steady_state": note}], {})["unstable"]

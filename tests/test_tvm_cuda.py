@@ -73,9 +73,6 @@ def test_without_an_arch_or_a_device_the_cell_says_what_to_set(models_dir, tmp_p
     cfg = _cfg("sm_90", backend_options={})
     cells = pd.read_csv(execute(plan(cfg, models_dir), tmp_path / "r", isolate=False) / "cells.csv")
     assert cells.loc[0, "status"] == "skipped"
-    from bench.backends import describe
-
-    cuda = describe("tvm_cuda")
     if cuda["usable"]:
         assert "set backend_options.tvm_cuda.arch" in cells.loc[0, "error"], cells.loc[0, "error"]
     else:

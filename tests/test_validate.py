@@ -163,3 +163,22 @@ def test_validation_does_not_import_torch():
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
+
+
+def test_the_torch_probe_hands_off_to_polygraphy_once_torch_is_loaded():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys\n"
+            "from bench.validate import _no_torch_probe\n"
+            "from polygraphy.util import array\n"
+            "_no_torch_probe(); _no_torch_probe()\n"
+            "assert not array.is_torch([1.0]) and 'torch' not in sys.modules\n"
+            "import torch\n"
+            "assert array.is_torch(torch.zeros(2)) and not array.is_torch(__import__('numpy').zeros(2))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    if "No module named 'torch'" in out.stderr:
+        pytest.skip("torch is not installed here")
+    assert out.returncode == 0, out.stderr[-2000:]

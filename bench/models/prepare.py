@@ -86,7 +86,8 @@ class PreparedModel:
 
 def _resolve_path(source: str, config_dir: Path | None, where: str = "source") -> Path:
     p = Path(source).expanduser()
-    candidates = [p] if p.is_absolute() else [Path.cwd() / p] + ([config_dir / p] if config_dir else [])
+    # relative to the config file first (a config and its models travel together), then to the working directory
+    candidates = [p] if p.is_absolute() else ([config_dir / p] if config_dir else []) + [Path.cwd() / p]
     candidates = list(dict.fromkeys(c.resolve() for c in candidates))
     for c in candidates:
         if c.is_file():
