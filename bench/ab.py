@@ -138,8 +138,8 @@ def _row(pair: _Pair, rounds: Rounds, stop: str) -> dict[str, Any]:
     sa, sb = pair.states
     done = len(pair.paired()[0]) if sa is not None and sb is not None else 0
     if stop == "interrupted" or (pair.ok and done < rounds.min_rounds):
-        return {**row, "rounds": done, "verdict": "missing", "note": f"interrupted after {done} paired rounds (fewer than "
-                f"{rounds.min_rounds} judge nothing)" if stop == "interrupted" else f"{done} paired rounds, fewer than {rounds.min_rounds}"}
+        note = f"interrupted after {done} paired rounds" if stop == "interrupted" else f"{done} paired rounds, fewer than {rounds.min_rounds}"
+        return {**row, "rounds": done, "verdict": "missing", "note": note}
     if not pair.ok:
         why = [f"{n}: {s.row['status']} ({str(s.row.get('error') or '')[:160]})" for n, s in zip("AB", (sa, sb)) if s is not None and not s.ok]
         return {**row, "rounds": done, "verdict": "missing", "note": "; ".join(why) or "a process gave no figure"}

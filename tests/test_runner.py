@@ -347,3 +347,39 @@ def test_a_run_made_before_an_upgrade_resumes_when_only_new_defaults_differ(fake
     changed = config_from_dict({**cfg.canonical(), "seed": 9})
     with pytest.raises(BenchError, match="the config changed since that run"):
         _run(changed, tmp_path, resume=True)
+
+
+def test_an_interrupted_ab_keeps_what_it_measured_and_calls_the_pair_missing(fake_backends, mlp_onnx, tmp_path, monkeypatch):
+    from bench import runner
+    from bench.ab import Rounds, run_ab
+    from bench.results import try_run_lock
+
+    calls = []
+    add_process = runner._Sweep.add_process
+
+    def interrupting(self, state):
+        calls.append(1)
+        if len(calls) == 3:  # in the third round of the first pair (the first round starts both cells)
+            raise KeyboardInterrupt
+        return add_process(self, state)
+
+    monkeypatch.setattr(runner._Sweep, "add_process", interrupting)
+    a = _config(mlp_onnx, ["fake"], precisions=["fp32"])
+    with pytest.raises(KeyboardInterrupt):
+        run_ab(plan(a, tmp_path / "models"), plan(a, tmp_path / "models"), tmp_path / "results", Rounds(min_rounds=3),
+               ab_id="ab", isolate=False)
+    for side in ("A", "B"):
+        d = tmp_path / "results" / f"ab-{side}"
+        assert json.loads((d / "meta.json").read_text())["status"] == "interrupted"
+        assert try_run_lock(d) is not None  # the lock was released
+        table = pd.read_csv(d / "ab.csv")
+        assert list(table["verdict"]) == ["missing"] and table["note"][0] == "interrupted after 2 paired rounds"
+        assert len(pd.read_csv(d / "cells.csv")) == 1  # what the pair measured is journaled, once
+
+
+def test_ab_refuses_targets_it_cannot_reach_before_writing_anything(fake_backends, mlp_onnx, tmp_path):
+    a = _config(mlp_onnx, ["fake"], precisions=["fp32"])
+    b = config_from_dict({**a.canonical(), "targets": ["epyc-b"]})
+    with pytest.raises(BenchError, match="targets epyc-b: no worker offers them"):
+        _ab(tmp_path, a, b)
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
