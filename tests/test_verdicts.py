@@ -342,7 +342,7 @@ def test_cross_run_intervals_include_the_drift_seen_between_repeated_runs(tmp_pa
     assert drift.runs == 5 and drift.pooled == pytest.approx(np.std(np.log([1.00, 0.95, 1.04, 0.92, 1.07]), ddof=1), rel=0.1)
     table = compare_runs(a, b, drift=drift).set_index("backend")
     assert table["verdict"].isin(["no change", "inconclusive"]).all()
-    assert table["note"].str.contains("run-to-run drift sd .* from 5 similar runs").all()
+    assert table["note"].str.contains(r"run-to-run drift sd .* \(this cell in 5 of 5 similar runs; pooled over cells\)").all()
     assert (table["ci_low"] < bare["ci_low"]).all() and (table["ci_high"] > bare["ci_high"]).all()
     # a change far beyond the drift is still called
     c = _synthetic_run(tmp_path / "results", "slow", {"x": [1.6 + rng.normal(0, 0.003, 300) for _ in range(3)],
