@@ -5,7 +5,10 @@ Two configs (a base and a head: two model files, two option sets, two engine ver
 key (`target` aside). For each pair, rounds of one worker process of each variant run back to back
 in a random order (A B, B A, B A, A B, ...), so that whatever the machine does over minutes hits
 both alike. Each round gives one paired difference, the log ratio of the two processes' medians;
-the change's 95% interval is Student's t over the rounds' differences. Rounds go on after
+the change is the median of the rounds' differences and its 95% interval the exact sign-test one
+(paired_interval): distribution-free, exact under no change (each round's random order makes its
+difference as likely positive as negative), and a round spoiled by a burst of noise counts as one
+round however large, where it would widen a mean's t-interval. Rounds go on after
 `min_rounds` until the interval decides the verdict (beyond, or within, the noise threshold) or
 `max_rounds` are spent.
 
@@ -33,7 +36,6 @@ from bench.results import CELL_COLUMNS, cell_key
 from bench.rundir import RunDir, new_run_id
 from bench.registry import scenario_flag
 from bench.runner import Plan, Reporter, _CellState, _Sweep, _check_machine, _check_targets, backend_preloads, open_runs
-from bench.timing import t975
 from bench.verdicts import verdict
 from bench.worker import INTERRUPTS, preload_for
 
@@ -44,13 +46,14 @@ AB_COLUMNS = [*PAIR_KEY, "target_a", "target_b", "rounds", "p50_a_ms", "p50_b_ms
 
 @dataclass(frozen=True)
 class Rounds:
-    min_rounds: int = 5
-    max_rounds: int = 15
+    min_rounds: int = 6
+    max_rounds: int = 16
     threshold: float = 0.05
 
     def __post_init__(self) -> None:
-        if self.min_rounds < 2:
-            raise BenchError(f"--rounds {self.min_rounds}: a paired interval needs at least 2 rounds")
+        if self.min_rounds < MIN_ROUNDS:
+            raise BenchError(f"--rounds {self.min_rounds}: a 95% paired interval needs at least {MIN_ROUNDS} rounds "
+                             f"(with fewer, even all differences of one sign are within chance)")
         if self.max_rounds < self.min_rounds:
             raise BenchError(f"--max-rounds {self.max_rounds} must be at least --rounds {self.min_rounds}")
 
@@ -69,13 +72,35 @@ def pair_cells(a: Plan, b: Plan) -> tuple[list[tuple[Cell, Cell]], list[str]]:
     return pairs, unpaired
 
 
-def paired_interval(a_medians: list[float], b_medians: list[float]) -> tuple[float, float, float]:
-    """(change, low, high) of B against A from paired rounds: the mean of the rounds' log ratios,
-    +- Student's t (rounds - 1 df) x its standard error, back on the ratio scale."""
-    d = np.log(np.asarray(b_medians) / np.asarray(a_medians))
-    mean = float(d.mean())
-    half = t975(d.size - 1) * float(d.std(ddof=1)) / math.sqrt(d.size) if d.size > 1 else float("inf")
-    return math.expm1(mean), math.expm1(mean - half), math.expm1(mean + half)
+MIN_ROUNDS = 6  # the fewest paired rounds with which a 95% sign-test interval is finite
+
+
+def _sign_test_k(n: int, confidence: float = 0.95) -> int:
+    """The largest k with P(B <= k - 1) <= (1 - confidence) / 2, B ~ Binomial(n, 1/2): the interval
+    runs from the k-th smallest difference to the k-th largest. 0 when no k qualifies."""
+    alpha, k, cum = (1 - confidence) / 2, 0, 0.0
+    for j in range(n + 1):
+        cum += math.comb(n, j) / 2.0 ** n
+        if cum > alpha:
+            break
+        k = j + 1
+    return k
+
+
+def paired_interval(a: list[float], b: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """(change, low, high) of B against A from paired rounds, on the ratio scale: the median of the
+    rounds' log ratios and its exact distribution-free (sign-test) interval, from the k-th smallest
+    to the k-th largest ratio (_sign_test_k). It asks nothing of the differences' distribution but
+    that it has that median, and when nothing changed each round's random order makes its
+    difference as likely positive as negative: exact then. A round spoiled by a burst of noise on
+    one side counts as one round, however large: k - 1 such rounds on a side cannot move it.
+    Infinite with fewer than MIN_ROUNDS rounds."""
+    d = np.sort(np.log(np.asarray(b, dtype=np.float64) / np.asarray(a, dtype=np.float64)))
+    center = float(np.median(d)) if d.size else 0.0
+    k = _sign_test_k(d.size, confidence)
+    if k < 1:
+        return math.expm1(center), -1.0, float("inf")
+    return math.expm1(center), math.expm1(float(d[k - 1])), math.expm1(float(d[-k]))
 
 
 class _Pair:

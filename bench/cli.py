@@ -440,8 +440,8 @@ def compare_cmd(
 def ab_cmd(
     base: Path = typer.Argument(..., help="config A, the baseline"),
     head: Path = typer.Argument(..., help="config B, the candidate (the same file again: an A/A check)"),
-    rounds: int = typer.Option(5, help="paired rounds (one worker process of each variant, in a random order) before a verdict may be taken"),
-    max_rounds: int = typer.Option(15, help="rounds at most: after --rounds, rounds are added until the interval decides the verdict"),
+    rounds: int = typer.Option(6, help="paired rounds (one worker process of each variant, in a random order) before a verdict may be taken (6 at least)"),
+    max_rounds: int = typer.Option(16, help="rounds at most: after --rounds, rounds are added until the interval decides the verdict"),
     threshold: str = typer.Option("5%", help="noise threshold: changes whose interval lies within it are 'no change'"),
     fail_on_regression: Optional[str] = typer.Option(None, help="exit 1 when a pair is verdict 'slower' by more than this, e.g. 5%, or (unless --allow-missing) missing"),
     allow_missing: bool = typer.Option(False, help="with --fail-on-regression: do not fail on pairs that could not be timed"),

@@ -295,16 +295,16 @@ def test_ab_pairs_cells_interleaves_rounds_and_calls_a_10_percent_slowdown(fake_
     shutil.copy(mlp_onnx, slow)
     a = _config(mlp_onnx, ["fake"], precisions=["fp32"])
     b = config_from_dict({**a.canonical(), "models": [{"name": "mlp", "source": str(slow)}]})
-    dir_a, dir_b, table = _ab(tmp_path, a, b, min_rounds=4, max_rounds=8)
+    dir_a, dir_b, table = _ab(tmp_path, a, b, min_rounds=6, max_rounds=8)
     assert list(table["verdict"]) == ["slower", "slower"]
     assert table["change"].tolist() == pytest.approx([0.10, 0.10], abs=1e-6)  # the fake clock is exact: +10% every round
-    assert (table["rounds"] == 4).all() and table["note"].str.endswith("decided").all()
+    assert (table["rounds"] == 6).all() and table["note"].str.endswith("decided").all()
     for order in table["order"]:
         rounds = [order[i:i + 2] for i in range(0, len(order), 2)]
         assert all(sorted(r) == ["A", "B"] for r in rounds) and len(set(rounds)) == 2  # each round both, in either order
     for d, side in ((dir_a, "A"), (dir_b, "B")):
         cells = pd.read_csv(d / "cells.csv")
-        assert (cells["repeats"] == 4).all() and cells["validated"].all()
+        assert (cells["repeats"] == 6).all() and cells["validated"].all()
         assert json.loads((d / "meta.json").read_text())["ab"]["role"] == side
         assert pd.read_csv(d / "ab.csv")["verdict"].tolist() == ["slower", "slower"]
 
@@ -316,20 +316,20 @@ def test_ab_refuses_configs_with_no_common_cell_and_says_which_cells_pair(fake_b
         _ab(tmp_path, a, b)
     from bench.ab import Rounds
 
-    with pytest.raises(BenchError, match="at least 2 rounds"):
-        Rounds(min_rounds=1)
+    with pytest.raises(BenchError, match="needs at least 6 rounds"):
+        Rounds(min_rounds=5)
 
 
 def test_ab_of_identical_processes_says_no_change_and_of_jittering_ones_takes_more_rounds(fake_backends, mlp_onnx, tmp_path, monkeypatch):
     a = _config(mlp_onnx, ["fake", "fake_jitter"], precisions=["fp32"], batch_sizes=[1])
     fakes._compiles[0] = 0  # the jitter sequence from its start, whatever ran before
-    _, _, table = _ab(tmp_path, a, a, min_rounds=3, max_rounds=10, threshold=0.02)
+    _, _, table = _ab(tmp_path, a, a, min_rounds=6, max_rounds=10, threshold=0.02)
     t = table.set_index("backend")
-    assert t.loc["fake", "verdict"] == "no change" and t.loc["fake", "rounds"] == 3
+    assert t.loc["fake", "verdict"] == "no change" and t.loc["fake", "rounds"] == 6
     assert t.loc["fake", "ci_low"] == pytest.approx(0.0) and t.loc["fake", "ci_high"] == pytest.approx(0.0)
-    # each process 8-12% off at random: three rounds cannot decide within 2%, so rounds are added
+    # each process 8-12% off at random: six rounds cannot decide within 2%, so rounds are added
     jitter = t.loc["fake_jitter"]
-    assert jitter["rounds"] > 3 and jitter["verdict"] == "inconclusive", jitter.to_dict()
+    assert jitter["rounds"] > 6 and jitter["verdict"] == "inconclusive", jitter.to_dict()
 
 
 def test_a_run_made_before_an_upgrade_resumes_when_only_new_defaults_differ(fake_backends, mlp_onnx, tmp_path):
@@ -366,7 +366,7 @@ def test_an_interrupted_ab_keeps_what_it_measured_and_calls_the_pair_missing(fak
     monkeypatch.setattr(runner._Sweep, "add_process", interrupting)
     a = _config(mlp_onnx, ["fake"], precisions=["fp32"])
     with pytest.raises(KeyboardInterrupt):
-        run_ab(plan(a, tmp_path / "models"), plan(a, tmp_path / "models"), tmp_path / "results", Rounds(min_rounds=3),
+        run_ab(plan(a, tmp_path / "models"), plan(a, tmp_path / "models"), tmp_path / "results", Rounds(min_rounds=6),
                ab_id="ab", isolate=False)
     for side in ("A", "B"):
         d = tmp_path / "results" / f"ab-{side}"
@@ -383,3 +383,21 @@ def test_ab_refuses_targets_it_cannot_reach_before_writing_anything(fake_backend
     with pytest.raises(BenchError, match="targets epyc-b: no worker offers them"):
         _ab(tmp_path, a, b)
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+def test_the_paired_interval_is_the_sign_tests_and_shrugs_off_a_spoiled_round():
+    import numpy as np
+
+    from bench.ab import _sign_test_k, paired_interval
+
+    assert [_sign_test_k(n) for n in (5, 6, 9, 10, 12, 16)] == [0, 1, 2, 2, 3, 4]  # binomial tables, two-sided 5%
+    assert paired_interval([1.0] * 5, [1.1] * 5)[1:] == (-1.0, float("inf"))  # 5 rounds decide nothing at 95%
+    change, lo, hi = paired_interval([1.0] * 6, [1.1] * 6)
+    assert change == lo == hi == pytest.approx(0.1)
+    # ten rounds of +-1% noise around no change, one of them hit by a burst (+60% on one side)
+    d = np.array([0.004, -0.008, 0.011, -0.003, 0.006, -0.010, 0.002, 0.007, -0.005, 0.6])
+    change, lo, hi = paired_interval([1.0] * 10, list(np.exp(d)))
+    assert (lo, hi) == pytest.approx((np.expm1(-0.008), np.expm1(0.011)))  # the 2nd smallest and 2nd largest
+    assert change == pytest.approx(np.expm1(0.003))
+    t_half = 2.262 * d.std(ddof=1) / np.sqrt(10)
+    assert np.expm1(d.mean() + t_half) > 0.05 > hi  # a t-interval would not call this `no change` at 5%; this does

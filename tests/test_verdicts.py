@@ -310,14 +310,14 @@ def test_ab_of_one_config_with_itself_on_onnxruntime_is_never_a_change(mlp_onnx,
     """The A/A check, on a real engine, through the CLI: the same cells twice, interleaved."""
     cfg = write_yaml(tmp_path / "c.yaml", {"name": "aa", "models": [{"name": "mlp", "source": str(mlp_onnx)}],
                                            "backends": ["onnxruntime"], "batch_sizes": [1, 4], "threads": 1, "timing": FAST_TIMING})
-    proc = bench("ab", cfg, cfg, "--rounds", "3", "--max-rounds", "4", "--threshold", "25%", "--fail-on-regression", "25%",
+    proc = bench("ab", cfg, cfg, "--rounds", "6", "--max-rounds", "6", "--threshold", "25%", "--fail-on-regression", "25%",
                  "--results-dir", tmp_path / "results", "--models-dir", tmp_path / "models", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     runs = sorted((tmp_path / "results").iterdir())
     assert [r.name[-2:] for r in runs] == ["-A", "-B"]
     table = pd.read_csv(runs[1] / "ab.csv")
     assert len(table) == 2 and set(table["verdict"]) <= {"no change", "inconclusive"}
-    assert (table["rounds"] >= 3).all() and table["ci_low"].le(table["change"]).all() and table["change"].le(table["ci_high"]).all()
+    assert (table["rounds"] == 6).all() and table["ci_low"].le(table["change"]).all() and table["change"].le(table["ci_high"]).all()
     for r in runs:  # each variant a run like any other: validated rows, as many processes as rounds
         cells = pd.read_csv(r / "cells.csv")
         assert (cells["status"] == "ok").all() and cells["validated"].all()
