@@ -40,7 +40,7 @@ ARCHS = ("resnet18-tiny", "mobilenet_v2-tiny")
 TIMING = {"warmup": 20, "min_iterations": 200, "min_time_s": 0.25}
 THRESHOLD = 0.05
 BATCHES = (4, 8)
-ROUNDS = Rounds(min_rounds=5, max_rounds=12, threshold=THRESHOLD)
+ROUNDS = Rounds(min_rounds=6, max_rounds=14, threshold=THRESHOLD)
 
 
 def zoo_files(models: Path) -> dict[str, Path]:
