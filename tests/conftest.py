@@ -140,3 +140,23 @@ def pytest_collection_modifyitems(config, items):
         if (module in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or name in SLOW_TESTS
                 or "tvm_tuned" in item.name):
             item.add_marker(pytest.mark.slow)
+
+
+def stderr_after(proc, sig, timeout_s: float = 60.0) -> str:
+    """Send `sig` to a running `bench` CLI and return its stderr once it exits; if it does not within
+    `timeout_s`, fail with its Python stacks (bench's CLI dumps them on SIGUSR1)."""
+    import signal
+    import subprocess
+
+    proc.send_signal(sig)
+    try:
+        return proc.communicate(timeout=timeout_s)[1]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        try:
+            stderr = proc.communicate(timeout=15)[1]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stderr = proc.communicate()[1]
+        raise AssertionError(f"bench did not exit within {timeout_s:g} s of {signal.Signals(sig).name}; its stacks:\n"
+                             f"{stderr[-6000:]}") from None

@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 import pytest
 
-from tests.conftest import FAST_TIMING, wait_gone, write_yaml
+from tests.conftest import FAST_TIMING, stderr_after, wait_gone, write_yaml
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -155,17 +155,7 @@ def test_ctrl_c_keeps_finished_cells_and_says_how_to_resume(tmp_path, mlp_onnx, 
         time.sleep(0.05)
     assert journal is not None, "the two fast cells never finished, or the hanging cell never started"
     workers = psutil.Process(proc.pid).children(recursive=True)
-    proc.send_signal(signal.SIGINT)
-    try:
-        _, stderr = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:  # say where it is stuck (bench's CLI dumps its stacks on SIGUSR1)
-        proc.send_signal(signal.SIGUSR1)
-        try:
-            _, stderr = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, stderr = proc.communicate()
-        raise AssertionError(f"bench run did not exit within 60 s of SIGINT; its stacks:\n{stderr[-6000:]}") from None
+    stderr = stderr_after(proc, signal.SIGINT)
     assert proc.returncode == 130
     run_dir = journal.parent
     assert f"bench run {config} --resume {run_dir.name}" in stderr.replace("\n", "")

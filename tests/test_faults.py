@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from tests import fakes
-from tests.conftest import FAST_TIMING, write_yaml, wait_gone
+from tests.conftest import FAST_TIMING, stderr_after, wait_gone, write_yaml
 
 
 @pytest.fixture
@@ -129,17 +129,7 @@ def test_a_signal_during_the_report_build_keeps_the_finished_run(fake_backends, 
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert marker.exists(), proc.communicate()
-    proc.send_signal(sig)
-    try:
-        _, stderr = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:  # say where it is stuck (bench's CLI dumps its stacks on SIGUSR1)
-        proc.send_signal(signal.SIGUSR1)
-        try:
-            _, stderr = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, stderr = proc.communicate()
-        raise AssertionError(f"bench run did not exit within 60 s of {signal.Signals(sig).name}; its stacks:\n{stderr[-6000:]}") from None
+    stderr = stderr_after(proc, sig)
     assert proc.returncode == code, stderr
     (run_dir,) = (tmp_path / "results").iterdir()
     one_line = " ".join(stderr.split())
