@@ -32,7 +32,7 @@ from bench.cache import default_root as default_cache_root
 from bench.config import Cell
 from bench.errors import BenchError
 from bench.executors import LocalExecutor
-from bench.results import CELL_COLUMNS, cell_key
+from bench.results import CELL_COLUMNS
 from bench.rundir import RunDir, new_run_id
 from bench.registry import scenario_flag
 from bench.runner import Plan, Reporter, _CellState, _Sweep, _check_machine, _check_targets, backend_preloads, open_runs
@@ -223,12 +223,3 @@ def _finish(pair: _Pair, rounds: Rounds, runs: list[RunDir], stop: str) -> dict[
         row["repeats_stop"] = f"A/B {'base (A)' if side == 0 else 'head (B)'}: {out['note']}"
         results.append_cell(runs[side].path, row, samples)
     return out
-
-
-def load(run_dir: Path) -> pd.DataFrame:
-    """The verdicts an A/B run wrote (either side's directory)."""
-    p = Path(run_dir) / "ab.csv"
-    if not p.is_file():
-        raise BenchError(f"{run_dir}: no ab.csv; it is written by `bench ab`")
-    return pd.read_csv(p)
-

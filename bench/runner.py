@@ -195,13 +195,13 @@ class _Sweep:
 
     def wants_more(self, state: "_CellState") -> bool:
         """Another process for this cell: below `repeats`, or below `max_repeats` while the
-        median's interval is wider than `interval_target` (adaptive repeats; bench.timing.interval_width)."""
+        median's interval is wider than `interval_target` (adaptive repeats; interval_width)."""
         n, cfg = len(state.outcomes), self.config
         if not state.ok or n >= max(cfg.repeats, cfg.max_repeats or 0):
             return False
         if n < cfg.repeats:
             return True
-        return n >= 2 and state.latency_samples and interval_width(state.per_process) > cfg.interval_target
+        return n >= 2 and state.latency_samples and state.width() > cfg.interval_target
 
     def end_cell(self, state: "_CellState") -> tuple[dict[str, Any], list[list[int]]]:
         """The row's statistics and where its processes ran."""
@@ -226,6 +226,13 @@ class _CellState:
     per_process: list[list[int]] = field(default_factory=list)
     figures: list[Any] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
+    _width: tuple[int, float] = (0, float("inf"))  # interval_width for that many processes, computed once
+
+    def width(self) -> float:
+        """interval_width of the processes so far (a bootstrap: asked by wants_more and repeats_stop alike)."""
+        if self._width[0] != len(self.per_process):
+            self._width = (len(self.per_process), interval_width(self.per_process))
+        return self._width[1]
 
     @property
     def ok(self) -> bool:
@@ -260,7 +267,7 @@ def repeats_stop(state: _CellState, cfg: Config) -> str:
         return f"fixed: {n} processes (repeats)"
     if not state.latency_samples:
         return f"fixed: {n} processes (adaptive repeats judge per-call latencies; this cell's figure is a throughput)"
-    width = interval_width(state.per_process)
+    width = state.width()
     if width <= cfg.interval_target:
         return f"adaptive: interval +-{width:.1%} within +-{cfg.interval_target:.1%} after {n} processes"
     return f"adaptive: max_repeats {n} reached with interval +-{width:.1%} (asked +-{cfg.interval_target:.1%})"

@@ -143,12 +143,19 @@ def test_the_bundle_judges_as_the_suite_does(tol):
         assert bundle["max_abs_err"] == pytest.approx(suite.max_abs_err, nan_ok=True), name
 
 
+def _fresh_python(code: str):
+    """`code` run by a fresh interpreter from the project's root (nothing imported yet)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+
+
 def test_validation_does_not_import_torch():
     """Polygraphy's is_torch probe imported PyTorch in every validating worker (1.1 s of a cell's
     fixed cost); a worker that never touched torch must validate without importing it."""
-    import subprocess
-    import sys
-
     code = ("import sys; import numpy as np\n"
             "from tests.test_validate import ArrayVariant, FEEDS, REF, TOL\n"
             "from bench.validate import compare, run_outputs\n"
@@ -157,19 +164,12 @@ def test_validation_does_not_import_torch():
             "d = compare(ref, cand, TOL)\n"
             "assert not d.accuracy_ok and abs(d.max_abs_err - 0.5) < 1e-6, d\n"
             "print('torch' in sys.modules)\n")
-    from pathlib import Path
-
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).resolve().parent.parent)
+    out = _fresh_python(code)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
 
 
 def test_the_torch_probe_hands_off_to_polygraphy_once_torch_is_loaded():
-    import subprocess
-    import sys
-    from pathlib import Path
-
     code = ("import sys\n"
             "from bench.validate import _no_torch_probe\n"
             "from polygraphy.util import array\n"
@@ -177,8 +177,7 @@ def test_the_torch_probe_hands_off_to_polygraphy_once_torch_is_loaded():
             "assert not array.is_torch([1.0]) and 'torch' not in sys.modules\n"
             "import torch\n"
             "assert array.is_torch(torch.zeros(2)) and not array.is_torch(__import__('numpy').zeros(2))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).resolve().parent.parent)
+    out = _fresh_python(code)
     if "No module named 'torch'" in out.stderr:
         pytest.skip("torch is not installed here")
     assert out.returncode == 0, out.stderr[-2000:]
