@@ -22,6 +22,9 @@ from bench.registry import BACKENDS, DEFAULT_SCENARIO, SCENARIOS, options_model,
 
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+# The precision of a cell that runs a model which arrives quantized as it is (bench.runner.plan):
+# no conversion, judged by int8's tolerances.
+AS_GIVEN = "int8 (as given)"
 BATCH = "batch"  # the token in input_shapes that stands for the grid's batch size
 
 
@@ -430,6 +433,7 @@ class Config(_Frozen):
 
     def tolerance(self, precision: str, model: str | None = None, output: str | None = None) -> Tolerance:
         """The most specific tolerance: per output, per model, per config, then the defaults."""
+        precision = "int8" if precision == AS_GIVEN else precision
         spec = self.model(model) if model is not None else None
         if spec is not None and output is not None and precision in spec.output_tolerances.get(output, {}):
             return spec.output_tolerances[output][precision]  # type: ignore[index]

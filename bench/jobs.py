@@ -19,20 +19,27 @@ from bench import goldens, machine_lock
 from bench.backends import get_backend
 from bench.backends.base import COMPILED_MEMBERS, Backend, Compiled, CompileRequest, Feeds, Unsupported, lacking
 from bench.cache import ArtifactCache
-from bench.config import Cell, Config
+from bench.config import AS_GIVEN, Cell, Config
 from bench.inputs import calibration_overlap, calibration_set, validation_feeds
 from bench.models.prepare import ModelInfo, PreparedModel, for_cell, materialize
 from bench.registry import scenario as scenario_spec
 from bench.scenarios import Prepared, TimedCell, get_scenario
+from bench.precision import ConversionRefused
 from bench.validate import compare, run_outputs
 
 
+ERROR_HEAD, ERROR_TAIL = 300, 300  # characters of a long message kept in the row, from each end
+
+
 def error_text(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()
-    first = msg[0] if msg else ""
-    # Compiler errors put the useful line last; keep both ends, bounded.
-    last = msg[-1] if len(msg) > 1 else ""
-    return (f"{type(exc).__name__}: {first}" + (f" ... {last}" if last and last != first else ""))[:500]
+    """The row's `error`: the exception's type and message on one line. A long message keeps its head
+    (what failed) and its tail (compilers and validators put the cause last); the whole of it is in
+    the cell's log, with the traceback."""
+    text = f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(": ")
+    if len(text) <= ERROR_HEAD + ERROR_TAIL + 40:
+        return text
+    cut = len(text) - ERROR_HEAD - ERROR_TAIL
+    return f"{text[:ERROR_HEAD]} [... {cut} characters; the whole message is in the cell's log ...] {text[-ERROR_TAIL:]}"
 
 
 def output_meta(config: Config, model: PreparedModel, batch: int) -> dict[str, Any]:
@@ -75,7 +82,8 @@ def validation_images(config: Config) -> int:
 def prepared_facts(source: PreparedModel, prepared: PreparedModel) -> dict[str, Any]:
     """What a row records of the model: the file the config named, and what the backend got."""
     return {"model_sha256": source.sha256, "prepared_sha256": prepared.sha256, "gflop": prepared.facts.get("gflop"),
-            "prepared_nodes": f"{prepared.facts.get('nodes_before')} -> {prepared.facts.get('nodes_after')}"}
+            "prepared_nodes": f"{prepared.facts.get('nodes_before')} -> {prepared.facts.get('nodes_after')}",
+            "preparation": prepared.facts.get("preparation")}
 
 
 def reference_job(config: Config, info: ModelInfo, batch: int, out_path: Path, work_dir: Path, cache: ArtifactCache) -> dict[str, Any]:
@@ -127,7 +135,7 @@ def cell_job(job: CellJob, on_phase: Callable[[str], None] = lambda phase: None)
     samples: list[int] = []
     backend = get_backend(cell.backend)
     row["variant"] = backend.variant
-    skip = _cannot_build(backend, cell)
+    skip = _cannot_build(backend, cell, job.info)
     if skip:
         row.update(status="skipped", error=skip)
         return {"row": row, "samples_ns": samples}
@@ -162,7 +170,7 @@ def cell_job(job: CellJob, on_phase: Callable[[str], None] = lambda phase: None)
                                               job.scenario_dir or job.work_dir / cell.scenario))
         row.update(prepared.facts)
         samples = _timed(job, compiled, prepared, row, on_phase, phase)
-    except Unsupported as e:
+    except (Unsupported, ConversionRefused) as e:
         row.update(status="skipped", error=str(e), phase=phase)
     except Exception as e:
         row.update(status="failed", error=error_text(e), phase=phase, traceback="".join(traceback.format_exception(e)))
@@ -173,11 +181,14 @@ def cell_job(job: CellJob, on_phase: Callable[[str], None] = lambda phase: None)
     return {"row": row, "samples_ns": samples}
 
 
-def _cannot_build(backend: Backend, cell: Cell) -> str | None:
+def _cannot_build(backend: Backend, cell: Cell, info: ModelInfo) -> str | None:
     avail = backend.availability()
     if not avail.usable:
         return f"{cell.backend} unavailable: {avail.reason}"
-    if cell.precision not in backend.precisions:
+    if info.quantized and cell.precision != AS_GIVEN:
+        return (f"{cell.precision} conversion skipped: {info.name} arrives quantized ({info.quantized}); "
+                f"it runs as given in its {AS_GIVEN!r} cells")
+    if cell.precision != AS_GIVEN and cell.precision not in backend.precisions:
         return f"{cell.backend} does not build {cell.precision}; it builds {', '.join(backend.precisions)}"
     return None
 
@@ -185,7 +196,10 @@ def _cannot_build(backend: Backend, cell: Cell) -> str | None:
 def _compile(job: CellJob, backend: Backend, model: PreparedModel, row: dict[str, Any]) -> tuple[CompileRequest, Compiled]:
     t0 = time.perf_counter()
     request = _request(job.config, backend, model, job.cell.precision, job.cell.batch_size, job.work_dir, job.cache, job.cell.streams)
-    compiled = backend.compile(request)
+    try:
+        compiled = backend.compile(request)
+    finally:
+        row.update(request.notes)  # how the graph was converted, whether or not it compiled
     why = lacking(compiled, COMPILED_MEMBERS, f"{job.cell.backend}'s compiled variant", "CompiledBase")
     if why:
         compiled_release = getattr(compiled, "release", None)

@@ -14,6 +14,14 @@ int8 comes in two flavors of the same calibration (`INT8_FLAVORS`):
   biases left in float: TensorRT fuses them itself and takes no int32 Q/DQ).
   `symmetric_int8_problems` checks it before any engine sees it, and the suite runs it on ONNX
   Runtime's CPU provider against the fp32 reference (tests/test_gpu_contracts.py).
+
+On any opset: per-channel weights need DequantizeLinear's `axis` (opset 13). A model below 13 is
+upgraded with ONNX's version converter first; where that fails (or the upgraded graph does not
+check), it is quantized per tensor at its own opset (QuantizeLinear exists from opset 10). The row's
+`precision_route` says which. fp16 leaves quantization operators and their inputs alone. Every
+converted graph passes bench.models.graph.graph_problem (ONNX's full check, consistent float types,
+ONNX Runtime loads it) before any backend sees it: an engine that takes an invalid graph silently
+computes something else.
 """
 
 from __future__ import annotations
@@ -71,18 +79,80 @@ def _retype_casts(model: Any) -> Any:
     return model
 
 
+class ConversionRefused(Exception):
+    """The precision cannot be written for this model (a true limit, said with its reason)."""
+
+
+def _checked(path: Path, what: str) -> None:
+    """Raise unless the written graph is one ONNX and ONNX Runtime accept with consistent types."""
+    from bench.models.graph import graph_problem
+
+    problem = graph_problem(path)
+    if problem:
+        raise RuntimeError(f"the {what} graph is invalid, so no backend is given it: {problem}")
+
+
+def _write_route(d: Path, route: str) -> None:
+    (d / "route.txt").write_text(route + "\n")
+
+
+def route_of(path: Path) -> str | None:
+    """How a converted graph was written (see `_write_route`), or None for a model used as given."""
+    side = path.parent / "route.txt"
+    return side.read_text().strip() if side.is_file() else None
+
+
 def fp16_onnx(src: Path, sha256: str, cache: ArtifactCache) -> tuple[Path, bool]:
     def build(d: Path) -> None:
         import onnx
         from onnxconverter_common import float16
 
-        model = _retype_casts(float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True))
-        onnx.save(model, str(d / "model.onnx"))
+        from bench.models.graph import QUANTIZED_OPS
 
-    key = {"transform": "fp16", "version": 2, "model_sha256": sha256, "keep_io_types": True,
+        block = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | QUANTIZED_OPS)  # quantized parts stay as they are
+        model = _retype_casts(float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, op_block_list=block))
+        onnx.save(model, str(d / "model.onnx"))
+        _checked(d / "model.onnx", "fp16")
+        _write_route(d, "fp16: float16 weights and compute, float32 inputs and outputs (onnxconverter-common)")
+
+    key = {"transform": "fp16", "version": 3, "model_sha256": sha256, "keep_io_types": True,
            "onnxconverter-common": _version("onnxconverter-common"), "onnx": _version("onnx")}
     d, hit = cache.get_or_build("onnx-fp16", key, build)
     return d / "model.onnx", hit
+
+
+PER_CHANNEL_OPSET = 13  # DequantizeLinear's `axis` (per-channel scales) arrived in opset 13
+QDQ_OPSET = 10  # QuantizeLinear and DequantizeLinear arrived in opset 10
+
+
+def _opset_for_int8(src: Path, d: Path, per_channel: bool) -> tuple[Path, bool, str]:
+    """(the graph to quantize, per channel or not, the route in words): the model itself at opset
+    13 or more; else upgraded by ONNX's version converter (checked); else per tensor at its own opset."""
+    import onnx
+
+    from bench.models.graph import graph_problem, opset_of
+
+    model = onnx.load(str(src))
+    opset = opset_of(model)
+    kind = "per-channel" if per_channel else "per-tensor"
+    if not per_channel or opset >= PER_CHANNEL_OPSET:
+        return src, per_channel, f"int8 QDQ {kind} at opset {opset}"
+    try:
+        if model.ir_version < 4:
+            # IR 3 requires every initializer to be a graph input too; the converter needs IR 4's rule
+            model.ir_version = 4
+        upgraded = onnx.version_converter.convert_version(model, PER_CHANNEL_OPSET)
+        onnx.save(upgraded, str(d / "upgraded.onnx"))
+        why = graph_problem(d / "upgraded.onnx")
+    except Exception as e:  # ConvertError and friends
+        why = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+    if not why:
+        return d / "upgraded.onnx", True, f"int8 QDQ per-channel; opset {opset} -> {PER_CHANNEL_OPSET} (ONNX version converter)"
+    if opset < QDQ_OPSET:
+        raise ConversionRefused(f"int8 needs opset {QDQ_OPSET} or more (QuantizeLinear); this model is opset {opset} "
+                                f"and ONNX's version converter cannot upgrade it: {why}")
+    return src, False, (f"int8 QDQ per-tensor at opset {opset} (per-channel needs opset {PER_CHANNEL_OPSET}; "
+                        f"the version converter could not upgrade it: {why})")
 
 
 def symmetric_int8_problems(model: Any) -> list[str]:
@@ -130,16 +200,20 @@ def int8_onnx(src: Path, sha256: str, calibration: list[dict[str, np.ndarray]], 
                 return next(self.it, None)
 
         pre = d / "preprocessed.onnx"
-        quant_pre_process(str(src), str(pre))
+        graph, per_channel, route = _opset_for_int8(src, d, options["per_channel"])
+        quant_pre_process(str(graph), str(pre))
         quantize_static(
             str(pre), str(d / "model.onnx"), Reader(),
-            quant_format=QuantFormat.QDQ, per_channel=options["per_channel"],
+            quant_format=QuantFormat.QDQ, per_channel=per_channel,
             activation_type=getattr(QuantType, options["activation_type"]), weight_type=getattr(QuantType, options["weight_type"]),
             reduce_range=options["reduce_range"], calibrate_method=getattr(CalibrationMethod, options["calibrate_method"]),
             extra_options={"ActivationSymmetric": options["symmetric"], "WeightSymmetric": True,
                            "QuantizeBias": options.get("quantize_bias", True)},
         )
         pre.unlink()
+        (d / "upgraded.onnx").unlink(missing_ok=True)
+        _checked(d / "model.onnx", "int8")
+        _write_route(d, route)
         if options["symmetric"]:
             import onnx
 
@@ -147,19 +221,26 @@ def int8_onnx(src: Path, sha256: str, calibration: list[dict[str, np.ndarray]], 
             if problems:
                 raise RuntimeError(f"the {flavor} int8 graph is not symmetric signed int8: " + "; ".join(problems[:5]))
 
-    key = {"transform": "int8", "model_sha256": sha256, **options, "calibration": feeds_digest(calibration),
+    key = {"transform": "int8", "version": 2, "model_sha256": sha256, **options, "calibration": feeds_digest(calibration),
            "calibration_samples": len(calibration), "onnxruntime": _version("onnxruntime") if _version("onnxruntime") != "none" else _version("onnxruntime-gpu")}
     d, hit = cache.get_or_build("onnx-int8", key, build)
     return d / "model.onnx", hit
 
 
 def onnx_for(request: Any, int8_flavor: str = "cpu") -> tuple[Path, bool]:
-    """The ONNX file that carries request.precision, built (or found in the cache) from the fp32 model."""
+    """The ONNX file that carries request.precision, built (or found in the cache) from the fp32
+    model (a model that arrives quantized runs as given: AS_GIVEN). How it was written goes into
+    request.notes["precision_route"], for the row."""
+    from bench.config import AS_GIVEN
+
     model = request.model
-    if request.precision == "fp32":
+    if request.precision in ("fp32", AS_GIVEN):
         return model.path, False
     if request.precision == "fp16":
-        return fp16_onnx(model.path, model.sha256, request.cache)
-    if request.precision == "int8":
-        return int8_onnx(model.path, model.sha256, request.calibration(), request.cache, int8_flavor)
-    raise ValueError(f"unknown precision {request.precision!r}")
+        path, hit = fp16_onnx(model.path, model.sha256, request.cache)
+    elif request.precision == "int8":
+        path, hit = int8_onnx(model.path, model.sha256, request.calibration(), request.cache, int8_flavor)
+    else:
+        raise ValueError(f"unknown precision {request.precision!r}")
+    request.notes["precision_route"] = route_of(path)
+    return path, hit

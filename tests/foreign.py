@@ -142,6 +142,68 @@ def two_inputs(seed: int = 0, vocab: int = 50) -> onnx.ModelProto:
     return _model(nodes, "two_inputs", [ids, mask], [y], inits)
 
 
+# --- round 2: each class of failure seen on real files, reproduced in a few nodes ---------------------
+
+
+def small_cnn(opset: int = 17, ir_version: int = 8, seed: int = 0, resize: bool = False, tail_reshape: bool = False) -> onnx.ModelProto:
+    """Conv -> Relu [-> Resize x2 with an empty `roi`, as opset-11 exporters write it] -> Conv ->
+    Relu -> GlobalAveragePool -> Flatten -> Gemm; at any opset from 9 and any IR version."""
+    rng = np.random.default_rng(seed)
+    inits = [_init(rng, "w1", (8, 3, 3, 3)), _init(rng, "b1", (8,)), _init(rng, "w2", (8, 8, 3, 3)), _init(rng, "b2", (8,)),
+             _init(rng, "fc_w", (10, 8)), _init(rng, "fc_b", (10,))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1")]
+    last = "r1"
+    if resize:  # Resize-11: roi and scales are required inputs; an empty roi is how exporters say "none"
+        inits += [numpy_helper.from_array(np.zeros(0, np.float32), "roi"),
+                  numpy_helper.from_array(np.asarray([1, 1, 2, 2], np.float32), "scales")]
+        nodes.append(helper.make_node("Resize", ["r1", "roi", "scales"], ["up"], name="Resize_7", mode="nearest"))
+        last = "up"
+    nodes += [helper.make_node("Conv", [last, "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+              helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+              helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="gap"),
+              helper.make_node("Flatten", ["g"], ["flat"], name="flatten"),
+              helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], name="fc", transB=1)]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])
+    model = helper.make_model(helper.make_graph(nodes, "small_cnn", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", opset)], producer_name="foreign-exporter")
+    model.ir_version = ir_version
+    onnx.checker.check_model(model)
+    return model
+
+
+def lstm_head(seed: int = 0) -> onnx.ModelProto:
+    """A recognizer's shape: Conv features read as a sequence by an LSTM, then a Reshape as the
+    graph's last node (an importer that names its loop's last node names the Reshape)."""
+    rng = np.random.default_rng(seed)
+    hidden = 6
+    inits = [_init(rng, "w", (4, 3, 3, 3)), _init(rng, "b", (4,)), _init(rng, "W", (1, 4 * hidden, 4 * 8)),
+             _init(rng, "R", (1, 4 * hidden, hidden)), _const("seq_shape", [0, 4 * 8, 8]), _const("perm_shape", [8, -1, 4 * 8]),
+             _const("out_shape", [-1, 8 * hidden])]
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="Conv_0", pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Reshape", ["c", "seq_shape"], ["seq"], name="Reshape_1"),       # N, C*H, W
+        helper.make_node("Transpose", ["seq"], ["tseq"], name="Transpose_2", perm=[2, 0, 1]),  # W, N, C*H
+        helper.make_node("LSTM", ["tseq", "W", "R"], ["h"], name="LSTM_3", hidden_size=hidden),  # W, 1, N, hidden
+        helper.make_node("Transpose", ["h"], ["th"], name="Transpose_4", perm=[2, 0, 1, 3]),
+        helper.make_node("Reshape", ["th", "out_shape"], ["y"], name="Reshape_101"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8 * hidden])
+    return _model(nodes, "lstm_head", [x], [y], inits, opset=13)
+
+
+def dynamically_quantized(path: Path, seed: int = 0) -> Path:
+    """What onnxruntime.quantization.quantize_dynamic writes from a small CNN: ConvInteger and
+    DynamicQuantizeLinear (and MatMulInteger for the classifier), a model that arrives int8."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = save(small_cnn(opset=13, seed=seed), path.with_name(path.stem + "-fp32.onnx"))
+    quantize_dynamic(str(src), str(path), weight_type=QuantType.QUInt8, op_types_to_quantize=["Conv", "Gemm"])
+    return path
+
+
 def save(model: onnx.ModelProto, path: Path, external_data: bool = False) -> Path:
     """Write the model; with external_data, every initializer goes to `<name>.data` beside it."""
     path.parent.mkdir(parents=True, exist_ok=True)

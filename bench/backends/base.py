@@ -48,6 +48,7 @@ class CompileRequest:
     calibration: Callable[[], list[dict[str, np.ndarray]]] = _no_calibration  # batch-1 feeds, for int8
     options: Mapping[str, Any] = field(default_factory=dict)  # the config's backend_options for this backend
     batch_sizes: tuple[int, ...] = ()  # every batch size of the grid, for engines built once for all
+    notes: dict[str, Any] = field(default_factory=dict)  # what conversions did (bench.precision), for the row
 
 
 def execution_summary(counts: Mapping[str, int]) -> str:
@@ -183,12 +184,42 @@ def offending_node(exc: BaseException) -> Any | None:
 
 
 class ImportFailed(RuntimeError):
-    """A backend's importer refused the model; the message names the first offending node."""
+    """A backend's importer refused the model; the message names the node(s) it refused."""
 
     @classmethod
-    def wrap(cls, importer: str, exc: BaseException) -> "ImportFailed":
+    def wrap(cls, importer: str, exc: BaseException, model: Any = None) -> "ImportFailed":
         lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip() and not ln.strip().startswith("#")]
-        message = (lines[-1] if lines else type(exc).__name__)[:300]
-        node = offending_node(exc)
-        where = f" at node {node.name or '<unnamed>'!r} ({node.op_type})" if node is not None else ""
+        message = lines[-1] if lines else type(exc).__name__
+        named = _ops_named_in(message, model) if model is not None else ""
+        if named:
+            # An importer that checks every op first raises after its loop: the loop's last node is
+            # not the one it refused, the ops its message names are.
+            where = f" at {named}"
+        else:
+            node = offending_node(exc)
+            where = f" at node {node.name or '<unnamed>'!r} ({node.op_type})" if node is not None else ""
         return cls(f"{importer} failed{where}: {type(exc).__name__}: {message}")
+
+
+def _ops_named_in(message: str, model: Any) -> str:
+    """The model's nodes of the op types a message names ("... not supported ...: LSTM, ConvInteger")."""
+    import re
+
+    from bench.models.graph import all_nodes, name_nodes, nodes_of
+
+    if not re.search(r"not (?:supported|implemented)|unsupported|no converter", message, re.IGNORECASE):
+        return ""
+    words = set(re.findall(r"[A-Za-z][A-Za-z0-9_]*", message))
+    ops = {n.op_type for n in all_nodes(model.graph)} & words
+    return name_nodes(nodes_of(model, ops)) if ops else ""
+
+
+def refused_ops(model: Any, supported: set[str], importer: str) -> str:
+    """Why `importer` cannot take the model, naming every node whose op it has no converter for
+    (subgraphs included), or '' when it has one for each."""
+    from bench.models.graph import all_nodes, name_nodes, nodes_of
+
+    missing = {n.op_type for n in all_nodes(model.graph)} - supported
+    if not missing:
+        return ""
+    return f"{importer} has no converter for {name_nodes(nodes_of(model, missing))}"

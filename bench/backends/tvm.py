@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.backends.base import (HOST_CLOCK, Availability, BackendBase, CompiledBase, CompileRequest, Feeds, ImportFailed, execution_summary,
-                                 import_framework)
+from bench.backends.base import (HOST_CLOCK, Availability, BackendBase, CompiledBase, CompileRequest, Feeds, ImportFailed, Unsupported,
+                                 execution_summary, import_framework, refused_ops)
 from bench import machine_lock
 from bench.cache import digest, file_sha256
 from bench.process import announce_progress
@@ -41,6 +41,14 @@ def executed_precision(mod: Any) -> str:
     if "dequantize" in script and "int8" not in counts:
         summary += " (int8 weights dequantized; float kernels)"
     return summary
+
+
+def tvm_onnx_ops() -> set[str]:
+    """The ONNX ops TVM's Relax frontend converts: its converter map, and those its importer handles
+    itself (see TVM's `_check_for_unsupported_ops`)."""
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    return set(onnx_frontend._get_convert_map()) | {"If", "Constant"}
 
 
 def host_target(threads: int) -> Any:
@@ -79,10 +87,13 @@ class TvmBackend(BackendBase):
 
         path, hit = self._graph(request)
         model = onnx.load(str(path))
+        refused = refused_ops(model, tvm_onnx_ops(), "TVM's ONNX importer")
+        if refused:
+            raise Unsupported(refused)
         try:
             mod = from_onnx(model, shape_dict={k: list(v) for k, v in request.shapes.items()}, keep_params_in_input=False)
         except Exception as e:
-            raise ImportFailed.wrap("TVM's ONNX importer", e) from None
+            raise ImportFailed.wrap("TVM's ONNX importer", e, model) from None
         return mod, hit, [o.name for o in model.graph.output]
 
     def _optimize(self, mod: Any, target: Any, request: CompileRequest) -> tuple[Any, dict[str, Any]]:

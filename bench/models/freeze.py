@@ -10,7 +10,12 @@ folded until nothing changes. Shape subgraphs become constants and every tensor 
 
 One normalization is added: an optional input given as an empty constant tensor (`Resize`'s `roi`
 and `scales`, as older exporters write them) is dropped to the empty name the ONNX spec uses for
-"absent"; TVM's importer reads an empty `scales` as given and refuses `sizes` beside it.
+"absent"; TVM's importer reads an empty `scales` as given and refuses `sizes` beside it. Only where
+the operator's schema at the model's opset makes that input optional (Resize-11's `roi` is not).
+
+Preparation is proven safe, not assumed: the prepared model must pass ONNX's full check and load in
+ONNX Runtime (bench.models.graph.graph_problem). When it does not, the cell gets the original file
+(its shapes still given to the backend) and the row says why (`preparation`).
 
 A backend that builds one engine for every batch size (TensorRT's optimization profiles) keeps
 the batch axis dynamic (`keeps_dynamic_batch`); every other dimension is still frozen.
@@ -28,7 +33,7 @@ from typing import Any, Mapping, Sequence
 from bench.cache import ArtifactCache, file_sha256
 
 # Bump when the preparation steps change: it is part of every prepared model's cache key.
-PREPARE_VERSION = 1
+PREPARE_VERSION = 2
 # Above this serialized size a prepared model is written with external data (protobuf's 2 GB limit).
 EXTERNAL_DATA_THRESHOLD = 1 << 30
 
@@ -67,14 +72,17 @@ def model_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _drop_empty_optional_inputs(graph: Any) -> int:
-    """Replace empty constant tensors in optional input slots by the absent input. Returns how many."""
+def _drop_empty_optional_inputs(graph: Any, opset: int) -> int:
+    """Replace empty constant tensors in optional input slots by the absent input, where the op's
+    schema at this opset lets that input be absent. Returns how many."""
     import onnx_graphsurgeon as gs
+
+    from bench.models.graph import input_is_optional
 
     dropped = 0
     for node in graph.nodes:
         for idx in _EMPTY_MEANS_ABSENT.get(node.op, ()):
-            if idx < len(node.inputs):
+            if idx < len(node.inputs) and input_is_optional(node.op, idx, opset, node.domain or ""):
                 t = node.inputs[idx]
                 if isinstance(t, gs.Constant) and t.values.size == 0:
                     node.inputs[idx] = gs.Variable.empty()
@@ -90,6 +98,8 @@ def freeze(model: Any, shapes: Mapping[str, Sequence[int | str]]) -> tuple[Any, 
     from polygraphy.common import TensorMetadata
     from polygraphy.logger import G_LOGGER
 
+    from bench.models.graph import opset_of
+
     G_LOGGER.module_severity = G_LOGGER.ERROR
     nodes_before = len(model.graph.node)
     graph = gs_from_onnx(model)
@@ -102,7 +112,7 @@ def freeze(model: Any, shapes: Mapping[str, Sequence[int | str]]) -> tuple[Any, 
     for t in graph.tensors().values():
         if isinstance(t, gs.Variable) and t not in graph.inputs:
             t.shape = None
-    dropped = _drop_empty_optional_inputs(graph)
+    dropped = _drop_empty_optional_inputs(graph, opset_of(model))
     model = infer_shapes(gs.export_onnx(graph.cleanup()), allow_onnxruntime=True)
     model = fold_constants(model, error_ok=True, allow_onnxruntime_shape_inference=True)
     model = infer_shapes(model, allow_onnxruntime=True)
@@ -120,19 +130,35 @@ def save_model(model: Any, path: Path) -> None:
 
 
 def prepare(source: Path, source_sha256: str, shapes: Mapping[str, Sequence[int | str]], cache: ArtifactCache) -> tuple[Path, bool, dict[str, Any]]:
-    """(path of the prepared model, cache hit, facts), built once per (source, shapes)."""
+    """(path of the prepared model, cache hit, facts), built once per (source, shapes). When the
+    prepared model fails its checks (or preparation itself fails), the path is the source's and
+    facts["preparation"] says why."""
     import json
 
     import onnx
 
     def build(d: Path) -> None:
         from bench.models.flops import count_flops
+        from bench.models.graph import graph_problem
 
-        model, facts = freeze(onnx.load(str(source)), shapes)
+        try:
+            model, facts = freeze(onnx.load(str(source)), shapes)
+        except Exception as e:  # Polygraphy and onnx raise many kinds; each means "use the original"
+            facts = {"preparation": f"original file: preparation failed ({type(e).__name__}: {' '.join(str(e).split())[:300]})"}
+            (d / "facts.json").write_text(json.dumps({**facts, "gflop": None}))
+            return
         counted = count_flops(model)
         # A count that leaves work out would flatter the engine: none, rather than too few.
         facts["gflop"] = None if counted["uncounted"] else counted["flops"] / 1e9
         save_model(model, d / "model.onnx")
+        problem = graph_problem(d / "model.onnx")
+        if problem:
+            for f in d.iterdir():
+                if f.name != "facts.json":
+                    f.unlink()
+            facts["preparation"] = f"original file: the prepared model failed its check ({problem})"
+        else:
+            facts["preparation"] = "prepared"
         (d / "facts.json").write_text(json.dumps(facts))
 
     key = {"transform": "freeze", "version": PREPARE_VERSION, "source_sha256": source_sha256,
@@ -140,4 +166,5 @@ def prepare(source: Path, source_sha256: str, shapes: Mapping[str, Sequence[int 
            "onnx-graphsurgeon": _version("onnx-graphsurgeon"), "onnx": _version("onnx"),
            "onnxruntime": _version("onnxruntime")}
     d, hit = cache.get_or_build("onnx-prepared", key, build)
-    return d / "model.onnx", hit, json.loads((d / "facts.json").read_text())
+    facts = json.loads((d / "facts.json").read_text())
+    return (d / "model.onnx" if (d / "model.onnx").is_file() else source), hit, facts

@@ -48,6 +48,7 @@ class ModelInfo:
     arch: str | None = None
     seed: int = 0
     opset: int | None = None
+    quantized: str = ""  # the quantized operators of a model that arrives quantized (bench.models.graph.quantized_ops)
 
     def shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
         return {i.name: i.shape(batch) for i in self.inputs}
@@ -55,7 +56,7 @@ class ModelInfo:
     def to_dict(self) -> dict:
         """JSON-ready, for handing to a worker process."""
         return {"name": self.name, "source": self.source, "task": self.task, "path": str(self.path),
-                "arch": self.arch, "seed": self.seed, "opset": self.opset,
+                "arch": self.arch, "seed": self.seed, "opset": self.opset, "quantized": self.quantized,
                 "inputs": [{"name": i.name, "dtype": i.dtype, "dims": list(i.dims), "value_range": i.value_range}
                            for i in self.inputs]}
 
@@ -63,7 +64,7 @@ class ModelInfo:
     def from_dict(cls, d: dict) -> "ModelInfo":
         inputs = tuple(InputInfo(i["name"], i["dtype"], tuple(i["dims"]), tuple(i["value_range"]) if i.get("value_range") else None)
                        for i in d["inputs"])
-        return cls(d["name"], d["source"], inputs, d["task"], Path(d["path"]), d["arch"], d["seed"], d["opset"])
+        return cls(d["name"], d["source"], inputs, d["task"], Path(d["path"]), d["arch"], d["seed"], d["opset"], d.get("quantized", ""))
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,8 @@ def _onnx_info(spec: ModelSpec, where: str, config_dir: Path | None, batch_sizes
     import onnx
     from onnx import helper
 
+    from bench.models.graph import opset_of, quantized_ops
+
     path = _resolve_path(spec.source, config_dir, where)
     try:
         onnx.checker.check_model(str(path))
@@ -149,8 +152,7 @@ def _onnx_info(spec: ModelSpec, where: str, config_dir: Path | None, batch_sizes
         dims = _input_dims(spec, inp.name, declared[inp.name], f"{where}", path, batch_sizes)
         rng = spec.input_ranges.get(inp.name)
         inputs.append(InputInfo(inp.name, dtype, tuple(dims), (float(rng[0]), float(rng[1])) if rng else None))
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    return ModelInfo(spec.name, spec.source, tuple(inputs), "unknown", path, None, 0, opset)
+    return ModelInfo(spec.name, spec.source, tuple(inputs), "unknown", path, None, 0, opset_of(model) or None, quantized_ops(model))
 
 
 def _input_dims(spec: ModelSpec, name: str, declared_dims: list[int | str], where: str, path: Path,

@@ -1,0 +1,135 @@
+"""Facts and checks about an ONNX graph that every rewrite leans on: its opset, whether an operator's
+input is optional at that opset, whether it arrives quantized, and whether a rewritten graph is one
+that ONNX and ONNX Runtime accept with consistent types (`graph_problem`).
+
+Every graph the suite writes (a prepared model, an fp16 or int8 conversion) is checked here before
+any backend sees it: an engine that accepts an invalid graph silently computes something else.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+# Operators that only appear in a model that is already quantized: integer kernels, Q/DQ pairs and
+# ONNX Runtime's contrib quantized ops (onnxruntime.quantization writes these).
+QUANTIZED_OPS = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QLinearConv",
+    "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearAveragePool",
+    "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSoftmax", "QAttention", "QGemm", "DynamicQuantizeLSTM",
+    "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QOrderedMatMul", "QuantizeBFP", "DequantizeBFP",
+})
+ONNX_DOMAINS = ("", "ai.onnx")
+
+
+def opset_of(model: Any) -> int:
+    """The default-domain opset the model imports (0 when it imports none)."""
+    return next((o.version for o in model.opset_import if o.domain in ONNX_DOMAINS), 0)
+
+
+def all_nodes(graph: Any) -> list[Any]:
+    """Every node of the graph and of its subgraphs (If branches, Loop and Scan bodies)."""
+    from onnx import AttributeProto
+
+    out = []
+    for node in graph.node:
+        out.append(node)
+        for attr in node.attribute:
+            if attr.type == AttributeProto.GRAPH:
+                out.extend(all_nodes(attr.g))
+            elif attr.type == AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    out.extend(all_nodes(g))
+    return out
+
+
+def input_is_optional(op_type: str, index: int, opset: int, domain: str = "") -> bool:
+    """Whether input `index` of `op_type` may be left out (an empty name) at this opset, by the
+    operator's own schema. False where the schema is unknown: nothing is dropped on a guess."""
+    import onnx.defs
+
+    try:
+        schema = onnx.defs.get_schema(op_type, opset, domain)
+    except Exception:  # SchemaError: no such operator at that opset
+        return False
+    if index >= len(schema.inputs):
+        return False
+    return schema.inputs[index].option == onnx.defs.OpSchema.FormalParameterOption.Optional
+
+
+def quantized_ops(model: Any) -> str:
+    """'ConvInteger x2, DynamicQuantizeLinear x2' for a model that arrives quantized; '' otherwise."""
+    counts = Counter(n.op_type for n in all_nodes(model.graph) if n.op_type in QUANTIZED_OPS)
+    return ", ".join(f"{op} x{n}" for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def nodes_of(model: Any, op_types: set[str]) -> dict[str, list[str]]:
+    """Names of the nodes of each op type (in graph order; '<unnamed>' for an unnamed node)."""
+    out: dict[str, list[str]] = {}
+    for node in all_nodes(model.graph):
+        if node.op_type in op_types:
+            out.setdefault(node.op_type, []).append(node.name or "<unnamed>")
+    return out
+
+
+def name_nodes(found: dict[str, list[str]], most: int = 3) -> str:
+    """"LSTM (node 'lstm_1'), ConvInteger (3 nodes: 'a', 'b', 'c')"."""
+    parts = []
+    for op, names in found.items():
+        shown = ", ".join(repr(n) for n in names[:most]) + (f", +{len(names) - most} more" if len(names) > most else "")
+        parts.append(f"{op} (node {shown})" if len(names) == 1 else f"{op} ({len(names)} nodes: {shown})")
+    return ", ".join(parts)
+
+
+def _type_mix(model: Any) -> str:
+    """A node whose floating-point inputs disagree in element type (float32 beside float16, say),
+    judged on the types ONNX's shape inference gives every tensor. '' when none does."""
+    import onnx
+    from onnx import TensorProto
+
+    floats = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.value_info, *g.output]}
+    types.update({t.name: t.data_type for t in g.initializer})
+    for node in g.node:
+        if node.op_type in ("Cast", "CastLike") or node.op_type in QUANTIZED_OPS:
+            continue
+        seen = {types[i] for i in node.input if i and types.get(i) in floats}
+        if len(seen) > 1:
+            names = ", ".join(TensorProto.DataType.Name(t).lower() for t in sorted(seen))
+            return f"node {node.name or '<unnamed>'!r} ({node.op_type}) mixes {names} inputs"
+    return ""
+
+
+def graph_problem(path: Path) -> str:
+    """Why ONNX or ONNX Runtime refuses the model at `path`, or why its types are inconsistent; ''
+    when ONNX's full check (types and shapes, strictly), a float-type consistency check and an ONNX
+    Runtime CPU session all accept it."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+        mix = _type_mix(onnx.load(str(path)))
+        if mix:
+            return f"inconsistent types: {mix}"
+    except Exception as e:  # ValidationError, InferenceError and friends
+        return f"onnx.checker: {_one_line(e)}"
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return ""  # ONNX's own check stood; nothing else to ask
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # loading is the question
+    try:
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        return f"ONNX Runtime refuses it: {_one_line(e)}"
+    return ""
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__

@@ -1,0 +1,179 @@
+"""The models people bring, round 2 (issue 21): each class of failure seen on real files from other
+exporters, reproduced by a model written here (tests/foreign.py), through preparation, precision
+conversion and both CPU backends."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from bench.cache import ArtifactCache
+from bench.config import AS_GIVEN, config_from_dict
+from bench.models.freeze import prepare
+from bench.models.graph import graph_problem, quantized_ops
+from bench.precision import ConversionRefused, fp16_onnx, int8_onnx, route_of
+from bench.runner import execute, plan
+from tests import foreign
+from tests.conftest import FAST_TIMING
+
+
+def _run(path, x):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+
+def _calibration(n=4, shape=(1, 3, 16, 16)):
+    rng = np.random.default_rng(1)
+    return [{"x": rng.random(shape, dtype=np.float32)} for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def arrivals(tmp_path_factory):
+    d = tmp_path_factory.mktemp("arrivals")
+    return {
+        "resize11": foreign.save(foreign.small_cnn(opset=11, resize=True), d / "resize11.onnx"),
+        "cnn11": foreign.save(foreign.small_cnn(opset=11, seed=2), d / "cnn11.onnx"),
+        "lstm": foreign.save(foreign.lstm_head(), d / "lstm.onnx"),
+        "quantized": foreign.dynamically_quantized(d / "quantized.onnx"),
+    }
+
+
+# --- preparation is opset-aware and proven safe ----------------------------------------------------------
+
+
+def test_preparation_keeps_an_input_the_models_opset_requires(arrivals, tmp_path):
+    # Resize-11's roi is required: dropping the empty one to "absent" made a graph ONNX Runtime refuses
+    path, _, facts = prepare(arrivals["resize11"], "r11", {"x": [2, 3, 16, 16]}, ArtifactCache(tmp_path))
+    assert facts["preparation"] == "prepared" and path != arrivals["resize11"]
+    assert graph_problem(path) == ""
+    x = np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32)
+    np.testing.assert_array_equal(_run(path, x)[0], _run(arrivals["resize11"], x)[0])
+
+
+def test_a_prepared_model_that_fails_its_check_falls_back_to_the_original(arrivals, tmp_path, monkeypatch):
+    # the old rule (drop an empty input whatever the opset) brought back: the check catches its result
+    monkeypatch.setattr("bench.models.graph.input_is_optional", lambda *a, **k: True)
+    path, _, facts = prepare(arrivals["resize11"], "r11", {"x": [2, 3, 16, 16]}, ArtifactCache(tmp_path))
+    assert path == arrivals["resize11"]
+    assert facts["preparation"].startswith("original file: the prepared model failed its check")
+    assert "input 1 is marked single but has an empty string" in facts["preparation"]
+
+
+@pytest.mark.parametrize("name", ["shape_chain", "dynamic_resize", "minus_one_batch", "resize11", "lstm", "quantized"])
+def test_each_prepared_model_computes_what_the_original_does(name, arrivals, tmp_path):
+    src = arrivals.get(name) or foreign.save(foreign.FOREIGN[name](), tmp_path / f"{name}.onnx")
+    shape = {"minus_one_batch": (2, 3, 16, 16), "shape_chain": (2, 3, 20, 24), "dynamic_resize": (2, 3, 12, 16)}.get(name, (2, 3, 16, 16))
+    path, _, facts = prepare(src, name, {"x": list(shape)}, ArtifactCache(tmp_path))
+    assert facts["preparation"] == "prepared", facts
+    x = np.random.default_rng(3).random(shape, dtype=np.float32)
+    for got, want in zip(_run(path, x), _run(src, x)):
+        np.testing.assert_array_equal(got, want)
+
+
+# --- int8 and fp16 on any opset, graphs checked before a backend sees them ------------------------------
+
+
+def test_int8_below_opset_13_is_upgraded_first_and_loads(arrivals, tmp_path):
+    path, _ = int8_onnx(arrivals["cnn11"], "c11", _calibration(), ArtifactCache(tmp_path))
+    assert route_of(path) == "int8 QDQ per-channel; opset 11 -> 13 (ONNX version converter)"
+    model = onnx.load(str(path))
+    assert graph_problem(path) == ""
+    assert any(a.name == "axis" for n in model.graph.node if n.op_type == "DequantizeLinear" for a in n.attribute)
+    x = _calibration(1)[0]["x"]
+    assert np.corrcoef(_run(path, x)[0].ravel(), _run(arrivals["cnn11"], x)[0].ravel())[0, 1] > 0.95
+
+
+def test_int8_is_per_tensor_where_the_opset_cannot_be_upgraded(arrivals, tmp_path, monkeypatch):
+    def refuse(model, target):
+        raise RuntimeError("ConvertError: Input w1 is undefined!")
+
+    monkeypatch.setattr(onnx.version_converter, "convert_version", refuse)
+    path, _ = int8_onnx(arrivals["cnn11"], "c11", _calibration(), ArtifactCache(tmp_path))
+    assert route_of(path).startswith("int8 QDQ per-tensor at opset 11 (per-channel needs opset 13; the version converter "
+                                     "could not upgrade it: RuntimeError: ConvertError: Input w1 is undefined!")
+    assert graph_problem(path) == ""
+    model = onnx.load(str(path))
+    assert not any(a.name == "axis" for n in model.graph.node for a in n.attribute if n.op_type == "DequantizeLinear")
+    # below opset 10 there is no QuantizeLinear at all: refused, with the reason
+    old = foreign.save(foreign.small_cnn(opset=9, ir_version=4), tmp_path / "cnn9.onnx")
+    with pytest.raises(ConversionRefused, match="int8 needs opset 10 or more .* this model is opset 9"):
+        int8_onnx(old, "c9", _calibration(), ArtifactCache(tmp_path))
+
+
+def test_fp16_leaves_quantization_operators_and_their_inputs_alone(arrivals, tmp_path):
+    path, _ = fp16_onnx(arrivals["quantized"], "q", ArtifactCache(tmp_path))
+    assert graph_problem(path) == ""
+    inferred = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.input, *inferred.value_info, *inferred.output]}
+    dql = [n for n in inferred.node if n.op_type == "DynamicQuantizeLinear"]
+    assert dql and all(types[n.input[0]] == TensorProto.FLOAT for n in dql)
+
+
+def test_a_graph_that_mixes_float_types_is_refused_before_any_backend():
+    w = numpy_helper.from_array(np.ones((4,), np.float16), "w")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"], name="add_3")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    from bench.models.graph import _type_mix
+
+    assert _type_mix(model) == "node 'add_3' (Add) mixes float, float16 inputs"
+
+
+# --- a whole sweep: every class, both CPU backends ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def arrivals_run(arrivals, tmp_path_factory):
+    work = tmp_path_factory.mktemp("arrivals-run")
+    cfg = config_from_dict({
+        "name": "arrivals",
+        "models": [{"name": name, "source": str(path)} for name, path in arrivals.items()],
+        "backends": ["onnxruntime", "tvm"], "precisions": ["fp32", "fp16", "int8"], "batch_sizes": [2],
+        "timing": FAST_TIMING, "calibration": {"samples": 8}, "repeats": 1,
+    })
+    p = plan(cfg, work)
+    run_dir = execute(p, work / "results", run_id="arrivals", isolate=False, cache_dir=work / "cache")
+    return p, run_dir, pd.read_csv(run_dir / "cells.csv")
+
+
+def _cell(cells, model, backend, precision):
+    (row,) = cells[(cells["model"] == model) & (cells["backend"] == backend) & (cells["precision"] == precision)].to_dict("records")
+    return row
+
+
+def test_every_cell_is_ok_and_validated_or_refused_with_the_engines_limit(arrivals_run):
+    _, _, cells = arrivals_run
+    ok = (cells["status"] == "ok") & cells["validated"].astype(bool) & cells["accuracy_ok"].astype(bool)
+    refused = cells["status"] == "skipped"
+    assert (ok | refused).all(), cells.loc[~(ok | refused), ["model", "backend", "precision", "status", "error", "accuracy_note"]].to_string()
+    assert ok[cells["model"].isin(["resize11", "cnn11"])].all()
+    assert _cell(cells, "cnn11", "tvm", "int8")["precision_route"].endswith("opset 11 -> 13 (ONNX version converter)")
+
+
+def test_the_importer_names_the_nodes_it_refused(arrivals_run):
+    _, _, cells = arrivals_run
+    for precision in ("fp32", "fp16", "int8"):
+        row = _cell(cells, "lstm", "tvm", precision)
+        assert row["status"] == "skipped" and row["error"] == "TVM's ONNX importer has no converter for LSTM (node 'LSTM_3')"
+    assert _cell(cells, "lstm", "onnxruntime", "fp32")["status"] == "ok"
+    row = _cell(cells, "quantized", "tvm", AS_GIVEN)
+    assert "no converter for" in row["error"] and "ConvInteger (2 nodes:" in row["error"] and "Reshape" not in row["error"]
+
+
+def test_a_model_that_arrives_quantized_runs_as_given_and_is_not_converted(arrivals_run, arrivals):
+    p, _, cells = arrivals_run
+    assert p.models["quantized"].quantized == quantized_ops(onnx.load(str(arrivals["quantized"]))) == "ConvInteger x2, DynamicQuantizeLinear x2"
+    q = cells[cells["model"] == "quantized"]
+    assert sorted(q["precision"]) == sorted([AS_GIVEN, "fp16", "int8"] * 2)
+    given = _cell(cells, "quantized", "onnxruntime", AS_GIVEN)
+    assert given["status"] == "ok" and given["validated"] and given["accuracy_ok"] and given["cosine"] == pytest.approx(1.0)
+    assert given["model_sha256"] != "" and pd.isna(given.get("precision_route"))  # no conversion
+    for precision in ("fp16", "int8"):
+        row = _cell(cells, "quantized", "onnxruntime", precision)
+        assert row["status"] == "skipped"
+        assert row["error"] == (f"{precision} conversion skipped: quantized arrives quantized (ConvInteger x2, DynamicQuantizeLinear x2); "
+                                f"it runs as given in its '{AS_GIVEN}' cells")
