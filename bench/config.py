@@ -35,11 +35,16 @@ class _Frozen(BaseModel):
 
 class Tolerance(_Frozen):
     """An output passes when every element is within atol or rtol of the reference
-    (Polygraphy's elementwise rule), and its cosine similarity is at least min_cosine."""
+    (Polygraphy's elementwise rule), and its cosine similarity is at least min_cosine.
+
+    `scale: range` reads atol as a fraction of the reference output's range (max - min over the
+    validation inputs), so each output is judged in its own units: a detector's boxes in pixels
+    (atol 0.01 = 1% of the image's span) beside its scores in [0, 1]."""
 
     atol: float = Field(ge=0)
     rtol: float = Field(ge=0)
     min_cosine: float = Field(default=0.0, ge=-1, le=1)
+    scale: Literal["absolute", "range"] = "absolute"
 
 
 # fp32 kernels differ only by summation order. fp16 keeps ~3 significant digits, and errors grow

@@ -79,6 +79,30 @@ def _retype_casts(model: Any) -> Any:
     return model
 
 
+FP16_MAX = 65504.0  # the largest finite float16
+
+
+def beyond_float16(model: Any) -> list[str]:
+    """Nodes with a constant float input that float16 cannot hold (|x| > 65504): a BatchNormalization
+    whose running variance is 1e7, say. Converted, it would be clamped and the output wrong; such a
+    node stays in float32. Unnamed nodes are named here so that they can be listed."""
+    from onnx import TensorProto, numpy_helper
+
+    consts = {t.name: t for t in model.graph.initializer}
+    consts.update({n.output[0]: a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
+    out = []
+    for i, node in enumerate(model.graph.node):
+        for name in node.input:
+            t = consts.get(name)
+            if t is not None and t.data_type in (TensorProto.FLOAT, TensorProto.DOUBLE):
+                values = numpy_helper.to_array(t)
+                if values.size and np.nanmax(np.abs(values)) > FP16_MAX:
+                    node.name = node.name or f"{node.op_type}_{i}_fp32"
+                    out.append(node.name)
+                    break
+    return out
+
+
 class ConversionRefused(Exception):
     """The precision cannot be written for this model (a true limit, said with its reason)."""
 
@@ -102,20 +126,28 @@ def route_of(path: Path) -> str | None:
     return side.read_text().strip() if side.is_file() else None
 
 
-def fp16_onnx(src: Path, sha256: str, cache: ArtifactCache) -> tuple[Path, bool]:
+def fp16_onnx(src: Path, sha256: str, cache: ArtifactCache, float32_ops: tuple[str, ...] = ()) -> tuple[Path, bool]:
+    """The fp16 graph; `float32_ops` are op types an engine needs kept in float32 (said in the route)."""
+
     def build(d: Path) -> None:
         import onnx
         from onnxconverter_common import float16
 
         from bench.models.graph import QUANTIZED_OPS
 
-        block = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | QUANTIZED_OPS)  # quantized parts stay as they are
-        model = _retype_casts(float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, op_block_list=block))
+        block = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | QUANTIZED_OPS | set(float32_ops))  # quantized parts stay as they are
+        model = onnx.load(str(src))
+        wide = beyond_float16(model)
+        model = _retype_casts(float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=block,
+                                                               node_block_list=wide, max_finite_val=FP16_MAX))
         onnx.save(model, str(d / "model.onnx"))
         _checked(d / "model.onnx", "fp16")
-        _write_route(d, "fp16: float16 weights and compute, float32 inputs and outputs (onnxconverter-common)")
+        kept = (f"; {len(wide)} node(s) kept in float32, their constants beyond float16's range ({', '.join(wide[:3])}"
+                + (", ..." if len(wide) > 3 else "") + ")") if wide else ""
+        ops = f"; {', '.join(float32_ops)} kept in float32 for this engine" if float32_ops else ""
+        _write_route(d, f"fp16: float16 weights and compute, float32 inputs and outputs (onnxconverter-common){kept}{ops}")
 
-    key = {"transform": "fp16", "version": 3, "model_sha256": sha256, "keep_io_types": True,
+    key = {"transform": "fp16", "version": 4, "model_sha256": sha256, "keep_io_types": True, "float32_ops": sorted(float32_ops),
            "onnxconverter-common": _version("onnxconverter-common"), "onnx": _version("onnx")}
     d, hit = cache.get_or_build("onnx-fp16", key, build)
     return d / "model.onnx", hit
@@ -227,7 +259,7 @@ def int8_onnx(src: Path, sha256: str, calibration: list[dict[str, np.ndarray]], 
     return d / "model.onnx", hit
 
 
-def onnx_for(request: Any, int8_flavor: str = "cpu") -> tuple[Path, bool]:
+def onnx_for(request: Any, int8_flavor: str = "cpu", fp16_float32_ops: tuple[str, ...] = ()) -> tuple[Path, bool]:
     """The ONNX file that carries request.precision, built (or found in the cache) from the fp32
     model (a model that arrives quantized runs as given: AS_GIVEN). How it was written goes into
     request.notes["precision_route"], for the row."""
@@ -237,7 +269,7 @@ def onnx_for(request: Any, int8_flavor: str = "cpu") -> tuple[Path, bool]:
     if request.precision in ("fp32", AS_GIVEN):
         return model.path, False
     if request.precision == "fp16":
-        path, hit = fp16_onnx(model.path, model.sha256, request.cache)
+        path, hit = fp16_onnx(model.path, model.sha256, request.cache, fp16_float32_ops)
     elif request.precision == "int8":
         path, hit = int8_onnx(model.path, model.sha256, request.calibration(), request.cache, int8_flavor)
     else:

@@ -121,7 +121,8 @@ def compare(reference: Any, candidate: Any, tolerance: Tolerance, task: str = "u
     """Drift of `candidate` against `reference` (Polygraphy RunResults, one runner each).
 
     `per_output` overrides atol and rtol for named outputs (Polygraphy takes them per output);
-    cosine is judged on all outputs together, against the strictest min_cosine given."""
+    cosine is judged on all outputs together, against the strictest min_cosine given. A tolerance
+    with `scale: range` has its atol turned into output units here (`absolute_atols`)."""
     from polygraphy.comparator import Comparator, RunResults
     from polygraphy.comparator.compare import SimpleCompareFunc
 
@@ -129,15 +130,35 @@ def compare(reference: Any, candidate: Any, tolerance: Tolerance, task: str = "u
     (ref_name, ref_iters), = reference.items()
     (cand_name, cand_iters), = candidate.items()
     combined = RunResults([(ref_name, ref_iters), (cand_name, cand_iters)])
+    atols = absolute_atols(tolerance, per_output, ref_iters)
     with np.errstate(all="ignore"):  # NaN and Inf outputs fail validation; they need no warning
         verdict = Comparator.compare_accuracy(
             combined,
-            compare_func=SimpleCompareFunc(atol=_per_output(tolerance.atol, per_output, "atol"),
+            compare_func=SimpleCompareFunc(atol=atols,
                                            rtol=_per_output(tolerance.rtol, per_output, "rtol"), check_error_stat="elemwise"),
         )
         if per_output:
             tolerance = tolerance.model_copy(update={"min_cosine": max([tolerance.min_cosine, *(t.min_cosine for t in per_output.values())])})
-        return _drift(ref_iters, cand_iters, tolerance, task, bool(verdict))
+        return _drift(ref_iters, cand_iters, tolerance, task, bool(verdict), atols)
+
+
+def absolute_atols(tolerance: Tolerance, per_output: Mapping[str, Tolerance] | None, ref_iters: Any) -> float | dict[str, float]:
+    """atol per output in the output's units: as given, or (scale: range) times the reference
+    output's range over every validation iteration."""
+    per_output = per_output or {}
+    names = list(ref_iters[0].keys()) if len(ref_iters) else []
+    if tolerance.scale == "absolute" and all(t.scale == "absolute" for t in per_output.values()):
+        return _per_output(tolerance.atol, per_output, "atol")
+    out: dict[str, float] = {}
+    for name in names:
+        tol = per_output.get(name, tolerance)
+        if tol.scale == "range":
+            values = [np.asarray(it[name], dtype=np.float64) for it in ref_iters]
+            finite = np.concatenate([v[np.isfinite(v)].ravel() for v in values])
+            out[name] = tol.atol * float(finite.max() - finite.min()) if finite.size else tol.atol
+        else:
+            out[name] = tol.atol
+    return out
 
 
 def _per_output(default: float, per_output: Mapping[str, Tolerance] | None, field: str) -> float | dict[str, float]:
@@ -146,7 +167,8 @@ def _per_output(default: float, per_output: Mapping[str, Tolerance] | None, fiel
     return {"": default, **{name: getattr(t, field) for name, t in per_output.items()}}
 
 
-def _drift(ref_iters: Any, cand_iters: Any, tolerance: Tolerance, task: str, within_tolerance: bool) -> Drift:
+def _drift(ref_iters: Any, cand_iters: Any, tolerance: Tolerance, task: str, within_tolerance: bool,
+           atols: float | Mapping[str, float] | None = None) -> Drift:
     abs_errs, rel_errs, ref_flat, cand_flat, top1 = [], [], [], [], []
     reasons = []
     for it, (r_it, c_it) in enumerate(zip(ref_iters, cand_iters)):
@@ -186,7 +208,11 @@ def _drift(ref_iters: Any, cand_iters: Any, tolerance: Tolerance, task: str, wit
     denom = np.linalg.norm(r) * np.linalg.norm(c)
     cosine = float(np.dot(r, c) / denom) if denom > 0 else nan
     if not within_tolerance:
-        reasons.append(f"elements beyond atol={tolerance.atol:g} and rtol={tolerance.rtol:g}")
+        if isinstance(atols, Mapping):
+            each = ", ".join(f"{k or 'others'}: {v:.4g}" for k, v in atols.items())
+            reasons.append(f"elements beyond atol (per output: {each}) and rtol={tolerance.rtol:g}")
+        else:
+            reasons.append(f"elements beyond atol={tolerance.atol:g} and rtol={tolerance.rtol:g}")
     if denom > 0 and not cosine >= tolerance.min_cosine:
         reasons.append(f"cosine {cosine:.6f} below {tolerance.min_cosine:g}")
     return Drift(

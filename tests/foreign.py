@@ -194,6 +194,20 @@ def lstm_head(seed: int = 0) -> onnx.ModelProto:
     return _model(nodes, "lstm_head", [x], [y], inits, opset=13)
 
 
+def conv_bn_conv(seed: int = 0, variance: float = 1.0) -> onnx.ModelProto:
+    """Conv -> BatchNormalization -> Conv, unfused, as paddle2onnx and older exporters leave it. A
+    real detector's running variance reached 1e8 (beyond float16), with its conv scaled to match."""
+    rng = np.random.default_rng(seed)
+    inits = [_init(rng, "w1", (8, 3, 3, 3), 0.3 * variance ** 0.5), _init(rng, "gamma", (8,)), _init(rng, "beta", (8,)),
+             _init(rng, "mean", (8,)), numpy_helper.from_array((rng.uniform(0.5, 2, (8,)) * variance).astype(np.float32), "var"),
+             _init(rng, "w2", (8, 8, 3, 3))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c1", "gamma", "beta", "mean", "var"], ["bn"], name="bn"),
+             helper.make_node("Conv", ["bn", "w2"], ["y"], name="conv2", pads=[1, 1, 1, 1])]
+    return _model(nodes, "conv_bn_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], inits, opset=15)
+
+
 def dynamically_quantized(path: Path, seed: int = 0) -> Path:
     """What onnxruntime.quantization.quantize_dynamic writes from a small CNN: ConvInteger and
     DynamicQuantizeLinear (and MatMulInteger for the classifier), a model that arrives int8."""

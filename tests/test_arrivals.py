@@ -177,3 +177,79 @@ def test_a_model_that_arrives_quantized_runs_as_given_and_is_not_converted(arriv
         assert row["status"] == "skipped"
         assert row["error"] == (f"{precision} conversion skipped: quantized arrives quantized (ConvInteger x2, DynamicQuantizeLinear x2); "
                                 f"it runs as given in its '{AS_GIVEN}' cells")
+
+
+def test_inspect_says_a_model_arrives_quantized(arrivals):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    res = CliRunner().invoke(app, ["inspect", str(arrivals["quantized"]), "--shape", "x=batch,3,16,16"])
+    assert res.exit_code == 0, res.output
+    assert (f"arrives quantized (ConvInteger x2, DynamicQuantizeLinear x2): a sweep runs it as given, under precision "
+            f"'{AS_GIVEN}', and skips fp16 and int8 conversions of it") in res.output
+    plain = CliRunner().invoke(app, ["inspect", str(arrivals["cnn11"])])
+    assert plain.exit_code == 0 and "arrives quantized" not in plain.output
+
+
+def test_a_long_error_keeps_its_cause_at_the_end():
+    from bench.jobs import ERROR_HEAD, ERROR_TAIL, error_text
+
+    # what ONNX Runtime says of an invalid int8 graph: the node first, the reason last
+    message = ("[ONNXRuntimeError] : 10 : INVALID_GRAPH : Load model from model.onnx failed:This is an invalid model. In Node, "
+               + "(\"ConvBnFusion_BN_B_bias_DequantizeLinear\", DequantizeLinear, \"\", -1) : " * 12
+               + "Error Unrecognized attribute: axis for operator DequantizeLinear")
+    text = error_text(RuntimeError(message))
+    assert text.startswith("RuntimeError: [ONNXRuntimeError] : 10 : INVALID_GRAPH : Load model")
+    assert text.endswith("Error Unrecognized attribute: axis for operator DequantizeLinear")
+    assert "the whole message is in the cell's log" in text and len(text) < ERROR_HEAD + ERROR_TAIL + 120
+    assert error_text(ValueError("short\n  and two lines")) == "ValueError: short and two lines"
+
+
+def test_an_importer_that_checks_every_op_first_is_not_blamed_on_its_last_node(arrivals):
+    # TVM's own check raises after its loop over the graph, with `node` left at the last node
+    from bench.backends.base import ImportFailed
+
+    model = onnx.load(str(arrivals["lstm"]))
+    try:
+        for node in model.graph.node:
+            pass
+        raise NotImplementedError("The following operators are not supported for frontend ONNX: LSTM")
+    except NotImplementedError as e:
+        failed = ImportFailed.wrap("TVM's ONNX importer", e, model)
+    assert str(failed).startswith("TVM's ONNX importer failed at LSTM (node 'LSTM_3'): NotImplementedError")
+    assert "Reshape_101" not in str(failed)
+
+
+def test_fp16_on_tvm_keeps_batch_normalization_in_float32(tmp_path):
+    """Conv -> BatchNormalization -> Conv in float16: TVM's BatchNormalization decomposes to float32
+    and tvm.compile refused the next Conv ("Binary operators must have the same datatype")."""
+    from bench.backends.base import CompileRequest
+    from bench.backends.tvm import TvmBackend
+    from bench.models.prepare import InputInfo, ModelInfo, PreparedModel
+
+    path = foreign.save(foreign.conv_bn_conv(), tmp_path / "conv_bn_conv.onnx")
+    info = ModelInfo("cbc", str(path), (InputInfo("x", "float32", (1, 3, 16, 16)),), "unknown", path)
+    request = CompileRequest(PreparedModel(info, path, "c" * 64, 15), "fp16", 1, info.shapes(1), 1, tmp_path / "w",
+                             ArtifactCache(tmp_path / "cache"))
+    compiled = TvmBackend().compile(request)
+    try:
+        x = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
+        got = compiled.run({"x": x})
+        want = _run(path, x)[0]
+        assert np.abs(got[next(iter(got))] - want).max() < 0.05 * np.abs(want).max()
+        assert request.notes["precision_route"].endswith("BatchNormalization kept in float32 for this engine")
+        assert compiled.facts["executes_as"].startswith("fp16")
+    finally:
+        compiled.release()
+
+
+def test_fp16_keeps_a_node_whose_constants_float16_cannot_hold_in_float32(tmp_path):
+    # a BatchNormalization with running variance 1e7: clamped to float16 it wrecked a real detector (cosine 0.11)
+    path = foreign.save(foreign.conv_bn_conv(variance=1e7), tmp_path / "wide.onnx")
+    fp16, _ = fp16_onnx(path, "wide", ArtifactCache(tmp_path))
+    assert route_of(fp16).endswith("1 node(s) kept in float32, their constants beyond float16's range (bn)")
+    assert graph_problem(fp16) == ""
+    x = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
+    got, want = _run(fp16, x)[0].ravel(), _run(path, x)[0].ravel()
+    assert np.dot(got, want) / (np.linalg.norm(got) * np.linalg.norm(want)) > 0.999

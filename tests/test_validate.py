@@ -181,3 +181,34 @@ def test_the_torch_probe_hands_off_to_polygraphy_once_torch_is_loaded():
     if "No module named 'torch'" in out.stderr:
         pytest.skip("torch is not installed here")
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+class DetectorVariant(ArrayVariant):
+    def run(self, feeds):
+        return self.outputs.pop(0)
+
+
+def _detector(score_shift):
+    """A detector's two outputs in their own units: boxes in pixels (0..640), scores in [0, 1]."""
+    rng = np.random.default_rng(0)
+    ref = [{"boxes": rng.uniform(0, 640, (2, 50, 4)).astype(np.float32), "scores": rng.uniform(0, 1, (2, 50)).astype(np.float32)}
+           for _ in FEEDS]
+    cand = [{"boxes": r["boxes"] + rng.choice([-1.5, 1.5], r["boxes"].shape).astype(np.float32),  # 1.5 px off
+             "scores": r["scores"] + np.float32(score_shift)} for r in ref]
+    return (run_outputs(DetectorVariant([dict(r) for r in ref]), "ref", FEEDS), run_outputs(DetectorVariant(cand), "cand", FEEDS),
+            float(max(r["boxes"].max() for r in ref) - min(r["boxes"].min() for r in ref)))
+
+
+def test_per_output_tolerances_relative_to_each_outputs_range():
+    ref, cand, box_range = _detector(0.004)
+    absolute = Tolerance(atol=0.02, rtol=0.0, min_cosine=0.99)
+    # one absolute atol cannot fit both: 1.5 px fails it, though the boxes are 0.2% of their span off
+    assert not compare(ref, cand, absolute).accuracy_ok
+    by_range = Tolerance(atol=0.005, rtol=0.0, min_cosine=0.99, scale="range")
+    drift = compare(ref, cand, absolute, per_output={"boxes": by_range, "scores": by_range})
+    assert drift.accuracy_ok, drift.reason
+    # the scores are judged in their own units: 0.02 off is 2% of their range, beyond 0.5%
+    ref, cand, _ = _detector(0.02)
+    drift = compare(ref, cand, absolute, per_output={"boxes": by_range, "scores": by_range})
+    assert not drift.accuracy_ok
+    assert f"boxes: {0.005 * box_range:.4g}" in drift.reason and "scores: 0.00" in drift.reason

@@ -188,8 +188,9 @@ class ImportFailed(RuntimeError):
 
     @classmethod
     def wrap(cls, importer: str, exc: BaseException, model: Any = None) -> "ImportFailed":
-        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip() and not ln.strip().startswith("#")]
-        message = lines[-1] if lines else type(exc).__name__
+        # The whole message, on one line (the row keeps its head and tail: bench.jobs.error_text); TVM
+        # puts the cause after its IR dump ("... uses datatype float32 on the LHS").
+        message = " ".join(str(exc).split()) or type(exc).__name__
         named = _ops_named_in(message, model) if model is not None else ""
         if named:
             # An importer that checks every op first raises after its loop: the loop's last node is
@@ -207,9 +208,10 @@ def _ops_named_in(message: str, model: Any) -> str:
 
     from bench.models.graph import all_nodes, name_nodes, nodes_of
 
-    if not re.search(r"not (?:supported|implemented)|unsupported|no converter", message, re.IGNORECASE):
+    listed = re.search(r"operators? (?:are|is) not (?:supported|implemented)[^:]*:(.*)", message, re.IGNORECASE)
+    if not listed:
         return ""
-    words = set(re.findall(r"[A-Za-z][A-Za-z0-9_]*", message))
+    words = set(re.findall(r"[A-Za-z][A-Za-z0-9_]*", listed.group(1)))
     ops = {n.op_type for n in all_nodes(model.graph)} & words
     return name_nodes(nodes_of(model, ops)) if ops else ""
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.config import BATCH, ModelSpec
+from bench.config import AS_GIVEN, BATCH, ModelSpec
 from bench.errors import BenchError
 
 
@@ -33,6 +33,7 @@ def describe(path: Path, input_shapes: dict[str, list[Any]] | None = None, dims:
 
     from bench.models.flops import count_flops
     from bench.models.freeze import freeze, model_sha256
+    from bench.models.graph import quantized_ops
     from bench.models.prepare import _onnx_info, suggest
 
     try:
@@ -47,6 +48,7 @@ def describe(path: Path, input_shapes: dict[str, list[Any]] | None = None, dims:
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "inputs": inputs, "outputs": _io(model.graph.output),
         "ops": dict(Counter(n.op_type for n in model.graph.node).most_common()),
+        "quantized": quantized_ops(model),
         "parameters": int(sum(int(np.prod(t.dims)) for t in model.graph.initializer)),
         "suggested_input_shapes": {i["name"]: suggest(i["dims"]) for i in inputs},
         "batch": batch, "shapes": None, "gflop": None, "flops_note": None,
@@ -83,6 +85,9 @@ def render(desc: dict[str, Any]) -> str:
     for o in desc["outputs"]:
         lines.append(f"  {o['name']}: {o['dtype']} {_dims(o['dims'])}")
     lines += ["", "operators: " + ", ".join(f"{k} x{v}" for k, v in desc["ops"].items()), ""]
+    if desc["quantized"]:
+        lines += [f"arrives quantized ({desc['quantized']}): a sweep runs it as given, under precision {AS_GIVEN!r}, "
+                  "and skips fp16 and int8 conversions of it", ""]
     if desc["gflop"] is not None:
         shapes = ", ".join(f"{k} {_dims(v)}" for k, v in desc["shapes"].items())
         lines.append(f"work at {shapes}: {desc['gflop']:.4g} GFLOP per forward pass "
