@@ -144,7 +144,8 @@ def fp16_onnx(src: Path, sha256: str, cache: ArtifactCache, float32_ops: tuple[s
         _checked(d / "model.onnx", "fp16")
         kept = (f"; {len(wide)} node(s) kept in float32, their constants beyond float16's range ({', '.join(wide[:3])}"
                 + (", ..." if len(wide) > 3 else "") + ")") if wide else ""
-        ops = f"; {', '.join(float32_ops)} kept in float32 for this engine" if float32_ops else ""
+        present = sorted({n.op_type for n in model.graph.node} & set(float32_ops))
+        ops = f"; {', '.join(present)} kept in float32 for this engine" if present else ""
         _write_route(d, f"fp16: float16 weights and compute, float32 inputs and outputs (onnxconverter-common){kept}{ops}")
 
     key = {"transform": "fp16", "version": 4, "model_sha256": sha256, "keep_io_types": True, "float32_ops": sorted(float32_ops),

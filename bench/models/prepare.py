@@ -108,6 +108,10 @@ def _zoo_info(spec: ModelSpec, where: str, seed: int, models_dir: Path) -> Model
         )
     if any(d < 16 for d in dims[2:]):
         raise BenchError(f"{where}.input_shapes.input: height and width must be at least 16, got {list(dims)}")
+    patch = arch.kwargs.get("patch")
+    if patch and (dims[2] != dims[3] or dims[2] % patch):
+        raise BenchError(f"{where}.input_shapes.input: {arch.name} takes square images whose side is a multiple of its "
+                         f"patch size {patch}, got {dims[2]}x{dims[3]}")
     import importlib.metadata as md
 
     try:

@@ -1,8 +1,10 @@
 """PyTorch definitions of the zoo's architectures, following the original papers.
 
 ResNet (He et al. 2015, basic and bottleneck blocks), GoogLeNet (Szegedy et al. 2014, with batch norm),
-MobileNetV2 (Sandler et al. 2018, inverted residuals), DenseNet (Huang et al. 2016) and U-Net
-(Ronneberger et al. 2015). Imported only when a model is built: it needs torch.
+MobileNetV2 (Sandler et al. 2018, inverted residuals), DenseNet (Huang et al. 2016), U-Net
+(Ronneberger et al. 2015), EfficientNet (Tan and Le 2019: MBConv with SiLU and squeeze-and-excitation)
+and the Vision Transformer (Dosovitskiy et al. 2020: patch embedding, pre-norm encoder blocks of
+multi-head self-attention and a GELU MLP). Imported only when a model is built: it needs torch.
 """
 
 from __future__ import annotations
@@ -210,6 +212,103 @@ def unet(base: int = 64, num_classes: int = 2) -> nn.Module:
 
 
 # --- weights --------------------------------------------------------------------------------------
+
+
+# --- EfficientNet ---------------------------------------------------------------------------------
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, squeezed: int):
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, squeezed, 1)
+        self.expand = nn.Conv2d(squeezed, channels, 1)
+
+    def forward(self, x):
+        s = x.mean((2, 3), keepdim=True)
+        return x * torch.sigmoid(self.expand(nn.functional.silu(self.reduce(s))))
+
+
+class MBConv(nn.Module):
+    def __init__(self, cin: int, cout: int, k: int, stride: int, expand: int):
+        super().__init__()
+        hidden = cin * expand
+        layers: list[nn.Module] = [] if expand == 1 else [_conv_bn(cin, hidden, 1, act=nn.SiLU)]
+        layers += [_conv_bn(hidden, hidden, k, stride, groups=hidden, act=nn.SiLU), SqueezeExcite(hidden, max(1, cin // 4)),
+                   _conv_bn(hidden, cout, 1, act=None)]
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.body(x) if self.residual else self.body(x)
+
+
+# (expansion, channels, repeats, stride, kernel) of EfficientNet-B0, Table 1 of the paper
+_EFFICIENTNET_B0 = [(1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5), (6, 80, 3, 2, 3), (6, 112, 3, 1, 5),
+                    (6, 192, 4, 2, 5), (6, 320, 1, 1, 3)]
+
+
+def efficientnet(width_mult: float = 1.0, max_repeats: int = 4, num_classes: int = 1000) -> nn.Module:
+    cin = _divisible(32 * width_mult)
+    layers: list[nn.Module] = [_conv_bn(3, cin, 3, 2, act=nn.SiLU)]
+    for t, c, n, s, k in _EFFICIENTNET_B0:
+        cout = _divisible(c * width_mult)
+        for i in range(min(n, max_repeats)):
+            layers.append(MBConv(cin, cout, k, s if i == 0 else 1, t))
+            cin = cout
+    head = _divisible(1280 * width_mult)
+    layers.append(_conv_bn(cin, head, 1, act=nn.SiLU))
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(head, num_classes))
+
+
+# --- Vision Transformer ---------------------------------------------------------------------------
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads, self.scale = heads, (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        attn = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, d))
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp: int):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim, eps=1e-6), Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp), nn.GELU(), nn.Linear(mlp, dim))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, image: int, patch: int, dim: int, depth: int, heads: int, mlp: int, num_classes: int):
+        super().__init__()
+        self.embed = nn.Conv2d(3, dim, patch, patch)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, (image // patch) ** 2 + 1, dim) * 0.02)
+        self.blocks = nn.Sequential(*[EncoderBlock(dim, heads, mlp) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x):
+        x = self.embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
+def vit(image: int = 224, patch: int = 16, dim: int = 384, depth: int = 12, heads: int = 6, mlp: int = 1536,
+        num_classes: int = 1000) -> nn.Module:
+    """ViT-S/16 by default (22M parameters); the position embedding fixes the image size."""
+    return VisionTransformer(image, patch, dim, depth, heads, mlp, num_classes)
 
 
 @torch.no_grad()

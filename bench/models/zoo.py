@@ -33,6 +33,8 @@ ARCHITECTURES: dict[str, Architecture] = {
         _arch("mobilenet_v2", "mobilenet_v2"),
         _arch("densenet121", "densenet", growth=32, blocks=(6, 12, 24, 16), init_features=64),
         _arch("unet", "unet", shape=(3, 256, 256), task="segmentation", base=64, num_classes=2),
+        _arch("efficientnet_b0", "efficientnet"),
+        _arch("vit_s16", "vit"),
         # Tiny variants: same block types and operators, a fraction of the channels and depth.
         _arch("resnet18-tiny", "resnet", shape=(3, 32, 32), block="basic", layers=(1, 1, 1, 1), width=8, num_classes=10),
         _arch("resnet50-tiny", "resnet", shape=(3, 32, 32), block="bottleneck", layers=(1, 1, 1, 1), width=8, num_classes=10),
@@ -40,6 +42,8 @@ ARCHITECTURES: dict[str, Architecture] = {
         _arch("mobilenet_v2-tiny", "mobilenet_v2", shape=(3, 32, 32), width_mult=0.25, num_classes=10),
         _arch("densenet121-tiny", "densenet", shape=(3, 32, 32), growth=4, blocks=(2, 2, 2, 2), init_features=8, num_classes=10),
         _arch("unet-tiny", "unet", shape=(3, 32, 32), task="segmentation", base=4, num_classes=2),
+        _arch("efficientnet_b0-tiny", "efficientnet", shape=(3, 32, 32), width_mult=0.25, max_repeats=1, num_classes=10),
+        _arch("vit_s16-tiny", "vit", shape=(3, 32, 32), image=32, patch=8, dim=32, depth=2, heads=2, mlp=64, num_classes=10),
     ]
 }
 
@@ -57,6 +61,7 @@ def build(arch: str, seed: int, chw: tuple[int, int, int]) -> Any:
     spec = ARCHITECTURES[arch]
     torch.manual_seed(seed)
     fn: Callable[..., Any] = getattr(torch_zoo, spec.builder)
-    model = fn(**spec.kwargs)
+    kwargs = {**spec.kwargs, "image": chw[1]} if "patch" in spec.kwargs else spec.kwargs  # a ViT's position table
+    model = fn(**kwargs)
     torch_zoo.calibrate_batchnorm(model, (8, *chw), seed)
     return model
