@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install bench test check benchmark doctor gpu-check clean
+.PHONY: install bench test check benchmark corpus doctor gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ benchmark: $(STAMP)
 	$(BIN)/python -m benchmarks.cache_and_int8
 	$(BIN)/python -m benchmarks.loadgen
 	$(BIN)/python -m benchmarks.fleet
+
+# real ONNX files other exporters wrote (15, from PyPI packages; benchmarks/corpus/manifest.yaml) through
+# ONNX Runtime and TVM at fp32, fp16 and int8; prints ok / outside tolerance / refused / other per cell
+corpus: $(STAMP)
+	$(BIN)/python benchmarks/corpus/run.py
 
 # TVM for CUDA (sm_90), compiled here without a GPU, bundled with a runtime-only TVM for Python 3.12:
 # copy build/gpu-bundle to a CUDA machine (numpy is all it needs) and run the command printed last.

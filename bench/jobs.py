@@ -24,7 +24,7 @@ from bench.inputs import calibration_overlap, calibration_set, validation_feeds
 from bench.models.prepare import ModelInfo, PreparedModel, for_cell, materialize
 from bench.registry import scenario as scenario_spec
 from bench.scenarios import Prepared, TimedCell, get_scenario
-from bench.precision import ConversionRefused
+from bench.precision import ConversionRefused, where_raised
 from bench.validate import compare, run_outputs
 
 
@@ -35,7 +35,9 @@ def error_text(exc: BaseException) -> str:
     """The row's `error`: the exception's type and message on one line. A long message keeps its head
     (what failed) and its tail (compilers and validators put the cause last); the whole of it is in
     the cell's log, with the traceback."""
-    text = f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(": ")
+    message = " ".join(str(exc).split())
+    # a bare `assert` in a library says nothing but where it stopped: say that
+    text = f"{type(exc).__name__}: {message}" if message else where_raised(exc)
     if len(text) <= ERROR_HEAD + ERROR_TAIL + 40:
         return text
     cut = len(text) - ERROR_HEAD - ERROR_TAIL

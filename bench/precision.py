@@ -104,7 +104,8 @@ def beyond_float16(model: Any) -> list[str]:
 
 
 class ConversionRefused(Exception):
-    """The precision cannot be written for this model (a true limit, said with its reason)."""
+    """The precision cannot be written for this model with the tools the suite uses (a quantizer
+    that fails on it or writes an invalid graph, an opset too old): the cell is skipped with the reason."""
 
 
 def _checked(path: Path, what: str) -> None:
@@ -113,7 +114,7 @@ def _checked(path: Path, what: str) -> None:
 
     problem = graph_problem(path)
     if problem:
-        raise RuntimeError(f"the {what} graph is invalid, so no backend is given it: {problem}")
+        raise ConversionRefused(f"the {what} graph written for this model is invalid, so no backend is given it: {problem}")
 
 
 def _write_route(d: Path, route: str) -> None:
@@ -217,12 +218,35 @@ def symmetric_int8_problems(model: Any) -> list[str]:
     return problems
 
 
+def _quantize(src: Path, dst: Path, reader: Any, options: Mapping[str, Any], per_channel: bool) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    quantize_static(
+        str(src), str(dst), reader,
+        quant_format=QuantFormat.QDQ, per_channel=per_channel,
+        activation_type=getattr(QuantType, options["activation_type"]), weight_type=getattr(QuantType, options["weight_type"]),
+        reduce_range=options["reduce_range"], calibrate_method=getattr(CalibrationMethod, options["calibrate_method"]),
+        extra_options={"ActivationSymmetric": options["symmetric"], "WeightSymmetric": True,
+                       "QuantizeBias": options.get("quantize_bias", True)},
+    )
+
+
+def where_raised(e: BaseException) -> str:
+    """'AssertionError at symbolic_shape_infer.py:37 (is_sequence)', with the message when there is one."""
+    import traceback
+
+    frames = traceback.extract_tb(e.__traceback__)
+    at = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno} ({frames[-1].name})" if frames else ""
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}{at}" + (f": {text[:300]}" if text else "")
+
+
 def int8_onnx(src: Path, sha256: str, calibration: list[dict[str, np.ndarray]], cache: ArtifactCache,
               flavor: str = "cpu") -> tuple[Path, bool]:
     options = INT8_FLAVORS[flavor]
 
     def build(d: Path) -> None:
-        from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization import CalibrationDataReader
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         class Reader(CalibrationDataReader):
@@ -234,19 +258,21 @@ def int8_onnx(src: Path, sha256: str, calibration: list[dict[str, np.ndarray]], 
 
         pre = d / "preprocessed.onnx"
         graph, per_channel, route = _opset_for_int8(src, d, options["per_channel"])
-        quant_pre_process(str(graph), str(pre))
-        quantize_static(
-            str(pre), str(d / "model.onnx"), Reader(),
-            quant_format=QuantFormat.QDQ, per_channel=per_channel,
-            activation_type=getattr(QuantType, options["activation_type"]), weight_type=getattr(QuantType, options["weight_type"]),
-            reduce_range=options["reduce_range"], calibrate_method=getattr(CalibrationMethod, options["calibrate_method"]),
-            extra_options={"ActivationSymmetric": options["symmetric"], "WeightSymmetric": True,
-                           "QuantizeBias": options.get("quantize_bias", True)},
-        )
-        pre.unlink()
+        try:
+            quant_pre_process(str(graph), str(pre))
+            graph = pre
+        except Exception as e:  # symbolic shape inference refuses some graphs (If outputs, contrib ops)
+            # pre-processing only helps the quantizer (shapes, fusions); the quantizer runs without it
+            route += f"; ONNX Runtime's quant_pre_process skipped: it failed ({where_raised(e)})"
+        try:
+            _quantize(Path(graph), d / "model.onnx", Reader(), options, per_channel)
+        except Exception as e:
+            raise ConversionRefused(f"ONNX Runtime's int8 quantizer cannot quantize this model: {where_raised(e)}") from e
+        pre.unlink(missing_ok=True)
         (d / "upgraded.onnx").unlink(missing_ok=True)
         _checked(d / "model.onnx", "int8")
         _write_route(d, route)
+
         if options["symmetric"]:
             import onnx
 

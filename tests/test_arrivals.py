@@ -204,6 +204,11 @@ def test_a_long_error_keeps_its_cause_at_the_end():
     assert text.endswith("Error Unrecognized attribute: axis for operator DequantizeLinear")
     assert "the whole message is in the cell's log" in text and len(text) < ERROR_HEAD + ERROR_TAIL + 120
     assert error_text(ValueError("short\n  and two lines")) == "ValueError: short and two lines"
+    try:
+        raise AssertionError  # a library's bare assert (no message): the row says where it stopped
+    except AssertionError as e:
+        assert error_text(e).startswith("AssertionError at test_arrivals.py:")
+        assert error_text(e).endswith("(test_a_long_error_keeps_its_cause_at_the_end)")
 
 
 def test_an_importer_that_checks_every_op_first_is_not_blamed_on_its_last_node(arrivals):
@@ -253,3 +258,18 @@ def test_fp16_keeps_a_node_whose_constants_float16_cannot_hold_in_float32(tmp_pa
     x = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
     got, want = _run(fp16, x)[0].ravel(), _run(path, x)[0].ravel()
     assert np.dot(got, want) / (np.linalg.norm(got) * np.linalg.norm(want)) > 0.999
+
+
+def test_a_prepared_model_whose_outputs_are_not_the_originals_is_not_used(tmp_path):
+    # Squeeze with its axes given as an input: ONNX Runtime's symbolic shape inference declared the
+    # output [3, 4], it is [3, 1, 4] (axis 0 squeezed); an engine binding outputs by declaration fails
+    graph = helper.make_graph([helper.make_node("Squeeze", ["x", "axes"], ["y"], name="squeeze")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 1, 4]),
+                               helper.make_tensor_value_info("axes", TensorProto.INT64, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "m", "k"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = foreign.save(model, tmp_path / "squeeze.onnx")
+    got, _, facts = prepare(path, "sq", {"x": [1, 3, 1, 4], "axes": [1]}, ArtifactCache(tmp_path / "cache"))
+    assert got == path
+    assert facts["preparation"] == "original file: the prepared model failed its check (output 'y' is declared [3, 4] but has shape [3, 1, 4])"

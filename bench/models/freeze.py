@@ -14,8 +14,11 @@ and `scales`, as older exporters write them) is dropped to the empty name the ON
 the operator's schema at the model's opset makes that input optional (Resize-11's `roi` is not).
 
 Preparation is proven safe, not assumed: the prepared model must pass ONNX's full check and load in
-ONNX Runtime (bench.models.graph.graph_problem). When it does not, the cell gets the original file
-(its shapes still given to the backend) and the row says why (`preparation`).
+ONNX Runtime (bench.models.graph.graph_problem), and compute what the original does on seeded
+inputs, every output of the shape it declares (`outputs_differ`: ONNX Runtime's symbolic shape
+inference once declared [3, 4] for a Squeeze whose axes are an input, output [1, 3, 4]). When it
+does not, the cell gets the original file (its shapes still given to the backend) and the row says
+why (`preparation`).
 
 A backend that builds one engine for every batch size (TensorRT's optimization profiles) keeps
 the batch axis dynamic (`keeps_dynamic_batch`); every other dimension is still frozen.
@@ -102,6 +105,7 @@ def freeze(model: Any, shapes: Mapping[str, Sequence[int | str]]) -> tuple[Any, 
 
     G_LOGGER.module_severity = G_LOGGER.ERROR
     nodes_before = len(model.graph.node)
+    declared = {o.name: len(o.type.tensor_type.shape.dim) for o in model.graph.output if o.type.tensor_type.HasField("shape")}
     graph = gs_from_onnx(model)
     meta = TensorMetadata()
     for t in graph.inputs:
@@ -116,7 +120,42 @@ def freeze(model: Any, shapes: Mapping[str, Sequence[int | str]]) -> tuple[Any, 
     model = infer_shapes(gs.export_onnx(graph.cleanup()), allow_onnxruntime=True)
     model = fold_constants(model, error_ok=True, allow_onnxruntime_shape_inference=True)
     model = infer_shapes(model, allow_onnxruntime=True)
-    return model, {"nodes_before": nodes_before, "nodes_after": len(model.graph.node), "empty_inputs_dropped": dropped}
+    ranked = _declare_output_ranks(model, shapes, declared)
+    return model, {"outputs_ranked_by_a_run": ranked, "nodes_before": nodes_before, "nodes_after": len(model.graph.node), "empty_inputs_dropped": dropped}
+
+
+def _declare_output_ranks(model: Any, shapes: Mapping[str, Sequence[int | str]], declared: Mapping[str, int]) -> int:
+    """Give a rank to every graph output that shape inference left without a shape (through a
+    contrib op or an If, say): ONNX's full check requires one, and ONNX Runtime checks an output's
+    rank against it. The rank comes from one ONNX Runtime run on zeros, else from the file's own
+    declaration (not trusted first: one real file declared rank 2 for a rank-3 output). Every
+    dimension stays symbolic (`<output>_d<i>`), since a size may depend on the data. Returns how many."""
+    unknown = [o for o in model.graph.output if o.type.WhichOneof("value") == "tensor_type" and not o.type.tensor_type.HasField("shape")]
+    if not unknown:
+        return 0
+    ranks = {**declared, **_ranks_by_a_run(model, shapes)}
+    for o in unknown:
+        if o.name in ranks:
+            o.type.tensor_type.shape.SetInParent()
+            for i in range(ranks[o.name]):
+                o.type.tensor_type.shape.dim.add().dim_param = f"{o.name}_d{i}"
+    return len(unknown)
+
+
+def _ranks_by_a_run(model: Any, shapes: Mapping[str, Sequence[int | str]]) -> dict[str, int]:
+    import numpy as np
+
+    types = {"float": "float32", "double": "float64"}
+    try:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        feeds = {i.name: np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in shapes.get(i.name, i.shape)],
+                                  np.dtype(types.get(i.type[7:-1], i.type[7:-1])))  # 'tensor(float)' -> float32
+                 for i in session.get_inputs()}
+        return {o.name: np.ndim(v) for o, v in zip(session.get_outputs(), session.run(None, feeds))}
+    except Exception:  # the model's own declaration stands; the check that follows says what is wrong
+        return {}
 
 
 def save_model(model: Any, path: Path) -> None:
@@ -139,7 +178,7 @@ def prepare(source: Path, source_sha256: str, shapes: Mapping[str, Sequence[int 
 
     def build(d: Path) -> None:
         from bench.models.flops import count_flops
-        from bench.models.graph import graph_problem
+        from bench.models.graph import graph_problem, outputs_differ
 
         try:
             model, facts = freeze(onnx.load(str(source)), shapes)
@@ -151,7 +190,7 @@ def prepare(source: Path, source_sha256: str, shapes: Mapping[str, Sequence[int 
         # A count that leaves work out would flatter the engine: none, rather than too few.
         facts["gflop"] = None if counted["uncounted"] else counted["flops"] / 1e9
         save_model(model, d / "model.onnx")
-        problem = graph_problem(d / "model.onnx")
+        problem = graph_problem(d / "model.onnx") or outputs_differ(source, d / "model.onnx")
         if problem:
             for f in d.iterdir():
                 if f.name != "facts.json":

@@ -133,3 +133,51 @@ def graph_problem(path: Path) -> str:
 def _one_line(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _feeds(session: Any, seed: int = 0) -> dict[str, Any]:
+    """Seeded inputs for every input of an ONNX Runtime session: floats in [0, 1), integers 0,
+    booleans False; a symbolic dimension is 1."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    types = {"float": "float32", "double": "float64"}
+    feeds = {}
+    for i in session.get_inputs():
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
+        dtype = np.dtype(types.get(i.type[7:-1], i.type[7:-1]))  # 'tensor(float)' -> float32
+        feeds[i.name] = rng.random(shape).astype(dtype) if dtype.kind == "f" else np.zeros(shape, dtype)
+    return feeds
+
+
+def outputs_differ(original: Path, prepared: Path) -> str:
+    """Why the prepared model does not compute what the original does on the same seeded inputs
+    (an output of another shape than it declares, or values apart), or '' when it does. When the
+    original itself does not run on such inputs (values it refuses), nothing can be said: ''."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    prep = ort.InferenceSession(str(prepared), options, providers=["CPUExecutionProvider"])
+    feeds = _feeds(prep)
+    try:
+        want = ort.InferenceSession(str(original), options, providers=["CPUExecutionProvider"]).run(None, feeds)
+    except Exception:
+        return ""
+    try:
+        got = prep.run(None, feeds)
+    except Exception as e:
+        return f"it does not run where the original does: {_one_line(e)}"
+    for meta, g, w in zip(prep.get_outputs(), got, want):
+        g, w = np.asarray(g), np.asarray(w)
+        declared = [d if isinstance(d, int) else None for d in meta.shape]
+        if len(declared) != g.ndim or any(d is not None and d != n for d, n in zip(declared, g.shape)):
+            return f"output {meta.name!r} is declared {meta.shape} but has shape {list(g.shape)}"
+        if g.shape != w.shape:
+            return f"output {meta.name!r} has shape {list(g.shape)}, the original's {list(w.shape)}"
+        if g.dtype.kind == "f" and not np.allclose(g, w, rtol=1e-4, atol=1e-5, equal_nan=True):
+            return f"output {meta.name!r} differs from the original's by up to {float(np.nanmax(np.abs(g - w))):.3g}"
+        if g.dtype.kind != "f" and not np.array_equal(g, w):
+            return f"output {meta.name!r} differs from the original's"
+    return ""
