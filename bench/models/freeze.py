@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 from bench.cache import ArtifactCache, file_sha256
 
 # Bump when the preparation steps change: it is part of every prepared model's cache key.
-PREPARE_VERSION = 2
+PREPARE_VERSION = 3
 # Above this serialized size a prepared model is written with external data (protobuf's 2 GB limit).
 EXTERNAL_DATA_THRESHOLD = 1 << 30
 
