@@ -120,7 +120,7 @@ def wait_gone(pids, timeout_s: float = 60.0) -> list[int]:
 # test` and CI run everything. Slow: whole modules about tuning, LoadGen, the fleet, faults through the
 # CLI and other exporters' models; tests built on the module-wide end-to-end runs; tests over 5 s.
 SLOW_MODULES = {"test_gpu_contracts", "test_loadgen", "test_fleet", "test_tvm_cuda", "test_faults", "test_foreign"}
-SLOW_FIXTURES = {"e2e", "precision_run", "tuned_run", "foreign_run"}
+SLOW_FIXTURES = {"e2e", "precision_run", "tuned_run", "foreign_run", "arrivals_run"}
 SLOW_TESTS = {
     "test_gate_rejudges_stored_outputs_under_other_tolerances", "test_gate_refuses_incomplete_runs_and_counts_lost_cells",
     "test_int8_libraries_are_keyed_by_their_calibration", "test_the_readme_plugin_runs_through_the_cli",
@@ -129,6 +129,7 @@ SLOW_TESTS = {
     "test_interrupt_keeps_finished_cells_and_resume_matches_an_uninterrupted_run", "test_ctrl_c_keeps_finished_cells_and_says_how_to_resume",
     "test_tables_are_rebuilt_from_the_journal_and_a_corrupt_run_is_bad_input", "test_goldens_replace_the_reference_backend",
     "test_cross_run_intervals_include_the_drift_seen_between_repeated_runs",
+    "test_a_vision_transformer_and_an_efficientnet_run_validated_on_every_cpu_backend_and_precision",
     "test_ab_of_one_config_with_itself_on_onnxruntime_is_never_a_change",
 }
 
