@@ -249,6 +249,8 @@ def int8_onnx(src: Path, sha256: str, calibration: list[dict[str, np.ndarray]], 
         from onnxruntime.quantization import CalibrationDataReader
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
+        from bench.models.graph import no_strays
+
         class Reader(CalibrationDataReader):
             def __init__(self) -> None:
                 self.it = iter(calibration)
@@ -259,7 +261,8 @@ def int8_onnx(src: Path, sha256: str, calibration: list[dict[str, np.ndarray]], 
         pre = d / "preprocessed.onnx"
         graph, per_channel, route = _opset_for_int8(src, d, options["per_channel"])
         try:
-            quant_pre_process(str(graph), str(pre))
+            with no_strays():
+                quant_pre_process(str(graph), str(pre))
             graph = pre
         except Exception as e:  # symbolic shape inference refuses some graphs (If outputs, contrib ops)
             # pre-processing only helps the quantizer (shapes, fusions); the quantizer runs without it

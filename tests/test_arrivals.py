@@ -273,3 +273,21 @@ def test_a_prepared_model_whose_outputs_are_not_the_originals_is_not_used(tmp_pa
     got, _, facts = prepare(path, "sq", {"x": [1, 3, 1, 4], "axes": [1]}, ArtifactCache(tmp_path / "cache"))
     assert got == path
     assert facts["preparation"] == "original file: the prepared model failed its check (output 'y' is declared [3, 4] but has shape [3, 1, 4])"
+
+
+def test_shape_inference_leaves_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    # ONNX Runtime's symbolic shape inference saves sym_shape_infer_temp.onnx (and a uuid .data) into
+    # the working directory when it cannot infer a shape: an op it does not know does that
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    from bench.models.graph import no_strays
+
+    graph = helper.make_graph([helper.make_node("Foo", ["x"], ["r"], domain="custom"), helper.make_node("Relu", ["r"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("custom", 1)])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.data").write_text("a user's file")
+    with pytest.raises(Exception, match="Incomplete symbolic shape inference"), no_strays():
+        SymbolicShapeInference.infer_shapes(model)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.data"]

@@ -178,10 +178,11 @@ def prepare(source: Path, source_sha256: str, shapes: Mapping[str, Sequence[int 
 
     def build(d: Path) -> None:
         from bench.models.flops import count_flops
-        from bench.models.graph import graph_problem, outputs_differ
+        from bench.models.graph import graph_problem, no_strays, outputs_differ
 
         try:
-            model, facts = freeze(onnx.load(str(source)), shapes)
+            with no_strays():
+                model, facts = freeze(onnx.load(str(source)), shapes)
         except Exception as e:  # Polygraphy and onnx raise many kinds; each means "use the original"
             facts = {"preparation": f"original file: preparation failed ({type(e).__name__}: {' '.join(str(e).split())[:300]})"}
             (d / "facts.json").write_text(json.dumps({**facts, "gflop": None}))

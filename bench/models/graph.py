@@ -8,9 +8,11 @@ any backend sees it: an engine that accepts an invalid graph silently computes s
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 # Operators that only appear in a model that is already quantized: integer kernels, Q/DQ pairs and
 # ONNX Runtime's contrib quantized ops (onnxruntime.quantization writes these).
@@ -181,3 +183,22 @@ def outputs_differ(original: Path, prepared: Path) -> str:
         if g.dtype.kind != "f" and not np.array_equal(g, w):
             return f"output {meta.name!r} differs from the original's"
     return ""
+
+
+_STRAY = re.compile(r"^(sym_shape_infer_temp\.onnx|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.data)$")
+
+
+@contextmanager
+def no_strays() -> Iterator[None]:
+    """ONNX Runtime's symbolic shape inference (under Polygraphy's shape inference and the
+    quantizer's pre-processing) saves `sym_shape_infer_temp.onnx` and a uuid-named `.data` file into
+    the current directory whenever it cannot infer every shape, and nothing reads them. Remove
+    those it left behind during the block (the name is fixed, so the directory cannot be chosen)."""
+    cwd = Path.cwd()
+    before = {p.name for p in cwd.iterdir() if _STRAY.match(p.name)}
+    try:
+        yield
+    finally:
+        for p in cwd.iterdir():
+            if _STRAY.match(p.name) and p.name not in before:
+                p.unlink(missing_ok=True)
