@@ -88,9 +88,8 @@ def beyond_float16(model: Any) -> list[str]:
     node stays in float32. Unnamed nodes are named here so that they can be listed."""
     from onnx import TensorProto, numpy_helper
 
-    consts = {t.name: t for t in model.graph.initializer}
-    consts.update({n.output[0]: a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"})
-    out = []
+    consts = {t.name: t for t in model.graph.initializer}  # Constant nodes made initializers first (fp16_onnx)
+    out: list[str] = []
     for i, node in enumerate(model.graph.node):
         for name in node.input:
             t = consts.get(name)
@@ -101,6 +100,44 @@ def beyond_float16(model: Any) -> list[str]:
                     out.append(node.name)
                     break
     return out
+
+
+def _constants_as_initializers(model: Any) -> Any:
+    """Constant nodes (paddle2onnx writes every weight so) as initializers: the converter keeps an
+    initializer that feeds a float32-kept node in float32, but casts a kept Constant node's output
+    to float16 and back (a running variance of 1e7 became inf)."""
+    nodes = list(model.graph.node)
+    const = [n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value" for n in nodes]
+    if not any(const):
+        return model
+    for n, is_const in zip(nodes, const):
+        if is_const:
+            t = model.graph.initializer.add()
+            t.CopyFrom(n.attribute[0].t)
+            t.name = n.output[0]
+    kept = [type(n)() for n, is_const in zip(nodes, const) if not is_const]
+    for copy, n in zip(kept, [n for n, is_const in zip(nodes, const) if not is_const]):
+        copy.CopyFrom(n)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return model
+
+
+def _restore_output_types(model: Any, source: Any) -> Any:
+    """Outputs of the types the source declares: a node kept in float32 (or float16) that writes a
+    graph output leaves it in that type whatever keep_io_types says; a Cast puts it back."""
+    from onnx import helper
+
+    want = {o.name: o.type.tensor_type.elem_type for o in source.graph.output}
+    for o in model.graph.output:
+        if o.name in want and o.type.tensor_type.elem_type != want[o.name]:
+            inner = f"{o.name}_before_cast"
+            for node in model.graph.node:
+                node.output[:] = [inner if x == o.name else x for x in node.output]
+                node.input[:] = [inner if x == o.name else x for x in node.input]
+            model.graph.node.append(helper.make_node("Cast", [inner], [o.name], name=f"{o.name}_cast_back", to=want[o.name]))
+            o.type.tensor_type.elem_type = want[o.name]
+    return model
 
 
 class ConversionRefused(Exception):
@@ -137,10 +174,12 @@ def fp16_onnx(src: Path, sha256: str, cache: ArtifactCache, float32_ops: tuple[s
         from bench.models.graph import QUANTIZED_OPS
 
         block = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | QUANTIZED_OPS | set(float32_ops))  # quantized parts stay as they are
-        model = onnx.load(str(src))
+        source = onnx.load(str(src))
+        model = _constants_as_initializers(onnx.load(str(src)))
         wide = beyond_float16(model)
         model = _retype_casts(float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=block,
                                                                node_block_list=wide, max_finite_val=FP16_MAX))
+        model = _restore_output_types(model, source)
         onnx.save(model, str(d / "model.onnx"))
         _checked(d / "model.onnx", "fp16")
         kept = (f"; {len(wide)} node(s) kept in float32, their constants beyond float16's range ({', '.join(wide[:3])}"
@@ -149,7 +188,7 @@ def fp16_onnx(src: Path, sha256: str, cache: ArtifactCache, float32_ops: tuple[s
         ops = f"; {', '.join(present)} kept in float32 for this engine" if present else ""
         _write_route(d, f"fp16: float16 weights and compute, float32 inputs and outputs (onnxconverter-common){kept}{ops}")
 
-    key = {"transform": "fp16", "version": 4, "model_sha256": sha256, "keep_io_types": True, "float32_ops": sorted(float32_ops),
+    key = {"transform": "fp16", "version": 5, "model_sha256": sha256, "keep_io_types": True, "float32_ops": sorted(float32_ops),
            "onnxconverter-common": _version("onnxconverter-common"), "onnx": _version("onnx")}
     d, hit = cache.get_or_build("onnx-fp16", key, build)
     return d / "model.onnx", hit

@@ -194,6 +194,17 @@ def lstm_head(seed: int = 0) -> onnx.ModelProto:
     return _model(nodes, "lstm_head", [x], [y], inits, opset=13)
 
 
+def as_constant_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Every initializer turned into a Constant node, as paddle2onnx writes weights."""
+    nodes = [helper.make_node("Constant", [], [t.name], name=f"const_{t.name}", value=t) for t in model.graph.initializer]
+    del model.graph.initializer[:]
+    rest = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes + rest)
+    onnx.checker.check_model(model)
+    return model
+
+
 def conv_bn_conv(seed: int = 0, variance: float = 1.0) -> onnx.ModelProto:
     """Conv -> BatchNormalization -> Conv, unfused, as paddle2onnx and older exporters leave it. A
     real detector's running variance reached 1e8 (beyond float16), with its conv scaled to match."""

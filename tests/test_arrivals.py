@@ -249,9 +249,12 @@ def test_fp16_on_tvm_keeps_batch_normalization_in_float32(tmp_path):
         compiled.release()
 
 
-def test_fp16_keeps_a_node_whose_constants_float16_cannot_hold_in_float32(tmp_path):
-    # a BatchNormalization with running variance 1e7: clamped to float16 it wrecked a real detector (cosine 0.11)
-    path = foreign.save(foreign.conv_bn_conv(variance=1e7), tmp_path / "wide.onnx")
+@pytest.mark.parametrize("weights", ["initializers", "constant nodes"])
+def test_fp16_keeps_a_node_whose_constants_float16_cannot_hold_in_float32(weights, tmp_path):
+    # a BatchNormalization with running variance 1e7: clamped to float16 it wrecked a real detector
+    # (cosine 0.11); paddle2onnx writes weights as Constant nodes, which must stay float32 too
+    model = foreign.conv_bn_conv(variance=1e7)
+    path = foreign.save(model if weights == "initializers" else foreign.as_constant_nodes(model), tmp_path / "wide.onnx")
     fp16, _ = fp16_onnx(path, "wide", ArtifactCache(tmp_path))
     assert route_of(fp16).endswith("1 node(s) kept in float32, their constants beyond float16's range (bn)")
     assert graph_problem(fp16) == ""
@@ -291,3 +294,29 @@ def test_shape_inference_leaves_nothing_in_the_working_directory(tmp_path, monke
     with pytest.raises(Exception, match="Incomplete symbolic shape inference"), no_strays():
         SymbolicShapeInference.infer_shapes(model)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.data"]
+
+
+def test_inputs_that_the_schema_types_apart_may_differ():
+    # a float16 Resize takes float32 scales (its schema types them apart): not a mix
+    from bench.models.graph import _type_mix
+
+    scales = numpy_helper.from_array(np.asarray([1, 1, 2, 2], np.float32), "scales")
+    graph = helper.make_graph([helper.make_node("Resize", ["x", "", "scales"], ["y"], name="up", mode="nearest")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 1, 2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 1, 4, 4])], [scales])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model, full_check=True)
+    assert _type_mix(model) == ""
+
+
+def test_an_output_written_by_a_node_kept_in_float32_keeps_its_declared_type(tmp_path):
+    model = foreign.conv_bn_conv(variance=1e7)
+    del model.graph.node[2]  # BatchNormalization (kept in float32) now writes the graph output
+    model.graph.node[1].output[0] = "y"
+    path = foreign.save(model, tmp_path / "bn_last.onnx")
+    fp16, _ = fp16_onnx(path, "bn_last", ArtifactCache(tmp_path))
+    assert [o.type.tensor_type.elem_type for o in onnx.load(str(fp16)).graph.output] == [TensorProto.FLOAT]
+    assert graph_problem(fp16) == ""
+    x = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
+    got = _run(fp16, x)[0]
+    assert got.dtype == np.float32 and np.allclose(got, _run(path, x)[0], rtol=1e-2, atol=1e-2)

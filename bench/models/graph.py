@@ -85,23 +85,34 @@ def name_nodes(found: dict[str, list[str]], most: int = 3) -> str:
 
 
 def _type_mix(model: Any) -> str:
-    """A node whose floating-point inputs disagree in element type (float32 beside float16, say),
-    judged on the types ONNX's shape inference gives every tensor. '' when none does."""
+    """A node whose inputs that its schema binds to one type variable disagree in element type
+    (float32 beside float16 in an Add, say), judged on the types ONNX's shape inference gives every
+    tensor. Inputs the schema types apart (Resize's `scales`, BatchNormalization-15's statistics)
+    may differ. '' when none disagree."""
     import onnx
     from onnx import TensorProto
 
-    floats = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
     inferred = onnx.shape_inference.infer_shapes(model)
     g = inferred.graph
+    opsets = {o.domain or "": o.version for o in model.opset_import}
     types = {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.value_info, *g.output]}
     types.update({t.name: t.data_type for t in g.initializer})
     for node in g.node:
-        if node.op_type in ("Cast", "CastLike") or node.op_type in QUANTIZED_OPS:
+        try:
+            schema = onnx.defs.get_schema(node.op_type, opsets.get(node.domain or "", 1), node.domain or "")
+        except Exception:  # an op ONNX does not know (a contrib op): its schema cannot say
             continue
-        seen = {types[i] for i in node.input if i and types.get(i) in floats}
-        if len(seen) > 1:
-            names = ", ".join(TensorProto.DataType.Name(t).lower() for t in sorted(seen))
-            return f"node {node.name or '<unnamed>'!r} ({node.op_type}) mixes {names} inputs"
+        formal = [p.type_str for p in schema.inputs]
+        by_var: dict[str, set[int]] = {}
+        for i, name in enumerate(node.input):
+            if not name or name not in types or not formal:
+                continue
+            var = formal[min(i, len(formal) - 1)]  # a variadic last input repeats its type variable
+            by_var.setdefault(var, set()).add(types[name])
+        for var, seen in by_var.items():
+            if len(seen) > 1 and not var.startswith("tensor("):  # a type variable, not a fixed type
+                names = ", ".join(TensorProto.DataType.Name(t).lower() for t in sorted(seen))
+                return f"node {node.name or '<unnamed>'!r} ({node.op_type}) mixes {names} inputs"
     return ""
 
 
@@ -113,7 +124,7 @@ def graph_problem(path: Path) -> str:
 
     try:
         onnx.checker.check_model(str(path), full_check=True)
-        mix = _type_mix(onnx.load(str(path)))
+        mix = _type_mix(onnx.load(str(path), load_external_data=False))  # types only: no weights needed
         if mix:
             return f"inconsistent types: {mix}"
     except Exception as e:  # ValidationError, InferenceError and friends
