@@ -10,9 +10,9 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Collection, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -452,7 +452,10 @@ class Config(_Frozen):
                 return m
         raise KeyError(name)
 
-    def grid(self) -> list[Cell]:
+    def grid(self, quantized: Collection[str] = ()) -> list[Cell]:
+        """Every cell. A model named in `quantized` arrives quantized: its cells of the first
+        precision run it as given (AS_GIVEN); its other precisions' cells stay, to be skipped with
+        the reason (bench.jobs). Runs store the names (meta.json `quantized_models`)."""
         specs = {s: SCENARIOS[s] for s in self.scenarios}
         rates = {s: spec.rates(self.loadgen) if spec.rates is not None else [""] for s, spec in specs.items()}
         cells = [
@@ -466,7 +469,8 @@ class Config(_Frozen):
             for n in (self.streams if specs[s].streams else [1])  # single_stream: one caller in a loop, by definition
             for r in rates[s]
         ]
-        return [c for c in cells if not any(r.matches(c) for r in self.exclude)]
+        cells = [c for c in cells if not any(r.matches(c) for r in self.exclude)]
+        return [replace(c, precision=AS_GIVEN) if c.model in quantized and c.precision == self.precisions[0] else c for c in cells]
 
     def canonical(self) -> dict[str, Any]:
         """The expanded config with every default filled in, as stored in meta.json."""

@@ -43,7 +43,7 @@ def merge_runs(run_dirs: list[Path], results_dir: Path) -> Path:
             if key in owner:
                 raise BenchError(f"{d} and {owner[key]} both hold the cell {' '.join(map(str, key))}: overlapping shards, refusing to merge")
             owner[key] = d
-    grid = Config.model_validate(first["config"]).grid()
+    grid = Config.model_validate(first["config"]).grid(first.get("quantized_models", []))
     missing = [c.label for c in grid if results.cell_key(c) not in owner]
     run_id = new_run_id(f"{first['config']['name']}-merged")
     out = results_dir / run_id

@@ -14,6 +14,7 @@ from bench import results
 from bench.backends import describe
 from bench.config import Cell
 from bench.environment import environment
+from bench.models.prepare import quantized_models
 from bench.errors import BenchError
 from bench.results import cell_key
 from bench.worker import alive_worker
@@ -77,6 +78,7 @@ class RunDir:
             path.mkdir(parents=True, exist_ok=False)
             meta = {"schema_version": results.SCHEMA_VERSION, "run_id": run_id, "started_at": _now(),
                     "config_path": plan.config_path, "config_hash": cfg.digest(), "config": cfg.canonical(),
+                    "quantized_models": quantized_models(plan.models),
                     "environment": environment(cfg.threads), "warnings": cfg.warnings(), "cells_planned": len(cells),
                     "shard": f"{shard[0]}/{shard[1]}" if shard else None, "isolated": isolate,
                     "backends": {b: describe(b) for b in dict.fromkeys([*cfg.backends, cfg.reference.backend])}}

@@ -14,7 +14,7 @@ import contextlib
 import functools
 import json
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,12 +22,12 @@ from bench import goldens, loadgen, machine_lock, results
 from bench.results import cell_slug
 from bench.backends import get_backend
 from bench.cache import default_root as default_cache_root
-from bench.config import AS_GIVEN, Cell, Config
+from bench.config import Cell, Config
 from bench.errors import BenchError
 from bench.inputs import check_image_data
 from bench.jobs import encode
 from bench.models.flops import cpu_peak
-from bench.models.prepare import ModelInfo, inspect_model
+from bench.models.prepare import ModelInfo, inspect_model, quantized_models
 from bench.registry import scenario, scenario_flag
 from bench.scenarios import get_scenario
 from bench.executors import LOCAL, Executor, LocalExecutor
@@ -63,15 +63,7 @@ def plan(config: Config, models_dir: Path | str, config_path: str | Path | None 
                          f"run under {missing}")
     if config.goldens is not None and not Path(config.goldens).is_dir():
         raise BenchError(f"goldens: {config.goldens} is not a directory; create it with `bench golden save CONFIG`")
-    return Plan(config, infos, as_given(config.grid(), infos, config.precisions), str(config_path) if config_path else None)
-
-
-def as_given(cells: list[Cell], infos: dict[str, ModelInfo], precisions: list[str]) -> list[Cell]:
-    """A model that arrives quantized is not converted again: its cells of the grid's first
-    precision run it as given (precision AS_GIVEN); its other precisions' cells stay in the grid, to
-    be skipped with the reason (bench.jobs)."""
-    return [replace(c, precision=AS_GIVEN) if infos[c.model].quantized and c.precision == precisions[0] else c
-            for c in cells]
+    return Plan(config, infos, config.grid(quantized_models(infos)), str(config_path) if config_path else None)
 
 
 class Reporter:

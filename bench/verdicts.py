@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from bench.registry import DEFAULT_SCENARIO, scenario_flag
 from bench import goldens
-from bench.config import Precision, Tolerance
+from bench.config import AS_GIVEN, Precision, Tolerance
 from bench.errors import BenchError
 from bench.results import CELL_COLUMNS, KEY, StoredRun, cell_key, cell_slug
 from bench.history import Drift
@@ -70,7 +70,7 @@ def planned_keys(run: StoredRun, strict: bool = True) -> list[tuple]:
     if not run.meta.get("config"):  # a run that states no grid (assembled by hand, say): its table is all it claims
         return list(dict.fromkeys(stored))
     try:
-        planned = [cell_key(c) for c in Config.model_validate(run.meta["config"]).grid()]
+        planned = [cell_key(c) for c in Config.model_validate(run.meta["config"]).grid(run.meta.get("quantized_models", []))]
     except Exception as e:
         if strict:
             first = str(e).strip().splitlines()
@@ -89,6 +89,15 @@ def require_complete(run: StoredRun, allowed: bool) -> None:
                          "or pass --allow-incomplete to judge what is there")
 
 
+def _stored_output_tolerances(run: StoredRun, r: Any) -> dict[str, Tolerance]:
+    """The run's own per-output tolerances for this cell's model and precision: more specific than
+    a precision-wide tolerance, they still apply when the gate is given other tolerances."""
+    spec = next((m for m in run.meta.get("config", {}).get("models", []) if m.get("name") == r["model"]), {})
+    precision = "int8" if r["precision"] == AS_GIVEN else r["precision"]
+    return {name: Tolerance.model_validate(by_precision[precision])
+            for name, by_precision in (spec.get("output_tolerances") or {}).items() if precision in by_precision}
+
+
 def _rejudge(run: StoredRun, r: Any, tol: Tolerance) -> dict[str, Any]:
     """Judge a cell's stored outputs against stored reference outputs under other tolerances."""
     cand_path = run.run_dir / "outputs" / f"{cell_slug(r)}.npz"
@@ -99,7 +108,7 @@ def _rejudge(run: StoredRun, r: Any, tol: Tolerance) -> dict[str, Any]:
         if not p.is_file():
             raise BenchError(f"{p}: stored outputs missing, so this run can't be judged under other tolerances")
     ref, cand = goldens.load(ref_path), goldens.load(cand_path)
-    d = compare(ref.run_results("reference"), cand.run_results("candidate"), tol)
+    d = compare(ref.run_results("reference"), cand.run_results("candidate"), tol, per_output=_stored_output_tolerances(run, r))
     return {"max_abs_err": d.max_abs_err, "max_rel_err": d.max_rel_err, "cosine": d.cosine,
             "accuracy_ok": d.accuracy_ok, "accuracy_note": d.reason}
 
@@ -128,8 +137,9 @@ def gate(run: StoredRun, tolerances: dict[str, Tolerance] | None = None, allow_m
             row.update(verdict="unvalidated")
         else:
             ok = bool(r["accuracy_ok"])
-            if tolerances is not None and r["precision"] in tolerances:
-                tol = tolerances[r["precision"]]
+            precision = "int8" if r["precision"] == AS_GIVEN else r["precision"]  # judged as int8 (Config.tolerance)
+            if tolerances is not None and precision in tolerances:
+                tol = tolerances[precision]
                 judged = _rejudge(run, r, tol)
                 ok = judged.pop("accuracy_ok")
                 row.update(judged, atol=tol.atol, rtol=tol.rtol, min_cosine=tol.min_cosine, note=judged.pop("accuracy_note"))

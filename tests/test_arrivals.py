@@ -320,3 +320,22 @@ def test_an_output_written_by_a_node_kept_in_float32_keeps_its_declared_type(tmp
     x = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
     got = _run(fp16, x)[0]
     assert got.dtype == np.float32 and np.allclose(got, _run(path, x)[0], rtol=1e-2, atol=1e-2)
+
+
+def test_the_gate_plans_and_rejudges_a_model_that_arrives_quantized(arrivals_run):
+    from bench.config import Tolerance
+    from bench.results import load_run
+    from bench.verdicts import gate
+
+    _, run_dir, _ = arrivals_run
+    run = load_run(run_dir)
+    assert run.meta["quantized_models"] == ["quantized"]
+    rows = gate(run).rows
+    assert "missing" not in set(rows["verdict"])  # the planned fp32 cell is the as-given one
+    given = rows[(rows["model"] == "quantized") & (rows["precision"] == AS_GIVEN)]
+    assert list(given["verdict"]) == ["pass", "skipped"]  # onnxruntime; tvm has no ConvInteger
+    # tolerances given for int8 judge the as-given rows too (they are int8): the row shows them
+    impossible = Tolerance(atol=0.0, rtol=0.0, min_cosine=1.0)
+    rejudged = gate(run, {"int8": impossible}).rows
+    ran = rejudged[(rejudged["model"] == "quantized") & (rejudged["precision"] == AS_GIVEN) & (rejudged["backend"] == "onnxruntime")]
+    assert list(ran["atol"]) == [0.0]

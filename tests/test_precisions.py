@@ -116,6 +116,9 @@ def test_tensorrt_builder_flags(version):
     assert builder_flags("fp32", {"tf32": True}, trt)["tf32"] is True
     weak = builder_flags("int8", {}, trt, typing="weak")
     assert weak["int8"] and weak["fp16"]  # weak int8 engines fall back to fp16, not fp32, where int8 has no kernel
+    # a model that arrives quantized: its own Q/DQ graph, strongly typed as it is; weak typing enables int8
+    assert builder_flags("int8 (as given)", {}, trt) == {"tf32": False}
+    assert builder_flags("int8 (as given)", {}, trt, typing="weak") == {"tf32": False, "fp16": True, "int8": True}
     with pytest.raises(ValueError):
         builder_flags("fp8", {}, trt)
 

@@ -46,6 +46,7 @@ from bench import gpu
 from bench.backends.base import Availability, BackendBase, CompiledBase, CompileRequest, Feeds, Unsupported, import_framework
 from bench.options import TrtOptions
 from bench.cache import file_sha256
+from bench.config import AS_GIVEN
 from bench.precision import feeds_digest, onnx_for
 
 
@@ -85,11 +86,13 @@ def typing_mode(requested: str, api: Mapping[str, Any]) -> str:
 def builder_flags(precision: str, options: Mapping[str, Any], trt: Any, typing: str = "strong") -> dict[str, Any]:
     """Keyword arguments for Polygraphy's CreateConfig. Precision flags only for weak typing (a
     strongly typed network takes its types from the graph, and 11.x has no such flags)."""
-    if precision not in ("fp32", "fp16", "int8"):
+    if precision not in ("fp32", "fp16", "int8", AS_GIVEN):
         raise ValueError(f"unknown precision {precision!r}")
     flags: dict[str, Any] = {"tf32": bool(options.get("tf32", False))}
     if typing == "weak":
-        flags.update(fp16=precision in ("fp16", "int8"), int8=precision == "int8")
+        # a model that arrives quantized carries its Q/DQ nodes: weak typing still needs int8 enabled
+        int8 = precision in ("int8", AS_GIVEN)
+        flags.update(fp16=precision == "fp16" or int8, int8=int8)
     if options.get("workspace_mb") is not None:
         flags["memory_pool_limits"] = {trt.MemoryPoolType.WORKSPACE: int(options["workspace_mb"]) << 20}
     if options.get("builder_optimization_level") is not None:

@@ -226,6 +226,11 @@ def suggest(dims: Sequence[int | str]) -> list[int | str]:
     return out
 
 
+def quantized_models(infos: dict[str, ModelInfo]) -> list[str]:
+    """The models that arrive quantized: not converted again (Config.grid)."""
+    return sorted(name for name, info in infos.items() if info.quantized)
+
+
 def inspect_model(spec: ModelSpec, index: int, seed: int, batch_sizes: list[int], models_dir: Path, config_dir: Path | None = None) -> ModelInfo:
     where = f"models[{index}] ({spec.name})"
     if spec.is_zoo:
