@@ -173,6 +173,18 @@ def small_cnn(opset: int = 17, ir_version: int = 8, seed: int = 0, resize: bool 
     return model
 
 
+def resize_to_size_opset11(seed: int = 0) -> onnx.ModelProto:
+    """PyTorch's opset-11 export of interpolate(size=...): Resize(x, roi=[], scales=[], sizes)."""
+    rng = np.random.default_rng(seed)
+    inits = [_init(rng, "w1", (4, 3, 3, 3)), _init(rng, "b1", (4,)), numpy_helper.from_array(np.zeros(0, np.float32), "roi"),
+             numpy_helper.from_array(np.zeros(0, np.float32), "scales"), _const("sizes", [1, 4, 24, 24])]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], name="Conv_0", pads=[1, 1, 1, 1]),
+             helper.make_node("Resize", ["c", "roi", "scales", "sizes"], ["y"], name="Resize_1", mode="linear",
+                              coordinate_transformation_mode="pytorch_half_pixel")]
+    return _model(nodes, "resize_to_size", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 12])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 24, 24])], inits, opset=11)
+
+
 def lstm_head(seed: int = 0) -> onnx.ModelProto:
     """A recognizer's shape: Conv features read as a sequence by an LSTM, then a Reshape as the
     graph's last node (an importer that names its loop's last node names the Reshape)."""

@@ -56,6 +56,7 @@ def test_preparation_keeps_an_input_the_models_opset_requires(arrivals, tmp_path
 def test_a_prepared_model_that_fails_its_check_falls_back_to_the_original(arrivals, tmp_path, monkeypatch):
     # the old rule (drop an empty input whatever the opset) brought back: the check catches its result
     monkeypatch.setattr("bench.models.graph.input_is_optional", lambda *a, **k: True)
+    monkeypatch.setattr("bench.models.freeze._upgrade_for_absent_inputs", lambda model: (model, None))
     path, _, facts = prepare(arrivals["resize11"], "r11", {"x": [2, 3, 16, 16]}, ArtifactCache(tmp_path))
     assert path == arrivals["resize11"]
     assert facts["preparation"].startswith("original file: the prepared model failed its check")
@@ -339,3 +340,31 @@ def test_the_gate_plans_and_rejudges_a_model_that_arrives_quantized(arrivals_run
     rejudged = gate(run, {"int8": impossible}).rows
     ran = rejudged[(rejudged["model"] == "quantized") & (rejudged["precision"] == AS_GIVEN) & (rejudged["backend"] == "onnxruntime")]
     assert list(ran["atol"]) == [0.0]
+
+
+def _tvm_against_ort(path, shapes, feeds, tmp_path):
+    """Compile the prepared model with TVM and compare it with ONNX Runtime on the original."""
+    from bench.backends.base import CompileRequest
+    from bench.backends.tvm import TvmBackend
+    from bench.models.prepare import InputInfo, ModelInfo, PreparedModel
+
+    cache = ArtifactCache(tmp_path / "cache")
+    prepared, _, facts = prepare(path, path.stem, shapes, cache)
+    info = ModelInfo(path.stem, str(path), tuple(InputInfo(k, str(v.dtype), v.shape) for k, v in feeds.items()), "unknown", path)
+    compiled = TvmBackend().compile(CompileRequest(PreparedModel(info, prepared, "p" * 64, 13), "fp32", 1,
+                                                   {k: tuple(v) for k, v in shapes.items()}, 1, tmp_path / "w", cache))
+    try:
+        got = next(iter(compiled.run(feeds).values()))
+    finally:
+        compiled.release()
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    return facts
+
+
+def test_an_opset_11_resize_to_a_size_is_upgraded_so_tvm_takes_it(tmp_path):
+    # Resize-11 requires roi and scales; TVM refused the empty scales beside sizes ("Only one of scales and sizes")
+    path = foreign.save(foreign.resize_to_size_opset11(), tmp_path / "resize_size11.onnx")
+    x = np.random.default_rng(0).random((1, 3, 12, 12), dtype=np.float32)
+    facts = _tvm_against_ort(path, {"x": [1, 3, 12, 12]}, {"x": x}, tmp_path)
+    assert facts["opset_upgraded"] == "11 -> 13" and facts["empty_inputs_dropped"] == 2 and facts["preparation"] == "prepared"

@@ -12,6 +12,8 @@ One normalization is added: an optional input given as an empty constant tensor 
 and `scales`, as older exporters write them) is dropped to the empty name the ONNX spec uses for
 "absent"; TVM's importer reads an empty `scales` as given and refuses `sizes` beside it. Only where
 the operator's schema at the model's opset makes that input optional (Resize-11's `roi` is not).
+A model below opset 13 that passes such empty inputs where they are required (PyTorch's opset-11
+interpolate(size=...)) is first upgraded to opset 13 with ONNX's version converter.
 
 Preparation is proven safe, not assumed: the prepared model must pass ONNX's full check and load in
 ONNX Runtime (bench.models.graph.graph_problem), and compute what the original does on seeded
@@ -36,7 +38,7 @@ from typing import Any, Mapping, Sequence
 from bench.cache import ArtifactCache, file_sha256
 
 # Bump when the preparation steps change: it is part of every prepared model's cache key.
-PREPARE_VERSION = 3
+PREPARE_VERSION = 4
 # Above this serialized size a prepared model is written with external data (protobuf's 2 GB limit).
 EXTERNAL_DATA_THRESHOLD = 1 << 30
 
@@ -93,6 +95,32 @@ def _drop_empty_optional_inputs(graph: Any, opset: int) -> int:
     return dropped
 
 
+def _upgrade_for_absent_inputs(model: Any) -> tuple[Any, str | None]:
+    """A model below opset 13 whose Resize passes empty constants for `roi`/`scales` (PyTorch's
+    opset-11 export of interpolate(size=...)): those inputs are required there, and TVM's importer
+    refuses `scales` beside `sizes`. Upgraded to opset 13 with ONNX's version converter, where they
+    may be absent; ('11 -> 13') then, else the model as it was and None."""
+    import onnx
+    from onnx import numpy_helper
+
+    from bench.models.graph import opset_of
+
+    opset = opset_of(model)
+    if opset >= 13:
+        return model, None
+    empty = {t.name for t in model.graph.initializer if 0 in t.dims}
+    empty |= {n.output[0] for n in model.graph.node if n.op_type == "Constant" and n.attribute
+              and n.attribute[0].name == "value" and numpy_helper.to_array(n.attribute[0].t).size == 0}
+    if not any(n.op_type == "Resize" and any(i in empty for i in n.input[1:3]) for n in model.graph.node):
+        return model, None
+    try:
+        if model.ir_version < 4:
+            model.ir_version = 4  # IR 3 lists initializers as inputs; the converter needs IR 4's rule
+        return onnx.version_converter.convert_version(model, 13), f"{opset} -> 13"
+    except Exception:  # the converter's limits: the model stays as it is (and its checks decide)
+        return model, None
+
+
 def freeze(model: Any, shapes: Mapping[str, Sequence[int | str]]) -> tuple[Any, dict[str, Any]]:
     """The ONNX model with its inputs fixed to `shapes` (a str dim stays dynamic, under that name),
     shapes inferred and constants folded. Returns (model, facts about what changed)."""
@@ -105,6 +133,7 @@ def freeze(model: Any, shapes: Mapping[str, Sequence[int | str]]) -> tuple[Any, 
 
     G_LOGGER.module_severity = G_LOGGER.ERROR
     nodes_before = len(model.graph.node)
+    model, upgraded = _upgrade_for_absent_inputs(model)
     declared = {o.name: len(o.type.tensor_type.shape.dim) for o in model.graph.output if o.type.tensor_type.HasField("shape")}
     graph = gs_from_onnx(model)
     meta = TensorMetadata()
@@ -121,7 +150,8 @@ def freeze(model: Any, shapes: Mapping[str, Sequence[int | str]]) -> tuple[Any, 
     model = fold_constants(model, error_ok=True, allow_onnxruntime_shape_inference=True)
     model = infer_shapes(model, allow_onnxruntime=True)
     ranked = _declare_output_ranks(model, shapes, declared)
-    return model, {"outputs_ranked_by_a_run": ranked, "nodes_before": nodes_before, "nodes_after": len(model.graph.node), "empty_inputs_dropped": dropped}
+    return model, {"outputs_ranked_by_a_run": ranked, "nodes_before": nodes_before, "nodes_after": len(model.graph.node), "empty_inputs_dropped": dropped,
+                   "opset_upgraded": upgraded}
 
 
 def _declare_output_ranks(model: Any, shapes: Mapping[str, Sequence[int | str]], declared: Mapping[str, int]) -> int:

@@ -43,10 +43,13 @@ def corpus_config(entries: list[dict], target: Path, backends: list[str]) -> dic
 def classify(cells) -> "object":
     """Each cell's verdict: ok and validated within its tolerances; validated but outside them (a
     finding about the precision, published and marked); refused with the engine's limit named
-    (skipped); anything else (failed, crashed, timed out, not validated)."""
+    (skipped with the reason, or an importer that failed at a named node); anything else (failed,
+    crashed, timed out, not validated)."""
     validated = (cells["status"] == "ok") & cells["validated"].fillna(False).astype(bool)
     within = validated & cells["accuracy_ok"].fillna(False).astype(bool)
-    verdict = cells["status"].map(lambda s: "refused" if s == "skipped" else "other")
+    # an importer that fails converting a named node is the engine's limit, said where it is
+    named = cells["error"].fillna("").str.contains(r"importer failed at (?:node|\w+ \(node)", regex=True)
+    verdict = (cells["status"].eq("skipped") | (cells["status"].eq("failed") & named)).map({True: "refused", False: "other"})
     verdict[validated] = "outside tolerance"
     verdict[within] = "ok+validated"
     return verdict
