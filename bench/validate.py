@@ -155,7 +155,9 @@ def absolute_atols(tolerance: Tolerance, per_output: Mapping[str, Tolerance] | N
         if tol.scale == "range":
             values = [np.asarray(it[name], dtype=np.float64) for it in ref_iters]
             finite = np.concatenate([v[np.isfinite(v)].ravel() for v in values])
-            out[name] = tol.atol * float(finite.max() - finite.min()) if finite.size else tol.atol
+            span = float(finite.max() - finite.min()) if finite.size else 0.0
+            # an output that does not vary (a fixed mask, an anchor grid) has no range: atol as given
+            out[name] = tol.atol * span if span > 0 else tol.atol
         else:
             out[name] = tol.atol
     return out

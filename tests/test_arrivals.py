@@ -149,7 +149,10 @@ def _cell(cells, model, backend, precision):
 def test_every_cell_is_ok_and_validated_or_refused_with_the_engines_limit(arrivals_run):
     _, _, cells = arrivals_run
     ok = (cells["status"] == "ok") & cells["validated"].astype(bool) & cells["accuracy_ok"].astype(bool)
-    refused = cells["status"] == "skipped"
+    # refused only where the engine has no converter, or the model arrives quantized
+    refused = (cells["status"] == "skipped") & (
+        ((cells["model"] == "lstm") & (cells["backend"] == "tvm") & cells["error"].str.contains("no converter for LSTM"))
+        | ((cells["model"] == "quantized") & cells["error"].str.contains("no converter for ConvInteger|arrives quantized")))
     assert (ok | refused).all(), cells.loc[~(ok | refused), ["model", "backend", "precision", "status", "error", "accuracy_note"]].to_string()
     assert ok[cells["model"].isin(["resize11", "cnn11"])].all()
     assert _cell(cells, "cnn11", "tvm", "int8")["precision_route"].endswith("opset 11 -> 13 (ONNX version converter)")
@@ -368,3 +371,15 @@ def test_an_opset_11_resize_to_a_size_is_upgraded_so_tvm_takes_it(tmp_path):
     x = np.random.default_rng(0).random((1, 3, 12, 12), dtype=np.float32)
     facts = _tvm_against_ort(path, {"x": [1, 3, 12, 12]}, {"x": x}, tmp_path)
     assert facts["opset_upgraded"] == "11 -> 13" and facts["empty_inputs_dropped"] == 2 and facts["preparation"] == "prepared"
+
+
+def test_range_scaled_atol_of_an_output_that_does_not_vary_is_the_atol_itself():
+    from polygraphy.comparator import RunResults
+    from polygraphy.comparator.struct import IterationResult
+
+    from bench.config import Tolerance
+    from bench.validate import absolute_atols
+
+    ref = RunResults([("ref", [IterationResult({"mask": np.ones((2, 2), np.float32), "boxes": np.asarray([0.0, 640.0], np.float32)})])])
+    tol = Tolerance(atol=0.01, rtol=0.0, scale="range")
+    assert absolute_atols(tol, None, ref["ref"]) == {"mask": 0.01, "boxes": pytest.approx(6.4)}

@@ -221,12 +221,16 @@ def prepare(source: Path, source_sha256: str, shapes: Mapping[str, Sequence[int 
         # A count that leaves work out would flatter the engine: none, rather than too few.
         facts["gflop"] = None if counted["uncounted"] else counted["flops"] / 1e9
         save_model(model, d / "model.onnx")
-        problem = graph_problem(d / "model.onnx") or outputs_differ(source, d / "model.onnx")
+        try:
+            problem = graph_problem(d / "model.onnx") or outputs_differ(source, d / "model.onnx")
+        except Exception as e:  # a session that cannot even be built, inputs of a type it cannot feed
+            problem = f"its check could not run: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
         if problem:
             for f in d.iterdir():
                 if f.name != "facts.json":
                     f.unlink()
             facts["preparation"] = f"original file: the prepared model failed its check ({problem})"
+            facts["gflop"] = None  # counted on a graph that is not the one that runs
         else:
             facts["preparation"] = "prepared"
         (d / "facts.json").write_text(json.dumps(facts))

@@ -328,4 +328,6 @@ def for_cell(model: PreparedModel, batch: int, cache: ArtifactCache, keep_batch_
         dynamic = {i.name: [BATCH if d == BATCH else int(d) for d in i.dims] for i in model.info.inputs}
         path, hit, dyn_facts = prepare(model.path, model.source_sha256, dynamic, cache)
         facts = {**dyn_facts, "gflop": facts.get("gflop")}
-    return replace(model, path=path, sha256=file_sha256(path), facts={**facts, "prepared_cache_hit": hit})
+    # the original file when preparation fell back: its hash covers its external weights too
+    sha = model.source_sha256 if path == model.path else file_sha256(path)
+    return replace(model, path=path, sha256=sha, facts={**facts, "prepared_cache_hit": hit})

@@ -34,7 +34,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         _arch("densenet121", "densenet", growth=32, blocks=(6, 12, 24, 16), init_features=64),
         _arch("unet", "unet", shape=(3, 256, 256), task="segmentation", base=64, num_classes=2),
         _arch("efficientnet_b0", "efficientnet"),
-        _arch("vit_s16", "vit"),
+        _arch("vit_s16", "vit", image=224, patch=16),
         # Tiny variants: same block types and operators, a fraction of the channels and depth.
         _arch("resnet18-tiny", "resnet", shape=(3, 32, 32), block="basic", layers=(1, 1, 1, 1), width=8, num_classes=10),
         _arch("resnet50-tiny", "resnet", shape=(3, 32, 32), block="bottleneck", layers=(1, 1, 1, 1), width=8, num_classes=10),
