@@ -383,3 +383,24 @@ def test_range_scaled_atol_of_an_output_that_does_not_vary_is_the_atol_itself():
     ref = RunResults([("ref", [IterationResult({"mask": np.ones((2, 2), np.float32), "boxes": np.asarray([0.0, 640.0], np.float32)})])])
     tol = Tolerance(atol=0.01, rtol=0.0, scale="range")
     assert absolute_atols(tol, None, ref["ref"]) == {"mask": 0.01, "boxes": pytest.approx(6.4)}
+
+
+def test_a_loops_carried_values_may_each_have_their_own_type():
+    from bench.models.graph import _type_mix
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Identity", ["f_in"], ["f_out"]),
+         helper.make_node("Identity", ["i_in"], ["i_out"])], "body",
+        [helper.make_tensor_value_info("iter", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("f_in", TensorProto.FLOAT, [2]), helper.make_tensor_value_info("i_in", TensorProto.INT32, [2])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("f_out", TensorProto.FLOAT, [2]),
+         helper.make_tensor_value_info("i_out", TensorProto.INT32, [2])])
+    inits = [numpy_helper.from_array(np.asarray(3, np.int64), "trips"), numpy_helper.from_array(np.asarray(True), "cond"),
+             numpy_helper.from_array(np.zeros(2, np.int32), "i0")]
+    graph = helper.make_graph([helper.make_node("Loop", ["trips", "cond", "x", "i0"], ["f", "i"], name="decode", body=body)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("f", TensorProto.FLOAT, [2]), helper.make_tensor_value_info("i", TensorProto.INT32, [2])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model, full_check=True)
+    assert _type_mix(model) == ""

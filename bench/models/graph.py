@@ -102,13 +102,15 @@ def _type_mix(model: Any) -> str:
             schema = onnx.defs.get_schema(node.op_type, opsets.get(node.domain or "", 1), node.domain or "")
         except Exception:  # an op ONNX does not know (a contrib op): its schema cannot say
             continue
-        formal = [p.type_str for p in schema.inputs]
+        formal = list(schema.inputs)
         by_var: dict[str, set[int]] = {}
         for i, name in enumerate(node.input):
             if not name or name not in types or not formal:
                 continue
-            var = formal[min(i, len(formal) - 1)]  # a variadic last input repeats its type variable
-            by_var.setdefault(var, set()).add(types[name])
+            param = formal[min(i, len(formal) - 1)]  # a variadic last input repeats its type variable
+            if param.option == param.option.Variadic and not param.is_homogeneous:
+                continue  # Loop's carried values, say: each of its own type
+            by_var.setdefault(param.type_str, set()).add(types[name])
         for var, seen in by_var.items():
             if len(seen) > 1 and not var.startswith("tensor("):  # a type variable, not a fixed type
                 names = ", ".join(TensorProto.DataType.Name(t).lower() for t in sorted(seen))

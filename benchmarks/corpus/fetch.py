@@ -34,12 +34,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sys.path.insert(0, str(REPO))
+from bench.cache import file_sha256 as sha256  # noqa: E402  (the repository's package, beside this script)
 
 
 def download(m: dict, cache: Path) -> Path:
