@@ -11,7 +11,7 @@ from pathlib import Path
 from bench import results
 from bench.config import Config
 from bench.errors import BenchError
-from bench.results import cell_key
+from bench.results import cell_key, quantized_models_of
 from bench.rundir import config_diff, new_run_id, stored_digest
 
 COPIED = ("outputs", "references", "loadgen", "logs")
@@ -43,7 +43,8 @@ def merge_runs(run_dirs: list[Path], results_dir: Path) -> Path:
             if key in owner:
                 raise BenchError(f"{d} and {owner[key]} both hold the cell {' '.join(map(str, key))}: overlapping shards, refusing to merge")
             owner[key] = d
-    grid = Config.model_validate(first["config"]).grid(first.get("quantized_models", []))
+    quantized = quantized_models_of(first, (e["row"] for entries in journals for e in entries))
+    grid = Config.model_validate(first["config"]).grid(quantized)
     missing = [c.label for c in grid if results.cell_key(c) not in owner]
     run_id = new_run_id(f"{first['config']['name']}-merged")
     out = results_dir / run_id

@@ -107,9 +107,12 @@ def _constants_as_initializers(model: Any) -> Any:
     initializer that feeds a float32-kept node in float32, but casts a kept Constant node's output
     to float16 and back (a running variance of 1e7 became inf)."""
     nodes = list(model.graph.node)
-    const = [n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value" for n in nodes]
+    outputs = {o.name for o in model.graph.output}
+    const = [n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value" and n.output[0] not in outputs
+             for n in nodes]
     if not any(const):
         return model
+    model.ir_version = max(model.ir_version, 4)  # IR 3 wants every initializer listed as a graph input too
     for n, is_const in zip(nodes, const):
         if is_const:
             t = model.graph.initializer.add()
@@ -128,11 +131,13 @@ def _restore_output_types(model: Any, source: Any) -> Any:
     graph output leaves it in that type whatever keep_io_types says; a Cast puts it back."""
     from onnx import helper
 
+    from bench.models.graph import all_nodes
+
     want = {o.name: o.type.tensor_type.elem_type for o in source.graph.output}
     for o in model.graph.output:
         if o.name in want and o.type.tensor_type.elem_type != want[o.name]:
             inner = f"{o.name}_before_cast"
-            for node in model.graph.node:
+            for node in all_nodes(model.graph):  # a subgraph may read the output by name
                 node.output[:] = [inner if x == o.name else x for x in node.output]
                 node.input[:] = [inner if x == o.name else x for x in node.input]
             model.graph.node.append(helper.make_node("Cast", [inner], [o.name], name=f"{o.name}_cast_back", to=want[o.name]))
@@ -174,7 +179,7 @@ def fp16_onnx(src: Path, sha256: str, cache: ArtifactCache, float32_ops: tuple[s
         from bench.models.graph import QUANTIZED_OPS
 
         block = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | QUANTIZED_OPS | set(float32_ops))  # quantized parts stay as they are
-        source = onnx.load(str(src))
+        source = onnx.load(str(src), load_external_data=False)  # for its output types
         model = _constants_as_initializers(onnx.load(str(src)))
         wide = beyond_float16(model)
         model = _retype_casts(float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=block,
@@ -188,7 +193,7 @@ def fp16_onnx(src: Path, sha256: str, cache: ArtifactCache, float32_ops: tuple[s
         ops = f"; {', '.join(present)} kept in float32 for this engine" if present else ""
         _write_route(d, f"fp16: float16 weights and compute, float32 inputs and outputs (onnxconverter-common){kept}{ops}")
 
-    key = {"transform": "fp16", "version": 5, "model_sha256": sha256, "keep_io_types": True, "float32_ops": sorted(float32_ops),
+    key = {"transform": "fp16", "version": 6, "model_sha256": sha256, "keep_io_types": True, "float32_ops": sorted(float32_ops),
            "onnxconverter-common": _version("onnxconverter-common"), "onnx": _version("onnx")}
     d, hit = cache.get_or_build("onnx-fp16", key, build)
     return d / "model.onnx", hit

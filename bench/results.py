@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import pandas as pd
 
@@ -42,6 +42,16 @@ COLUMNS = [
 CELL_COLUMNS = ["model", "backend", "precision", "batch_size", "scenario", "streams", "rate", "target"]
 CELL_DEFAULTS = {"scenario": "single_stream", "streams": 1, "rate": "", "target": "local"}
 KEY = [*CELL_COLUMNS, "variant"]
+
+
+def quantized_models_of(meta: dict[str, Any], rows: Iterable[Any]) -> list[str]:
+    """The models of a stored run that arrived quantized (run as given; bench.config.Config.grid):
+    as its meta.json says, or, for a run stored before it did, as its as-given rows say."""
+    from bench.config import AS_GIVEN
+
+    if "quantized_models" in meta:
+        return list(meta["quantized_models"])
+    return sorted({r["model"] for r in rows if r.get("precision") == AS_GIVEN})
 
 
 def cell_key(d: Any) -> tuple:

@@ -72,6 +72,7 @@ class RunDir:
         cfg = plan.config
         if resume:
             path, meta = _resumed(cfg, results_dir, run_id)
+            meta["quantized_models"] = quantized_models(plan.models)  # a run begun before runs stored it
         else:
             run_id = run_id or new_run_id(cfg.name)
             path = results_dir / run_id

@@ -18,7 +18,7 @@ from bench.registry import DEFAULT_SCENARIO, scenario_flag
 from bench import goldens
 from bench.config import AS_GIVEN, Precision, Tolerance
 from bench.errors import BenchError
-from bench.results import CELL_COLUMNS, KEY, StoredRun, cell_key, cell_slug
+from bench.results import CELL_COLUMNS, KEY, StoredRun, cell_key, cell_slug, quantized_models_of
 from bench.history import Drift
 from bench.timing import hierarchical_medians, t975, t_interval
 from bench.validate import compare
@@ -70,7 +70,8 @@ def planned_keys(run: StoredRun, strict: bool = True) -> list[tuple]:
     if not run.meta.get("config"):  # a run that states no grid (assembled by hand, say): its table is all it claims
         return list(dict.fromkeys(stored))
     try:
-        planned = [cell_key(c) for c in Config.model_validate(run.meta["config"]).grid(run.meta.get("quantized_models", []))]
+        quantized = quantized_models_of(run.meta, (r for _, r in run.cells.iterrows()))
+        planned = [cell_key(c) for c in Config.model_validate(run.meta["config"]).grid(quantized)]
     except Exception as e:
         if strict:
             first = str(e).strip().splitlines()

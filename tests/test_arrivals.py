@@ -336,6 +336,9 @@ def test_the_gate_plans_and_rejudges_a_model_that_arrives_quantized(arrivals_run
     assert run.meta["quantized_models"] == ["quantized"]
     rows = gate(run).rows
     assert "missing" not in set(rows["verdict"])  # the planned fp32 cell is the as-given one
+    # a run stored before runs named their quantized models: its as-given rows say which
+    del run.meta["quantized_models"]
+    assert "missing" not in set(gate(run).rows["verdict"])
     given = rows[(rows["model"] == "quantized") & (rows["precision"] == AS_GIVEN)]
     assert list(given["verdict"]) == ["pass", "skipped"]  # onnxruntime; tvm has no ConvInteger
     # tolerances given for int8 judge the as-given rows too (they are int8): the row shows them
@@ -388,19 +391,41 @@ def test_range_scaled_atol_of_an_output_that_does_not_vary_is_the_atol_itself():
 def test_a_loops_carried_values_may_each_have_their_own_type():
     from bench.models.graph import _type_mix
 
+    carried = [("f", TensorProto.FLOAT), ("h", TensorProto.FLOAT16), ("i", TensorProto.INT32), ("j", TensorProto.INT64)]
     body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Identity", ["f_in"], ["f_out"]),
-         helper.make_node("Identity", ["i_in"], ["i_out"])], "body",
-        [helper.make_tensor_value_info("iter", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("f_in", TensorProto.FLOAT, [2]), helper.make_tensor_value_info("i_in", TensorProto.INT32, [2])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("f_out", TensorProto.FLOAT, [2]),
-         helper.make_tensor_value_info("i_out", TensorProto.INT32, [2])])
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"])] + [helper.make_node("Identity", [f"{n}_in"], [f"{n}_out"]) for n, _ in carried],
+        "body",
+        [helper.make_tensor_value_info("iter", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])]
+        + [helper.make_tensor_value_info(f"{n}_in", t, [2]) for n, t in carried],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, [])] + [helper.make_tensor_value_info(f"{n}_out", t, [2]) for n, t in carried])
     inits = [numpy_helper.from_array(np.asarray(3, np.int64), "trips"), numpy_helper.from_array(np.asarray(True), "cond"),
-             numpy_helper.from_array(np.zeros(2, np.int32), "i0")]
-    graph = helper.make_graph([helper.make_node("Loop", ["trips", "cond", "x", "i0"], ["f", "i"], name="decode", body=body)], "g",
+             numpy_helper.from_array(np.zeros(2, np.float16), "h0"), numpy_helper.from_array(np.zeros(2, np.int32), "i0"),
+             numpy_helper.from_array(np.zeros(2, np.int64), "j0")]
+    graph = helper.make_graph([helper.make_node("Loop", ["trips", "cond", "x", "h0", "i0", "j0"], [n for n, _ in carried], name="decode",
+                                                body=body)], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("f", TensorProto.FLOAT, [2]), helper.make_tensor_value_info("i", TensorProto.INT32, [2])],
-                              inits)
+                              [helper.make_tensor_value_info(n, t, [2]) for n, t in carried], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.checker.check_model(model, full_check=True)
     assert _type_mix(model) == ""
+
+
+def test_an_ai_onnx_domain_is_the_default_domain_and_extra_inputs_are_not_bound_to_the_last_parameter():
+    # Pad(x: float, pads: int64) in a model that imports the default domain as 'ai.onnx'
+    from bench.models.graph import _type_mix
+
+    pads = numpy_helper.from_array(np.asarray([0, 1, 0, 1], np.int64), "pads")
+    graph = helper.make_graph([helper.make_node("Pad", ["x", "pads"], ["y"], name="pad")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], [pads])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx", 13)])
+    onnx.checker.check_model(model, full_check=True)
+    assert _type_mix(model) == ""
+
+
+def test_fp16_of_an_ir3_model_whose_weights_are_constant_nodes(tmp_path):
+    model = foreign.as_constant_nodes(foreign.conv_bn_conv())
+    model.ir_version = 3
+    path = foreign.save(model, tmp_path / "ir3.onnx")
+    fp16, _ = fp16_onnx(path, "ir3", ArtifactCache(tmp_path))
+    assert graph_problem(fp16) == ""

@@ -278,7 +278,8 @@ class TensorrtBackend(BackendBase):
         the fp32 graph and calibrates int8 itself."""
         if typing == "strong":
             path, _ = onnx_for(request, int8_flavor="tensorrt")
-            return path, {"graph_sha256": file_sha256(path)}
+            # the model itself (fp32, as given): its hash covers external weights; a converted graph: its file's
+            return path, {"graph_sha256": request.model.sha256 if path == request.model.path else file_sha256(path)}
         key: dict[str, Any] = {"graph_sha256": request.model.sha256}
         if request.precision == "int8":
             key["calibration"] = feeds_digest(request.calibration())

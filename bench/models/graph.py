@@ -94,12 +94,13 @@ def _type_mix(model: Any) -> str:
 
     inferred = onnx.shape_inference.infer_shapes(model)
     g = inferred.graph
-    opsets = {o.domain or "": o.version for o in model.opset_import}
+    opsets = {("" if o.domain in ONNX_DOMAINS else o.domain): o.version for o in model.opset_import}
     types = {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.value_info, *g.output]}
     types.update({t.name: t.data_type for t in g.initializer})
     for node in g.node:
+        domain = "" if node.domain in ONNX_DOMAINS else node.domain
         try:
-            schema = onnx.defs.get_schema(node.op_type, opsets.get(node.domain or "", 1), node.domain or "")
+            schema = onnx.defs.get_schema(node.op_type, opsets.get(domain, 1), domain)
         except Exception:  # an op ONNX does not know (a contrib op): its schema cannot say
             continue
         formal = list(schema.inputs)
@@ -107,7 +108,9 @@ def _type_mix(model: Any) -> str:
         for i, name in enumerate(node.input):
             if not name or name not in types or not formal:
                 continue
-            param = formal[min(i, len(formal) - 1)]  # a variadic last input repeats its type variable
+            param = formal[min(i, len(formal) - 1)]
+            if i >= len(formal) and param.option != param.option.Variadic:
+                continue  # more inputs than the schema has: the checker's to judge
             if param.option == param.option.Variadic and not param.is_homogeneous:
                 continue  # Loop's carried values, say: each of its own type
             by_var.setdefault(param.type_str, set()).add(types[name])

@@ -329,5 +329,5 @@ def for_cell(model: PreparedModel, batch: int, cache: ArtifactCache, keep_batch_
         path, hit, dyn_facts = prepare(model.path, model.source_sha256, dynamic, cache)
         facts = {**dyn_facts, "gflop": facts.get("gflop")}
     # the original file when preparation fell back: its hash covers its external weights too
-    sha = model.source_sha256 if path == model.path else file_sha256(path)
+    sha = model.source_sha256 if path == model.path else model_sha256(path)  # external data (over 1 GB) included
     return replace(model, path=path, sha256=sha, facts={**facts, "prepared_cache_hit": hit})
