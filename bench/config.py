@@ -22,7 +22,7 @@ from bench.registry import BACKENDS, DEFAULT_SCENARIO, SCENARIOS, options_model,
 
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
-# The precision of a cell that runs a model which arrives quantized as it is (bench.runner.plan):
+# The precision of a cell that runs a model which arrives quantized as it is (Config.grid):
 # no conversion, judged by int8's tolerances.
 AS_GIVEN = "int8 (as given)"
 BATCH = "batch"  # the token in input_shapes that stands for the grid's batch size
