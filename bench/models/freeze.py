@@ -111,6 +111,7 @@ def _upgrade_for_absent_inputs(model: Any) -> tuple[Any, str | None]:
     empty = {t.name for t in model.graph.initializer if 0 in t.dims}
     empty |= {n.output[0] for n in model.graph.node if n.op_type == "Constant" and n.attribute
               and n.attribute[0].name == "value" and numpy_helper.to_array(n.attribute[0].t).size == 0}
+
     def refused(n: Any) -> bool:  # empty scales beside real sizes: what TVM refuses and opset 11 requires
         return (n.op_type == "Resize" and len(n.input) > 3 and n.input[2] in empty and bool(n.input[3])
                 and n.input[3] not in empty)
