@@ -357,7 +357,7 @@ def _cells_table(df, columns: list[str], title: str) -> Table:
 @app.command("gate")
 def gate_cmd(
     run_dir: Path = typer.Argument(..., help="a results/<run_id>/ directory"),
-    tolerances: Optional[Path] = typer.Option(None, help="YAML {precision: {atol, rtol, min_cosine}} to judge by instead of the run's own"),
+    tolerances: Optional[Path] = typer.Option(None, help="YAML {precision: {atol, rtol, min_cosine}} to judge by instead of the run's own (its per-output tolerances still apply)"),
     allow_missing: bool = typer.Option(False, help="pass although planned cells are missing, skipped, failed, crashed, timed out or not validated"),
     allow_incomplete: bool = typer.Option(False, help="judge a run that is not complete (interrupted or still running)"),
 ) -> None:

@@ -117,7 +117,8 @@ def _rejudge(run: StoredRun, r: Any, tol: Tolerance) -> dict[str, Any]:
 def gate(run: StoredRun, tolerances: dict[str, Tolerance] | None = None, allow_missing: bool = False,
          allow_incomplete: bool = False) -> GateResult:
     """Judge every planned cell: stored verdicts under the run's own tolerances, or re-judged under
-    `tolerances`. A planned cell absent from the table is `missing`; with anything but pass or drift
+    `tolerances` (per precision; they replace the run's config-wide and per-model ones, while its
+    per-output tolerances still apply: they say each output's units). A planned cell absent from the table is `missing`; with anything but pass or drift
     the gate fails unless `allow_missing`. A run that is not complete is refused unless `allow_incomplete`."""
     require_complete(run, allow_incomplete)
     out = []
