@@ -35,6 +35,7 @@ benchmark: $(STAMP)
 	$(BIN)/python -m benchmarks.cache_and_int8
 	$(BIN)/python -m benchmarks.loadgen
 	$(BIN)/python -m benchmarks.fleet
+	$(BIN)/python -m benchmarks.zoo_matrix
 
 # real ONNX files other exporters wrote (15, from PyPI packages; benchmarks/corpus/manifest.yaml) through
 # ONNX Runtime and TVM at fp32, fp16 and int8; prints ok / outside tolerance / refused / other per cell

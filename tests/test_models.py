@@ -96,22 +96,21 @@ def test_zoo_shape_rules(tmp_path):
         inspect_model(_spec(source="zoo:resnet18", input_shapes={"image": ["batch", 3, 64, 64]}), 0, 0, [1], tmp_path)
 
 
-def test_a_vision_transformer_and_an_efficientnet_run_validated_on_every_cpu_backend_and_precision(tmp_path):
+def test_a_vision_transformer_and_an_efficientnet_run_validated_on_both_cpu_backends(tmp_path):
     import pandas as pd
 
     from bench.config import config_from_dict
     from bench.runner import execute, plan
-    from tests.conftest import FAST_TIMING
 
-    cfg = config_from_dict({
-        "name": "zoo-now", "models": [{"name": "vit", "source": "zoo:vit_s16-tiny"}, {"name": "effnet", "source": "zoo:efficientnet_b0-tiny"}],
-        "backends": ["onnxruntime", "tvm"], "precisions": ["fp32", "fp16", "int8"], "batch_sizes": [2],
-        "timing": FAST_TIMING, "calibration": {"samples": 16}, "repeats": 1,
-    })
+    from benchmarks.zoo_matrix import zoo_matrix_config
+
+    # TVM's int8 and EfficientNet's fp16 compiles (about 40 s here) run in `make benchmark` (benchmarks/zoo_matrix.py)
+    cfg = config_from_dict(zoo_matrix_config(exclude=[{"backend": "tvm", "precision": "int8"},
+                                                      {"model": "effnet", "backend": "tvm", "precision": "fp16"}]))
     p = plan(cfg, tmp_path / "models")
     run_dir = execute(p, tmp_path / "results", run_id="zoo-now", isolate=False, cache_dir=tmp_path / "cache")
     cells = pd.read_csv(run_dir / "cells.csv")
-    assert len(cells) == 2 * 2 * 3
+    assert len(cells) == 2 * 2 * 3 - 3
     bad = cells[(cells["status"] != "ok") | ~cells["validated"].astype(bool)]
     assert bad.empty, bad[["model", "backend", "precision", "status", "error"]].to_string()
     int8 = cells["precision"] == "int8"
