@@ -25,6 +25,11 @@ PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 # The precision of a cell that runs a model which arrives quantized as it is (Config.grid):
 # no conversion, judged by int8's tolerances.
 AS_GIVEN = "int8 (as given)"
+
+
+def judged_as(precision: str) -> str:
+    """The precision whose tolerances judge a cell: int8's for one run as given."""
+    return "int8" if precision == AS_GIVEN else precision
 BATCH = "batch"  # the token in input_shapes that stands for the grid's batch size
 
 
@@ -438,7 +443,7 @@ class Config(_Frozen):
 
     def tolerance(self, precision: str, model: str | None = None, output: str | None = None) -> Tolerance:
         """The most specific tolerance: per output, per model, per config, then the defaults."""
-        precision = "int8" if precision == AS_GIVEN else precision
+        precision = judged_as(precision)
         spec = self.model(model) if model is not None else None
         if spec is not None and output is not None and precision in spec.output_tolerances.get(output, {}):
             return spec.output_tolerances[output][precision]  # type: ignore[index]

@@ -26,6 +26,7 @@ computes something else.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.metadata as md
 from pathlib import Path
@@ -118,9 +119,7 @@ def _constants_as_initializers(model: Any) -> Any:
             t = model.graph.initializer.add()
             t.CopyFrom(n.attribute[0].t)
             t.name = n.output[0]
-    kept = [type(n)() for n, is_const in zip(nodes, const) if not is_const]
-    for copy, n in zip(kept, [n for n, is_const in zip(nodes, const) if not is_const]):
-        copy.CopyFrom(n)
+    kept = [copy.deepcopy(n) for n, is_const in zip(nodes, const) if not is_const]  # copies: the list is emptied next
     del model.graph.node[:]
     model.graph.node.extend(kept)
     return model
@@ -208,7 +207,7 @@ def _opset_for_int8(src: Path, d: Path, per_channel: bool) -> tuple[Path, bool, 
     13 or more; else upgraded by ONNX's version converter (checked); else per tensor at its own opset."""
     import onnx
 
-    from bench.models.graph import graph_problem, opset_of
+    from bench.models.graph import graph_problem, one_line, opset_of, upgrade_opset
 
     model = onnx.load(str(src))
     opset = opset_of(model)
@@ -216,14 +215,10 @@ def _opset_for_int8(src: Path, d: Path, per_channel: bool) -> tuple[Path, bool, 
     if not per_channel or opset >= PER_CHANNEL_OPSET:
         return src, per_channel, f"int8 QDQ {kind} at opset {opset}"
     try:
-        if model.ir_version < 4:
-            # IR 3 requires every initializer to be a graph input too; the converter needs IR 4's rule
-            model.ir_version = 4
-        upgraded = onnx.version_converter.convert_version(model, PER_CHANNEL_OPSET)
-        onnx.save(upgraded, str(d / "upgraded.onnx"))
+        onnx.save(upgrade_opset(model, PER_CHANNEL_OPSET), str(d / "upgraded.onnx"))
         why = graph_problem(d / "upgraded.onnx")
     except Exception as e:  # ConvertError and friends
-        why = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+        why = one_line(e, 200)
     if not why:
         return d / "upgraded.onnx", True, f"int8 QDQ per-channel; opset {opset} -> {PER_CHANNEL_OPSET} (ONNX version converter)"
     if opset < QDQ_OPSET:

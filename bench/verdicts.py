@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from bench.registry import DEFAULT_SCENARIO, scenario_flag
 from bench import goldens
-from bench.config import AS_GIVEN, Precision, Tolerance
+from bench.config import Precision, Tolerance, judged_as
 from bench.errors import BenchError
 from bench.results import CELL_COLUMNS, KEY, StoredRun, cell_key, cell_slug, quantized_models_of
 from bench.history import Drift
@@ -94,7 +94,7 @@ def _stored_output_tolerances(run: StoredRun, r: Any) -> dict[str, Tolerance]:
     """The run's own per-output tolerances for this cell's model and precision: more specific than
     a precision-wide tolerance, they still apply when the gate is given other tolerances."""
     spec = next((m for m in run.meta.get("config", {}).get("models", []) if m.get("name") == r["model"]), {})
-    precision = "int8" if r["precision"] == AS_GIVEN else r["precision"]
+    precision = judged_as(r["precision"])
     return {name: Tolerance.model_validate(by_precision[precision])
             for name, by_precision in (spec.get("output_tolerances") or {}).items() if precision in by_precision}
 
@@ -118,8 +118,8 @@ def gate(run: StoredRun, tolerances: dict[str, Tolerance] | None = None, allow_m
          allow_incomplete: bool = False) -> GateResult:
     """Judge every planned cell: stored verdicts under the run's own tolerances, or re-judged under
     `tolerances` (per precision; they replace the run's config-wide and per-model ones, while its
-    per-output tolerances still apply: they say each output's units). A planned cell absent from the table is `missing`; with anything but pass or drift
-    the gate fails unless `allow_missing`. A run that is not complete is refused unless `allow_incomplete`."""
+    per-output tolerances still apply: they say each output's units). A planned cell absent from the
+    table is `missing`; with anything but pass or drift the gate fails unless `allow_missing`. A run that is not complete is refused unless `allow_incomplete`."""
     require_complete(run, allow_incomplete)
     out = []
     by_key = {cell_key(r): r for _, r in run.cells.iterrows()}
@@ -139,7 +139,7 @@ def gate(run: StoredRun, tolerances: dict[str, Tolerance] | None = None, allow_m
             row.update(verdict="unvalidated")
         else:
             ok = bool(r["accuracy_ok"])
-            precision = "int8" if r["precision"] == AS_GIVEN else r["precision"]  # judged as int8 (Config.tolerance)
+            precision = judged_as(r["precision"])
             if tolerances is not None and precision in tolerances:
                 tol = tolerances[precision]
                 judged = _rejudge(run, r, tol)

@@ -100,10 +100,9 @@ def _upgrade_for_absent_inputs(model: Any) -> tuple[Any, str | None]:
     opset-11 export of interpolate(size=...)): those inputs are required there, and TVM's importer
     refuses `scales` beside `sizes`. Upgraded to opset 13 with ONNX's version converter, where they
     may be absent; ('11 -> 13') then, else the model as it was and None."""
-    import onnx
     from onnx import numpy_helper
 
-    from bench.models.graph import opset_of
+    from bench.models.graph import opset_of, upgrade_opset
 
     opset = opset_of(model)
     if opset >= 13:
@@ -119,9 +118,7 @@ def _upgrade_for_absent_inputs(model: Any) -> tuple[Any, str | None]:
     if not any(refused(n) for n in model.graph.node):
         return model, None
     try:
-        if model.ir_version < 4:
-            model.ir_version = 4  # IR 3 lists initializers as inputs; the converter needs IR 4's rule
-        return onnx.version_converter.convert_version(model, 13), f"{opset} -> 13"
+        return upgrade_opset(model, 13), f"{opset} -> 13"
     except Exception:  # the converter's limits: the model stays as it is (and its checks decide)
         return model, None
 
@@ -154,21 +151,21 @@ def freeze(model: Any, shapes: Mapping[str, Sequence[int | str]]) -> tuple[Any, 
     model = infer_shapes(gs.export_onnx(graph.cleanup()), allow_onnxruntime=True)
     model = fold_constants(model, error_ok=True, allow_onnxruntime_shape_inference=True)
     model = infer_shapes(model, allow_onnxruntime=True)
-    ranked = _declare_output_ranks(model, shapes, declared)
+    ranked = _declare_output_ranks(model, declared)
     return model, {"outputs_ranked_by_a_run": ranked, "nodes_before": nodes_before, "nodes_after": len(model.graph.node), "empty_inputs_dropped": dropped,
                    "opset_upgraded": upgraded}
 
 
-def _declare_output_ranks(model: Any, shapes: Mapping[str, Sequence[int | str]], declared: Mapping[str, int]) -> int:
+def _declare_output_ranks(model: Any, declared: Mapping[str, int]) -> int:
     """Give a rank to every graph output that shape inference left without a shape (through a
     contrib op or an If, say): ONNX's full check requires one, and ONNX Runtime checks an output's
-    rank against it. The rank comes from one ONNX Runtime run on zeros, else from the file's own
+    rank against it. The rank comes from one ONNX Runtime run on seeded inputs, else from the file's own
     declaration (not trusted first: one real file declared rank 2 for a rank-3 output). Every
     dimension stays symbolic (`<output>_d<i>`), since a size may depend on the data. Returns how many."""
     unknown = [o for o in model.graph.output if o.type.WhichOneof("value") == "tensor_type" and not o.type.tensor_type.HasField("shape")]
     if not unknown:
         return 0
-    ranks = {**declared, **_ranks_by_a_run(model, shapes)}
+    ranks = {**declared, **_ranks_by_a_run(model)}
     for o in unknown:
         if o.name in ranks:
             o.type.tensor_type.shape.SetInParent()
@@ -177,18 +174,14 @@ def _declare_output_ranks(model: Any, shapes: Mapping[str, Sequence[int | str]],
     return len(unknown)
 
 
-def _ranks_by_a_run(model: Any, shapes: Mapping[str, Sequence[int | str]]) -> dict[str, int]:
+def _ranks_by_a_run(model: Any) -> dict[str, int]:
     import numpy as np
 
-    types = {"float": "float32", "double": "float64"}
-    try:
-        import onnxruntime as ort
+    from bench.models.graph import cpu_session, session_feeds
 
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        feeds = {i.name: np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in shapes.get(i.name, i.shape)],
-                                  np.dtype(types.get(i.type[7:-1], i.type[7:-1])))  # 'tensor(float)' -> float32
-                 for i in session.get_inputs()}
-        return {o.name: np.ndim(v) for o, v in zip(session.get_outputs(), session.run(None, feeds))}
+    try:
+        session = cpu_session(model.SerializeToString())
+        return {o.name: np.ndim(v) for o, v in zip(session.get_outputs(), session.run(None, session_feeds(session)))}
     except Exception:  # the model's own declaration stands; the check that follows says what is wrong
         return {}
 
@@ -213,13 +206,13 @@ def prepare(source: Path, source_sha256: str, shapes: Mapping[str, Sequence[int 
 
     def build(d: Path) -> None:
         from bench.models.flops import count_flops
-        from bench.models.graph import graph_problem, no_strays, outputs_differ
+        from bench.models.graph import graph_problem, no_strays, one_line, outputs_differ
 
         try:
             with no_strays():
                 model, facts = freeze(onnx.load(str(source)), shapes)
         except Exception as e:  # Polygraphy and onnx raise many kinds; each means "use the original"
-            facts = {"preparation": f"original file: preparation failed ({type(e).__name__}: {' '.join(str(e).split())[:300]})"}
+            facts = {"preparation": f"original file: preparation failed ({one_line(e, 300)})"}
             (d / "facts.json").write_text(json.dumps({**facts, "gflop": None}))
             return
         counted = count_flops(model)
@@ -229,7 +222,7 @@ def prepare(source: Path, source_sha256: str, shapes: Mapping[str, Sequence[int 
         try:
             problem = graph_problem(d / "model.onnx") or outputs_differ(source, d / "model.onnx")
         except Exception as e:  # a session that cannot even be built, inputs of a type it cannot feed
-            problem = f"its check could not run: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+            problem = f"its check could not run: {one_line(e, 300)}"
         if problem:
             for f in d.iterdir():
                 if f.name != "facts.json":

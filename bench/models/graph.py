@@ -133,27 +133,48 @@ def graph_problem(path: Path) -> str:
         if mix:
             return f"inconsistent types: {mix}"
     except Exception as e:  # ValidationError, InferenceError and friends
-        return f"onnx.checker: {_one_line(e)}"
+        return f"onnx.checker: {one_line(e)}"
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError:
         return ""  # ONNX's own check stood; nothing else to ask
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # loading is the question
     try:
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        cpu_session(path, optimize=False)
     except Exception as e:
-        return f"ONNX Runtime refuses it: {_one_line(e)}"
+        return f"ONNX Runtime refuses it: {one_line(e)}"
     return ""
 
 
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
+def one_line(e: BaseException, most: int | None = None) -> str:
+    """'TypeName: message' on one line (the message cut at `most` characters when given)."""
+    text = " ".join(str(e).split())[:most]
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def _feeds(session: Any, seed: int = 0) -> dict[str, Any]:
+def upgrade_opset(model: Any, opset: int) -> Any:
+    """The model at `opset` by ONNX's version converter (which raises where it cannot). An IR-3 model
+    is read as IR 4 first: IR 3 lists every initializer as a graph input too, and the converter
+    needs IR 4's rule ("Input w is undefined" otherwise)."""
+    import onnx
+
+    if model.ir_version < 4:
+        model.ir_version = 4
+    return onnx.version_converter.convert_version(model, opset)
+
+
+def cpu_session(model: Any, optimize: bool = True) -> Any:
+    """A quiet ONNX Runtime CPU session on a model path or serialized bytes (optimize=False: loading
+    is the question, not speed)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options, providers=["CPUExecutionProvider"])
+
+
+def session_feeds(session: Any, seed: int = 0) -> dict[str, Any]:
     """Seeded inputs for every input of an ONNX Runtime session: floats in [0, 1), integers 0,
     booleans False; a symbolic dimension is 1."""
     import numpy as np
@@ -173,20 +194,17 @@ def outputs_differ(original: Path, prepared: Path) -> str:
     (an output of another shape than it declares, or values apart), or '' when it does. When the
     original itself does not run on such inputs (values it refuses), nothing can be said: ''."""
     import numpy as np
-    import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    prep = ort.InferenceSession(str(prepared), options, providers=["CPUExecutionProvider"])
-    feeds = _feeds(prep)
+    prep = cpu_session(prepared)
+    feeds = session_feeds(prep)
     try:
-        want = ort.InferenceSession(str(original), options, providers=["CPUExecutionProvider"]).run(None, feeds)
+        want = cpu_session(original).run(None, feeds)
     except Exception:
         return ""
     try:
         got = prep.run(None, feeds)
     except Exception as e:
-        return f"it does not run where the original does: {_one_line(e)}"
+        return f"it does not run where the original does: {one_line(e)}"
     for meta, g, w in zip(prep.get_outputs(), got, want):
         g, w = np.asarray(g), np.asarray(w)
         declared = [d if isinstance(d, int) else None for d in meta.shape]
