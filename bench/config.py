@@ -295,6 +295,8 @@ class Config(_Frozen):
     interleave: bool = Field(default=False, description="time the cells' processes in a shuffled order (seeded), not "
                              "cell after cell: drift over the sweep hits every cell alike instead of the cells timed last")
     cell_timeout_s: float = Field(default=1800.0, gt=0, description="a cell's worker is killed after this long")
+    profile: bool = Field(default=False, description="after a cell's timed processes, profile it per layer with the engine's "
+                          "own profiler, in a process of its own, into layers.parquet (bench.profiling; or later: bench profile RUN)")
     goldens: str | None = Field(default=None, description="directory of stored reference outputs (bench golden save)")
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     backend_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="options per backend name")

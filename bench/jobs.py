@@ -183,6 +183,29 @@ def cell_job(job: CellJob, on_phase: Callable[[str], None] = lambda phase: None)
     return {"row": row, "samples_ns": samples}
 
 
+def profile_job(config: Config, info: ModelInfo, cell: Cell, work_dir: Path, cache: ArtifactCache, run_id: str | None = None) -> dict[str, Any]:
+    """One cell's per-layer profile (bench.profiling) from its engine's own profiler, on the first
+    validation input, in this process (never one that times), inside the machine's timing lock."""
+    backend = get_backend(cell.backend)
+    skip = _cannot_build(backend, cell, info)
+    if skip:
+        raise Unsupported(skip)
+    model = for_cell(materialize(info), cell.batch_size, cache, backend.keeps_dynamic_batch)
+    compiled = backend.compile(_request(config, backend, model, cell.precision, cell.batch_size, work_dir, cache, cell.streams))
+    try:
+        profile = getattr(compiled, "profile", None)
+        if profile is None:
+            raise Unsupported(f"{cell.backend} has no per-layer profiler")
+        if compiled.cannot_run:
+            raise Unsupported(compiled.cannot_run)
+        feeds = validation_feeds(info, config.model(cell.model).data, cell.batch_size, config.seed, 1)[0]
+        with machine_lock.timing(f"run {run_id or '?'}, profile of {cell.label}", lambda who: None):
+            result = profile(feeds)
+    finally:
+        compiled.release()
+    return {"profile": result.to_dict(), "variant": compiled.facts.get("variant", backend.variant)}
+
+
 def _cannot_build(backend: Backend, cell: Cell, info: ModelInfo) -> str | None:
     avail = backend.availability()
     if not avail.usable:
@@ -281,6 +304,8 @@ def execute_job(job: dict[str, Any], on_phase: Callable[[str], None] = lambda ph
     cache = ArtifactCache(Path(job["cache_dir"]), bool(job["use_cache"]), scratch=work)
     if job["kind"] == "reference":
         return reference_job(config, info, job["batch_size"], Path(job["out_path"]), work, cache)
+    if job["kind"] == "profile":
+        return profile_job(config, info, Cell(**job["cell"]), work, cache, job.get("run_id"))
     path = lambda key: Path(job[key]) if job.get(key) else None  # noqa: E731
     return cell_job(CellJob(config, info, Cell(**job["cell"]), work, cache, validate=job["validate"],
                             reference_path=job.get("reference_path"), reference_note=job.get("reference_note"),

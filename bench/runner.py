@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from bench import goldens, loadgen, machine_lock, results
+from bench import goldens, layers, loadgen, machine_lock, results
 from bench.results import cell_slug
 from bench.backends import get_backend
 from bench.cache import default_root as default_cache_root
@@ -31,6 +31,7 @@ from bench.models.prepare import ModelInfo, inspect_model, quantized_models
 from bench.registry import scenario, scenario_flag
 from bench.scenarios import get_scenario
 from bench.executors import LOCAL, Executor, LocalExecutor
+from bench.profiling import Profile
 from bench.references import References
 from bench.rundir import RunDir
 from bench.worker import INTERRUPTS, Outcome, preload_for, run_isolated, run_job
@@ -213,7 +214,29 @@ class _Sweep:
         row["worker_ready_s"] = max(starts) if starts else None  # slowest worker start, isolated runs
         row.update(get_scenario(state.cell.scenario).summarize(row, state.figures, state.per_process, cfg, self.peak))
         row["repeats_stop"] = repeats_stop(state, cfg)
+        if cfg.profile and state.ok and not self.wants_more(state):
+            row.update(self.profile(state.cell, row))
         return row, state.per_process
+
+    def profile(self, cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
+        """The cell's per-layer profile, in a process of its own after its timed ones, saved beside the
+        run's rows (bench.layers); the row's profile columns."""
+        job = encode("profile", self.config, self.plan.models[cell.model], cell=cell, work_dir=self.run_dir / "work",
+                     cache_dir=self.cache_dir, use_cache=self.use_cache, run_id=self.run_id)
+        self.reporter.phase(cell, "profile")
+        name = f"{cell_slug(cell)}-profile"
+        outcome = self._run(job, name, cell, timed=False)
+        if outcome.status == "done" and outcome.value is not None:
+            result = outcome.value
+        else:
+            self._log(name, outcome.traceback)
+            result = {"status": "failed" if outcome.status == "done" else outcome.status, "error": outcome.error}
+        layers.save(self.run_dir, {**row, "variant": result.get("variant", row.get("variant"))}, result)
+        if "profile" not in result:
+            return {"profile_error": result["error"]}
+        p = Profile.from_dict(result["profile"])
+        return {"profile_coverage": round(p.coverage, 4), "profile_mapped": round(p.mapped, 4), "profile_overhead": round(p.overhead, 3),
+                "profile_note": p.note or None}
 
 
 @dataclass
@@ -553,3 +576,36 @@ def compile_all(p: Plan, work_dir: Path | str, reporter: Reporter | None = None,
         rows.append(row)
         reporter.done(row)
     return rows
+
+
+def profile_run(run_dir: Path | str, models_dir: Path | str, filters: dict[str, str] | None = None, reporter: Reporter | None = None,
+                cache_dir: Path | str | None = None, isolate: bool = True) -> list[dict[str, Any]]:
+    """Profile a stored run's ok cells (those matching `filters`) after the fact, into its profiles/
+    and layers.parquet; returns each cell's profile columns. The run's rows are not rewritten."""
+    from bench.results import cell_key, load_run
+
+    run = load_run(run_dir)
+    cfg = Config.model_validate(run.meta["config"])
+    p = plan(cfg, models_dir, run.meta.get("config_path"))
+    rows = [r for r in run.cells.to_dict("records") if r.get("status") == "ok"
+            and all(str(r.get(k)) == v for k, v in (filters or {}).items())]
+    if not rows:
+        raise BenchError(f"{run_dir}: no ok cell matches {filters or 'the run'}")
+    reporter = reporter or Reporter()
+    sweep = _Sweep(p, run.run_id, Path(run_dir), reporter, isolate, Path(cache_dir) if cache_dir else default_cache_root(), True)
+    preload_for(backend_preloads(sorted({r["backend"] for r in rows})))
+    reporter.start(len(rows), run.run_id)
+    out = []
+    fd = results.try_run_lock(Path(run_dir))
+    if fd is None:
+        raise BenchError(f"{run_dir}: another process holds this run (a sweep still running?); profile it when that is done")
+    try:
+        for i, r in enumerate(rows):
+            cell = Cell(*cell_key(r))
+            reporter.cell(i, cell)
+            part = {**{k: r[k] for k in ("model", "backend", "precision", "batch_size")}, **sweep.profile(cell, r)}
+            reporter.done({**r, **part})
+            out.append(part)
+    finally:
+        results.release_run_lock(fd)
+    return out

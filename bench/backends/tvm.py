@@ -174,6 +174,7 @@ class TvmBackend(BackendBase):
         entry, hit = request.cache.get_or_build(self.cache_kind, self._cache_key(request, target), build)
         info = json.loads((entry / "info.json").read_text())
         compiled = self._load(entry, info, request)
+        compiled.graph_path = lambda: self._graph(request)[0]
         compiled.facts = {
             "variant": self.variant,
             "provider": self._provider(target),
@@ -405,6 +406,44 @@ class TvmCompiled(CompiledBase):
     def prepare(self, feeds: Feeds) -> Callable[[], object]:
         main, args = self._main, self._args(feeds)
         return lambda: main(*args)
+
+    def profile(self, feeds: Feeds) -> Any:
+        """Every call the Relax VM makes, timed by its instrument hook (TVM 0.27's VM has no profile()
+        on this build), mapped to the graph by op type and order (bench.profiling.tvm_profile)."""
+        import time
+
+        import onnx
+
+        from bench.profiling import run_passes, tvm_profile, unprofiled_us
+
+        args, sync = self._args(feeds), (self._device.sync if self._device is not None else (lambda: None))
+        timed = self.prepare(feeds)
+        wall = unprofiled_us(lambda: (timed(), sync()))
+        calls: list[tuple[str, int]] = []
+        starts: list[int] = []
+
+        def instrument(func: Any, name: str, before_run: bool, ret_value: Any, *rest: Any) -> int:
+            sync()
+            if before_run:
+                starts.append(time.perf_counter_ns())
+            else:
+                calls.append((str(name), time.perf_counter_ns() - starts.pop()))
+            return 0  # VMInstrumentReturnKind.NO_OP: run the call as usual
+
+        self.vm.set_instrument(instrument)
+        passes: list[list[tuple[str, int]]] = []
+        walls: list[int] = []
+
+        def one() -> None:
+            calls.clear()
+            t0 = time.perf_counter_ns()
+            self._main(*args)
+            sync()
+            walls.append(time.perf_counter_ns() - t0)
+            passes.append(list(calls))
+
+        run_passes(one)
+        return tvm_profile(passes, walls, onnx.load(str(self.graph_path()), load_external_data=False), wall_us=wall)
 
     def release(self) -> None:
         self._main = self.vm = None
