@@ -39,6 +39,9 @@ class TunedOptions(BackendOptions):
     trials_per_iter: int = Field(16, ge=1, description="candidates built and measured per batch")
     builder_timeout_s: int = Field(300, ge=1, description="seconds one build may take")
     search: Literal["evolutionary", "replay-trace"] = Field("evolutionary", description="evolutionary or replay-trace")
+    weighting: Literal["flops", "profile"] = Field("flops", description="each task's share of the budget: flops (occurrences x "
+                                                  "FLOPs) or profile (its measured time in the module as it runs before this "
+                                                  "tuning: untuned, or with the schedules the database already holds)")
 
 
 class CudaOptions(BackendOptions):

@@ -293,7 +293,7 @@ class TvmTunedBackend(TvmBackend):
                 onnx_path, _ = self._graph(request)
                 job = TuneJob(str(onnx_path), {k: list(v) for k, v in request.shapes.items()}, str(target), str(db_dir), remaining,
                               budget["min_trials_per_task"] if state["trials_spent"] == 0 else 0, budget["trials_per_iter"],
-                              budget["builder_timeout_s"], request.threads, budget["search"])
+                              budget["builder_timeout_s"], request.threads, budget["search"], budget["weighting"])
                 # MetaSchedule's runner times every candidate: it holds the machine's timing lock, so
                 # another run's timed loop and these measurements never share the cores.
                 with machine_lock.timing(f"MetaSchedule tuning of {request.model.name} {request.precision}",

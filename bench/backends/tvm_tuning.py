@@ -143,6 +143,7 @@ class TuneJob:
     builder_timeout_s: int
     threads: int
     search: str = "evolutionary"
+    weighting: str = "flops"
 
 
 def tune(mod: Any, target: Any, job: TuneJob, initializer: Any, log: Any = print) -> dict[str, Any]:
@@ -154,6 +155,11 @@ def tune(mod: Any, target: Any, job: TuneJob, initializer: Any, log: Any = print
 
     tasks = extract_tasks(mod, target)
     scores, unknown_flops = task_scores([int(t.weight) for t in tasks], [_task_flops(t) for t in tasks])
+    measured: dict[str, float] = {}
+    if job.weighting == "profile":
+        measured = measured_task_us(mod, target, db_dir, _zeros_for(job))
+        scores = [measured.get(t.task_name, 0.0) for t in tasks]
+        log(f"weighting by measured time: {sum(measured.values()) / 1e3:.1f} ms a forward pass over {len(measured)} kernels")
     alloc = allocate_trials(scores, budget, min_per_task)
     database = ms.database.JSONDatabase(work_dir=str(db_dir))
     builder = _make_persistent_builder()(max_workers=job.threads, timeout_sec=job.builder_timeout_s, initializer=initializer)
@@ -171,7 +177,7 @@ def tune(mod: Any, target: Any, job: TuneJob, initializer: Any, log: Any = print
                                runner=runner, database=database, task_scheduler="round-robin")
             spent += n
             best = _best_seconds(database, task)
-            rows.append({"task": task.task_name, "weight": int(task.weight), "flops": scores[i] / max(task.weight, 1),
+            rows.append({"task": task.task_name, "weight": int(task.weight), "score": scores[i], "measured_us": measured.get(task.task_name),
                          "trials": n, "best_us": None if best is None else best * 1e6})
             curve.append({"trials": spent, "elapsed_s": round(time.perf_counter() - t0, 1),
                           "estimated_ms": _estimate_ms(database, tasks), "tuned_ms": _estimate_ms(database, tasks, partial=True),
@@ -181,13 +187,60 @@ def tune(mod: Any, target: Any, job: TuneJob, initializer: Any, log: Any = print
                 + f"; {spent}/{sum(alloc)} trials, {time.perf_counter() - t0:.0f} s, builder pool starts {builder.pool_starts}")
     finally:
         builder.shutdown()
-    summary = {"tasks": rows, "total_tasks": len(tasks), "tasks_without_flops": unknown_flops, "tuned_tasks": sum(1 for r in rows if r["best_us"] is not None),
+    summary = {"tasks": rows, "total_tasks": len(tasks), "weighting": job.weighting, "tasks_without_flops": unknown_flops, "tuned_tasks": sum(1 for r in rows if r["best_us"] is not None),
                "trials": spent, "tuning_s": time.perf_counter() - t0, "builder_pool_starts": builder.pool_starts,
                "trials_per_minute": spent / max((time.perf_counter() - t0) / 60, 1e-9)}
     offset = prior[-1]["trials"] if prior else 0
     (db_dir / CURVE).write_text(json.dumps(prior + [{**c, "trials": c["trials"] + offset} for c in curve]))
     (db_dir / TASKS).write_text(json.dumps(summary))
     return summary
+
+
+def _zeros_for(job: TuneJob) -> list[Any]:
+    """An input of zeros per graph input of the job's model, at the job's shapes (initializers excluded)."""
+    import numpy as np
+    import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    graph = onnx.load(job.onnx_path, load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    return [np.zeros(job.shapes[i.name], dtype=tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
+            for i in graph.input if i.name not in weights]
+
+
+def measured_task_us(mod: Any, target: Any, db_dir: Path, inputs: list[Any], passes: int = 2) -> dict[str, float]:
+    """Microseconds per forward pass spent in each PrimFunc of `mod` as it runs now: built with the
+    schedules the database holds (none: untuned), run on `inputs` under the Relax VM's instrument hook
+    (bench.profiling's way of timing TVM), summed over each function's call sites."""
+    import time
+
+    import numpy as np
+    import tvm
+    from tvm import relax
+    from tvm.relax import transform
+
+    if (db_dir / "database_tuning_record.json").is_file():
+        with tvm.target.Target(target), tvm.transform.PassContext(opt_level=3):
+            mod = transform.MetaScheduleApplyDatabase(str(db_dir))(mod)
+    vm = relax.VirtualMachine(tvm.compile(mod, target=target), tvm.cpu())
+    args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in inputs]
+    vm["main"](*args)
+    spent: dict[str, float] = {}
+    starts: list[int] = []
+
+    def instrument(func: Any, name: str, before_run: bool, ret_value: Any, *rest: Any) -> int:
+        if before_run:
+            starts.append(time.perf_counter_ns())
+        elif not str(name).startswith("vm."):
+            spent[str(name)] = spent.get(str(name), 0.0) + (time.perf_counter_ns() - starts.pop()) / 1e3 / passes
+        else:
+            starts.pop()
+        return 0
+
+    vm.set_instrument(instrument)
+    for _ in range(passes):
+        vm["main"](*args)
+    return spent
 
 
 def _estimate_ms(database: Any, tasks: Sequence[Any], partial: bool = False) -> float | None:
