@@ -336,6 +336,64 @@ def report_cmd(
     out.print(f"report: {path / 'report.md'}")
 
 
+@app.command("profile")
+def profile_cmd(
+    run_dir: Path = typer.Argument(..., help="a results/<run_id>/ directory"),
+    where: Optional[str] = typer.Option(None, "--where", help="only cells matching KEY=VALUE[,KEY=VALUE] (e.g. backend=tvm,batch_size=1)"),
+    models_dir: Path = typer.Option(Path("models"), help="cache of exported zoo models"),
+    cache_dir: Optional[Path] = typer.Option(None, help="artifact cache location (default: $BENCH_CACHE_DIR or ~/.cache/bench)"),
+    reports_dir: Path = typer.Option(Path("reports"), help="where the rebuilt report goes"),
+) -> None:
+    """Profile a stored run's ok cells per layer with each engine's own profiler (in processes of their
+    own), into its profiles/ and layers.parquet, and rebuild its report."""
+    from bench.layers import parse_filter
+    from bench.report import build_report
+    from bench.runner import profile_run
+
+    try:
+        done = profile_run(run_dir, models_dir, parse_filter(where, "--where") if where else None, cache_dir=cache_dir)
+        for d in done:
+            said = (f"coverage {d['profile_coverage']:.0%}, mapped {d['profile_mapped']:.0%}" if "profile_coverage" in d
+                    else f"no profile: {d.get('profile_error')}")
+            out.print(f"{d['model']} {d['backend']} {d['precision']} b{d['batch_size']}: {escape(said)}", highlight=False)
+        path = build_report(run_dir, reports_dir)
+    except BenchError as e:
+        _fail(e)
+    out.print(f"layers: {run_dir / 'layers.parquet'}\nreport: {path / 'report.md'}")
+
+
+@app.command("explain")
+def explain_cmd(
+    run_dir: Path = typer.Argument(..., help="a results/<run_id>/ directory with profiles (profile: true, or bench profile RUN)"),
+    a: str = typer.Option(..., "--a", help="the cells to explain, KEY=VALUE[,KEY=VALUE] (e.g. backend=tvm)"),
+    b: str = typer.Option(..., "--b", help="the cells to compare them with (e.g. backend=onnxruntime)"),
+    top: int = typer.Option(10, help="node groups shown per pair of cells"),
+) -> None:
+    """Where cells A lose time to cells B: per ONNX node group, each side's ms per forward pass and the gap, largest first."""
+    from bench import layers
+    from bench.report_layers import GAP_HEADER, gap_rows
+
+    try:
+        spec_a, spec_b = layers.parse_filter(a, "--a"), layers.parse_filter(b, "--b")
+        df = layers.load(run_dir)
+        if df.empty:
+            raise BenchError(f"{run_dir}: no per-layer profiles; run with `profile: true`, or `bench profile {run_dir}`")
+        gap = layers.gap_table(df, spec_a, spec_b, top=top)
+        if gap.empty:
+            raise BenchError(f"{run_dir}: no profiled cell matches --a {a} with one matching --b {b} on every other cell column")
+    except BenchError as e:
+        _fail(e)
+    keys = [k for k in ("model", "precision", "batch_size", "scenario", "streams", "target") if k in gap and k not in spec_a and k not in spec_b]
+    for key, part in gap.groupby(keys, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        table = Table(title=f"{a} vs {b}: " + " ".join(f"{k}={v}" for k, v in zip(keys, key)), header_style="bold", title_justify="left")
+        for c in GAP_HEADER:
+            table.add_column(c)
+        for row in gap_rows(part):
+            table.add_row(*map(escape, row))
+        out.print(table)
+
+
 def _load(run_dir: Path):
     from bench.results import load_run
 

@@ -447,10 +447,12 @@ def trt_nodes(layer: Mapping[str, Any], graph: Graph) -> tuple[list[str], str]:
     """The ONNX nodes a TensorRT layer covers: its inspector `Metadata` lists them ("[ONNX Layer:
     /conv1/Conv]\\x1f[ONNX Layer: /relu/Relu]", TensorRT 8.6+ with ProfilingVerbosity.DETAILED);
     else its name does ("/conv1/Conv + /relu/Relu"); a reformat TensorRT inserted covers none."""
+    name = str(layer.get("Name", ""))
+    if layer.get("LayerType") == "Reformat" or name.startswith("Reformatting "):
+        return [], UNMAPPED  # names the layer it feeds, which it is not
     named = re.findall(r"\[ONNX Layer: ([^\]]+)\]", str(layer.get("Metadata") or ""))
     if named:
         return [n for n in named if n in graph.op], EXACT
-    name = str(layer.get("Name", ""))
     parts = [p.strip() for p in re.split(r" \+ |\|\|", name)]
     found = [p for p in parts if p in graph.op]
     if not found:

@@ -262,7 +262,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _markdown(run: StoredRun, baseline: str, tuning_plot: bool = False) -> str:
+def _markdown(run: StoredRun, baseline: str, tuning_plot: bool = False, extra: list[str] | None = None) -> str:
     cells, meta = run.cells, run.meta
     cfg = meta.get("config", {})
     parts = [
@@ -279,6 +279,7 @@ def _markdown(run: StoredRun, baseline: str, tuning_plot: bool = False) -> str:
     if notes:
         parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     parts += _plots_section(cells, baseline, tuning_plot)
+    parts += extra or []
     parts += _environment_section(meta)
     return "\n".join(parts)
 
@@ -517,5 +518,8 @@ def build_report(run_dir: str | Path, reports_dir: str | Path) -> Path:
     curves = _tuning_curves(cells)
     if curves:
         _tuning_plot(curves, out / TUNING_PLOT)
-    atomic.write_text(out / "report.md", _markdown(run, baseline, bool(curves)))  # never half a report
+    from bench.report_layers import pareto_section, profile_section
+
+    extra = profile_section(run.run_dir, out) + pareto_section(cells, out)
+    atomic.write_text(out / "report.md", _markdown(run, baseline, bool(curves), extra))  # never half a report
     return out
