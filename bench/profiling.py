@@ -464,12 +464,14 @@ def trt_nodes(layer: Mapping[str, Any], graph: Graph) -> tuple[list[str], str]:
     return found, EXACT
 
 
-def trt_profile(inspector: Mapping[str, Any], records: Sequence[Mapping[str, Any]], model: Any, wall_us: float | None = None) -> Profile:
+def trt_profile(inspector: Mapping[str, Any], records: Sequence[Mapping[str, Any]], model: Any, wall_us: float | None = None,
+                profiled_wall_us: float | None = None) -> Profile:
     """Layers from TensorRT's engine inspector JSON (`get_engine_information(LayerInformationFormat.JSON)`:
     {"Layers": [{"Name", "LayerType", "Metadata", ...}]}) and per-layer times in trtexec's
     `--exportProfile` format ([{"count": N}, {"name", "timeMs", "averageMs", "medianMs", ...}, ...]),
-    which IProfiler.report_layer_time's records are written in too. `wall_us`: the end-to-end
-    enqueue-to-sync time of a profiled pass (default: the layers' sum, which then covers all of it)."""
+    which IProfiler.report_layer_time's records are written in too. `wall_us` and `profiled_wall_us`:
+    the end-to-end enqueue-to-sync time of a pass without and with the profiler (default: the other
+    one, and without either the layers' sum, which then covers all of it)."""
     graph = Graph.of(model)
     count = next((int(r["count"]) for r in records if "count" in r), 1)
     by_name = {str(layer.get("Name")): layer for layer in inspector.get("Layers", []) if isinstance(layer, Mapping)}
@@ -484,5 +486,5 @@ def trt_profile(inspector: Mapping[str, Any], records: Sequence[Mapping[str, Any
         if not nodes and "Reformat" in name:
             layer.op_types = ("(reformat)",)
         layers.append(layer)
-    total = sum(layer.us_per_pass for layer in layers)
-    return Profile("tensorrt IProfiler + engine inspector", layers, wall_us if wall_us else total, count)
+    profiled = profiled_wall_us or wall_us or sum(layer.us_per_pass for layer in layers)
+    return Profile("tensorrt IProfiler + engine inspector", layers, wall_us or profiled, count, {"profiled_wall_us": profiled})

@@ -12,6 +12,7 @@ import pandas as pd
 from bench import atomic
 from bench.config import Cell
 from bench.registry import scenario_flag
+from bench.report_layers import md_table as _md_table
 from bench.results import StoredRun, cell_key, load_run
 
 PLOTS = {
@@ -253,13 +254,6 @@ def _targets_table(cells: pd.DataFrame, targets: list[str]) -> tuple[list[str], 
 
 def stability_mark(row: Any) -> str:
     return "UNSTABLE" if pd.notna(row["unstable"]) and bool(row["unstable"]) else "stable"
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _markdown(run: StoredRun, baseline: str, tuning_plot: bool = False, extra: list[str] | None = None) -> str:

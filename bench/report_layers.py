@@ -31,7 +31,7 @@ def profile_section(run_dir: Path, out: Path) -> list[str]:
              "TensorRT's IProfiler), taken in a process of their own after the timed ones; profiled times never replace timed "
              "ones. Coverage: the layers' sum as a share of the profiled forward pass; mapped: the share in layers mapped to ONNX "
              "nodes (exact names, or op type and order for TVM). Layer times below are scaled back to the unprofiled pass.", "",
-             layers_md_table(["model", "cell", "profiler", "ms", "profiled ms", "coverage", "mapped", "note"],
+             md_table(["model", "cell", "profiler", "ms", "profiled ms", "coverage", "mapped", "note"],
                              [[s["model"], layers.label(s), s.get("profiler", "-"), _f(s.get("wall_ms")), _f(s.get("profiled_wall_ms")),
                                _pct(s.get("coverage")), _pct(s.get("mapped")), s.get("note") or (f"no profile: {s['error']}" if s.get("error") else "")]
                               for s in summaries]), ""]
@@ -58,7 +58,7 @@ def _gap_tables(df: pd.DataFrame, model: str) -> list[str]:
             title = f"{backend} {precision} b{batch} vs {fastest} {precision} b{batch}"
             parts += [f"**{model}: {title}** ({walls[backend] / 1e3:.3g} ms vs {walls[fastest] / 1e3:.3g} ms): the ONNX node groups "
                       f"where {backend} loses most time (`bench explain RUN --a backend={backend} --b backend={fastest}`).", "",
-                      layers_md_table(GAP_HEADER, gap_rows(gap)), ""]
+                      md_table(GAP_HEADER, gap_rows(gap)), ""]
     return parts
 
 
@@ -70,10 +70,11 @@ def gap_rows(gap: pd.DataFrame) -> list[list[str]]:
              "-" if r["ratio"] is None or pd.isna(r["ratio"]) else f"{r['ratio']:.3g}x", _pct(r["share_of_gap"])] for _, r in gap.iterrows()]
 
 
-def layers_md_table(header: list[str], rows: list[list[str]]) -> str:
-    from bench.report import _md_table  # bench.report imports this module
-
-    return _md_table(header, rows)
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def _f(v: Any) -> str:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pandas as pd
 import pytest
 import yaml
@@ -248,6 +249,32 @@ def test_set_input_shape_refusal_is_an_error(tmp_path, monkeypatch):
     ok.release()
     with pytest.raises(RuntimeError, match=r"refused input shape x=\[8, 1, 8, 8\]"):
         TrtCompiled(engine, dict(facts), {"x": (8, 1, 8, 8)})  # beyond the profile's max batch of 4
+
+
+def test_tensorrt_profile_uses_an_iprofiler_and_the_inspector(tmp_path, monkeypatch):
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, EngineFromBytes, NetworkFromOnnxPath, Profile
+    from polygraphy.cuda import cuda
+
+    from bench.backends.tensorrt import TrtCompiled
+    from bench.profiling import EXACT, Graph
+    from tests.standins import cudart
+
+    trt = make_module("11.4.0")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(cuda, "G_CUDA", None)
+    cudart.install()
+    model = make_cnn_onnx(tmp_path / "cnn.onnx")
+    profile = Profile().add("x", (1, 1, 8, 8), (2, 1, 8, 8), (4, 1, 8, 8))
+    plan = EngineBytesFromNetwork(NetworkFromOnnxPath(str(model), strongly_typed=True), CreateConfig(profiles=[profile]))()
+    compiled = TrtCompiled(EngineFromBytes(bytes(plan))(), {"backend_version": "11.4.0"}, {"x": (2, 1, 8, 8)})
+    compiled.graph_path = model
+    try:
+        got = compiled.profile({"x": np.zeros((2, 1, 8, 8), np.float32)})
+    finally:
+        compiled.release()
+    nodes = set(Graph.of(onnx.load(str(model))).order)  # the stand-in names an unnamed node's layer <op>_<index>, as Graph does
+    assert got.passes >= 3 and got.layers and {layer.confidence for layer in got.layers} == {EXACT}
+    assert {n for layer in got.layers for n in layer.nodes} <= nodes and got.layers[0].median_us == pytest.approx(10.0)
 
 
 def test_tensorrt_int8_graph_is_symmetric_signed_and_validated_on_the_cpu(tmp_path):

@@ -320,7 +320,9 @@ class TensorrtBackend(BackendBase):
                  "backend_version": api["version"], "trt_typing": typing, "tf32": opts.tf32, "cache_hit": hit, **identity,
                  "options": f"typing={typing}, tf32={opts.tf32}, workspace_mb={opts.workspace_mb}, "
                             f"builder_optimization_level={opts.builder_optimization_level}"}
-        return TrtCompiled(engine, facts, request.shapes, entry / "engine.plan" if opts.trtexec else None, request.work_dir)
+        compiled = TrtCompiled(engine, facts, request.shapes, entry / "engine.plan" if opts.trtexec else None, request.work_dir)
+        compiled.graph_path = path  # the ONNX graph the engine was built from: what profile() maps layers to
+        return compiled
 
 
 def timing_cache_path(request: CompileRequest, identity: Mapping[str, str], version: str) -> Path:
@@ -392,6 +394,46 @@ class TrtCompiled(CompiledBase):
     def prepare(self, feeds: Feeds) -> Callable[[], object]:
         self._load(feeds)
         return enqueue_checked(self.context.execute_async_v3, self.stream.ptr)
+
+    def profile(self, feeds: Feeds) -> Any:
+        """TensorRT's per-layer times (an IProfiler on this context, the stream synchronized after each
+        pass) with the engine inspector's layers (built with ProfilingVerbosity.DETAILED, so fused
+        layers list their ONNX nodes), mapped by bench.profiling.trt_profile."""
+        import statistics
+
+        import onnx
+        import tensorrt as trt
+
+        from bench.profiling import run_passes, trt_profile, unprofiled_us
+
+        forward, sync = self.prepare(feeds), self.stream.synchronize
+        wall = unprofiled_us(lambda: (forward(), sync()))
+        times: dict[str, list[float]] = {}
+
+        class Recorder(trt.IProfiler):
+            def __init__(self) -> None:
+                trt.IProfiler.__init__(self)
+
+            def report_layer_time(self, layer_name: str, ms: float) -> None:
+                times.setdefault(layer_name, []).append(float(ms))
+
+        walls: list[float] = []
+
+        def one() -> None:
+            t0 = time.perf_counter_ns()
+            forward()
+            sync()
+            walls.append((time.perf_counter_ns() - t0) / 1e3)
+
+        self.context.profiler = Recorder()
+        passes = run_passes(one)
+        inspector = self.engine.create_engine_inspector()
+        inspector.execution_context = self.context
+        info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+        records = [{"count": passes}] + [{"name": n, "timeMs": sum(v), "averageMs": sum(v) / len(v), "medianMs": statistics.median(v)}
+                                         for n, v in times.items()]
+        return trt_profile(info, records, onnx.load(str(self.graph_path), load_external_data=False), wall_us=wall,
+                           profiled_wall_us=statistics.median(walls))
 
     def second_opinion(self, samples_ns: list[int]) -> dict[str, Any]:
         """trtexec's timing of the same engine file (see the module's docstring)."""

@@ -571,7 +571,33 @@ def make_module(version: str) -> types.ModuleType:
             for name, value in self._run(feeds).items():
                 data = np.ascontiguousarray(value.astype(_TO_NP[self.engine._find(name)[2]]))
                 ctypes.memmove(self.addresses[name], data.ctypes.data, data.nbytes)
+            if self.profiler is not None:  # IProfiler: one report per layer of the engine, by the inspector's names
+                for name, kind in self.engine.header["layers"]:
+                    if kind not in ("QUANTIZE", "DEQUANTIZE"):
+                        self.profiler.report_layer_time(name, 0.01)
             return True
+
+        @property
+        def profiler(self):
+            return self.__dict__.get("_profiler")
+
+        @profiler.setter
+        def profiler(self, value):
+            # IExecutionContext.profiler takes an IProfiler (a subclass whose __init__ called IProfiler.__init__)
+            ok = value is None or (isinstance(value, IProfiler) and getattr(value, "_initialized", False))
+            record("tensorrt", "set_profiler", ok=ok)
+            if not ok:
+                raise TypeError("IExecutionContext.profiler: incompatible type; expected tensorrt.IProfiler")
+            self.__dict__["_profiler"] = value
+
+    class IProfiler:
+        """tensorrt.IProfiler: subclasses call IProfiler.__init__ and override report_layer_time(layer_name: str, ms: float)."""
+
+        def __init__(self):
+            self._initialized = True
+
+        def report_layer_time(self, layer_name, ms):
+            raise NotImplementedError("IProfiler.report_layer_time is pure virtual")
 
     class EngineInspector:
         def __init__(self, engine):
@@ -617,7 +643,7 @@ def make_module(version: str) -> types.ModuleType:
             return json.dumps(json.loads(self.get_engine_information(fmt))["Layers"][index])
 
     for cls in (Builder, INetworkDefinition, ITensor, ILayer, OnnxParser, IOptimizationProfile, ITimingCache, Runtime, ICudaEngine,
-                IExecutionContext, EngineInspector):
+                IExecutionContext, EngineInspector, IProfiler):
         setattr(trt, cls.__name__, cls)
     trt.IBuilderConfig = config_class
     trt.IHostMemory = HostMemory
