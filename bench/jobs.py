@@ -203,6 +203,8 @@ def profile_job(config: Config, info: ModelInfo, cell: Cell, work_dir: Path, cac
             result = profile(feeds)
     finally:
         compiled.release()
+    # what was profiled: the timed artifact when the cache held it (cache_hit), else one built again for the profile
+    result.facts.update(cache_hit=compiled.facts.get("cache_hit"), provider=compiled.facts.get("provider"))
     return {"profile": result.to_dict(), "variant": compiled.facts.get("variant", backend.variant)}
 
 

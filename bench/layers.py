@@ -13,6 +13,9 @@ time for it is comparable.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -59,11 +62,16 @@ def frame(items: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=LAYER_COLUMNS)
 
 
+_WRITING = threading.Lock()  # cells finishing at once on a fleet's slots save from several threads
+
+
 def write_table(run_dir: Path) -> pd.DataFrame:
-    df = frame(entries(run_dir))
-    tmp = Path(run_dir) / f".{TABLE}.tmp"
-    df.to_parquet(tmp, index=False)
-    tmp.replace(Path(run_dir) / TABLE)
+    with _WRITING:
+        df = frame(entries(run_dir))
+        fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{TABLE}.", suffix=".tmp")
+        os.close(fd)
+        df.to_parquet(tmp, index=False)
+        Path(tmp).replace(Path(run_dir) / TABLE)
     return df
 
 
@@ -100,7 +108,9 @@ def by_op_type(layers: pd.DataFrame) -> pd.DataFrame:
     """Milliseconds per forward pass by ONNX op type: a row per (model, cell label), a column per op type."""
     if layers.empty:
         return pd.DataFrame()
-    df = layers.assign(cell=layers.apply(label, axis=1), ms=layers["est_us"] / 1e3)
+    varying = [k for k in ("scenario", "streams", "rate", "target", "variant") if layers[k].astype(str).nunique() > 1]
+    df = layers.assign(cell=layers.apply(lambda r: label(r, ["backend", "precision", "batch_size", *varying]), axis=1),
+                       ms=layers["est_us"] / 1e3)
     return df.pivot_table(index=["model", "cell"], columns="op_type", values="ms", aggfunc="sum", fill_value=0.0)
 
 
@@ -159,36 +169,43 @@ def _group_times(side: pd.DataFrame, groups: Mapping[str, str]) -> tuple[dict[st
 
 
 def gap_table(layers: pd.DataFrame, a: Mapping[str, str], b: Mapping[str, str], top: int | None = None) -> pd.DataFrame:
-    """Where cells matching `a` lose time to the cells matching `b` that agree with them on every other
-    cell column: per ONNX node group, each side's ms per forward pass (layer times scaled back to the
-    unprofiled pass: Profile.estimated_us) and the gap, largest first."""
-    side_a, side_b = _select(layers, a), _select(layers, b)
-    keys = [k for k in CELL_COLUMNS if k not in a and k not in b]
+    """Where each cell matching `a` loses time to the one cell matching `b` that agrees with it on every
+    cell column neither names: per ONNX node group, each side's ms per forward pass (without the
+    profiler: Profile.estimated_us), the gap, and its share of all the groups where `a` is slower;
+    largest first. A cell with no such partner (none, or several) is left out."""
+    keys = [k for k in CELL_COLUMNS if k not in a]
+    side_b = _select(layers, b)
     rows = []
-    for key, ga in side_a.groupby(keys, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
+    for key, ga in _select(layers, a).groupby(keys, dropna=False):
         gb = side_b
-        for k, v in zip(keys, key):
-            gb = gb[gb[k].astype(str) == str(v)]
-        if gb.empty:
+        for k, v in zip(keys, key if isinstance(key, tuple) else (key,)):
+            if k not in b:
+                gb = gb[gb[k].astype(str) == str(v)]
+        if gb.empty or len(gb.drop_duplicates(subset=CELL_COLUMNS)[CELL_COLUMNS]) != 1:
             continue
-        groups = _groups(ga, gb)
-        ta, kinds_a = _group_times(ga, groups)
-        tb, kinds_b = _group_times(gb, groups)
-        members: dict[str, list[str]] = {}
-        for n, g in groups.items():
-            members.setdefault(g, []).append(n)
-        total_gap = sum(ta.values()) - sum(tb.values())
-        for g in dict.fromkeys([*ta, *tb]):
-            gap = ta.get(g, 0.0) - tb.get(g, 0.0)
-            nodes = members.get(g, [])
-            rows.append({**dict(zip(keys, key)), "group": g if not nodes else (g if len(nodes) == 1 else f"{g} (+{len(nodes) - 1})"),
-                         "op_types": "+".join(sorted(kinds_a.get(g, set()) | kinds_b.get(g, set()))),
-                         "a_ms": ta.get(g, 0.0) / 1e3, "b_ms": tb.get(g, 0.0) / 1e3, "gap_ms": gap / 1e3,
-                         "ratio": ta.get(g, 0.0) / tb[g] if tb.get(g) else None,
-                         "share_of_gap": gap / total_gap if total_gap else None})
+        rows += _gap_rows(ga, gb, dict(zip(keys, key if isinstance(key, tuple) else (key,))))
     df = pd.DataFrame(rows)
     if df.empty:
         return df
     df = df.sort_values("gap_ms", ascending=False, kind="stable").reset_index(drop=True)
-    return df.groupby(keys, dropna=False, sort=False).head(top) if top else df
+    group_keys = [k for k in keys if k in df]
+    return df.groupby(group_keys, dropna=False, sort=False).head(top) if top else df
+
+
+def _gap_rows(ga: pd.DataFrame, gb: pd.DataFrame, cell: dict[str, Any]) -> list[dict[str, Any]]:
+    groups = _groups(ga, gb)
+    ta, kinds_a = _group_times(ga, groups)
+    tb, kinds_b = _group_times(gb, groups)
+    members: dict[str, list[str]] = {}
+    for n, g in groups.items():
+        members.setdefault(g, []).append(n)
+    losses = sum(max(ta.get(g, 0.0) - tb.get(g, 0.0), 0.0) for g in dict.fromkeys([*ta, *tb]))
+    rows = []
+    for g in dict.fromkeys([*ta, *tb]):
+        gap, nodes = ta.get(g, 0.0) - tb.get(g, 0.0), members.get(g, [])
+        rows.append({**cell, "group": g if len(nodes) <= 1 else f"{g} (+{len(nodes) - 1})",
+                     "op_types": "+".join(sorted(kinds_a.get(g, set()) | kinds_b.get(g, set()))),
+                     "a_ms": ta.get(g, 0.0) / 1e3, "b_ms": tb.get(g, 0.0) / 1e3, "gap_ms": gap / 1e3,
+                     "ratio": ta.get(g, 0.0) / tb[g] if tb.get(g) else None,
+                     "share_of_gap": gap / losses if losses and gap > 0 else None})
+    return rows

@@ -49,7 +49,7 @@ class CudaOptions(BackendOptions):
 
 
 class CudaTunedOptions(TunedOptions, CudaOptions):
-    pass
+    weighting: Literal["flops"] = Field("flops", description="flops only: weighting by measured time profiles on the CPU")
 
 
 class TrtOptions(BackendOptions):

@@ -95,10 +95,13 @@ class Profile:
         return self.profiled_wall_us / self.wall_us if self.wall_us > 0 else 1.0
 
     def estimated_us(self, layer: Layer) -> float:
-        """A layer's time per forward pass without the profiler: its share of the profiled pass times
-        the unprofiled pass (a profiler slows a pass: ONNX Runtime's by about 4 us a node, and more in
-        its thread pool's parallel sections, where it gathers scheduling statistics)."""
-        return layer.us_per_pass / self.overhead
+        """A layer's time per forward pass without the profiler. Most of a profiler's cost falls
+        between layers (ONNX Runtime's about 4 us a node) and is not in them; where the layers' sum
+        still exceeds the unprofiled pass, the profiler slowed the layers themselves (ONNX Runtime
+        gathers thread-pool statistics inside them), and that excess is taken off each call alike."""
+        excess = max(0.0, self.covered_us - self.wall_us)
+        calls = sum(x.calls for x in self.layers)
+        return max(0.0, layer.us_per_pass - excess * layer.calls / calls) if calls else layer.us_per_pass
 
     @property
     def note(self) -> str:
@@ -109,9 +112,12 @@ class Profile:
                         "between layers the profiler does not attribute (its own bookkeeping among it)")
         elif self.mapped < LOW_COVERAGE:
             said.append(f"only {self.mapped:.0%} of the forward pass maps to ONNX nodes")
+        if self.coverage > 1 + (1 - LOW_COVERAGE):
+            said.append(f"the layers sum to {self.coverage:.0%} of the profiled pass: some time is counted twice "
+                        "(a layer inside another, such as a control-flow body)")
         if self.overhead > 1.25:
             said.append(f"the profiler slowed the forward pass {self.overhead:.2f}x ({self.wall_us / 1e3:.3g} -> "
-                        f"{self.profiled_wall_us / 1e3:.3g} ms); layer times are scaled back to the unprofiled pass")
+                        f"{self.profiled_wall_us / 1e3:.3g} ms); layer times are estimated without it (Profile.estimated_us)")
         return "; ".join(said)
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,40 +137,59 @@ class Profile:
 class Graph:
     """What the mappings need of an ONNX graph: its nodes in order, who writes each tensor, who reads it."""
 
-    order: list[str]  # node names, graph order
+    order: list[str]  # node names, graph order (an unnamed node is <op>_<index>, a repeated name gets #<index>)
     op: dict[str, str]  # node -> op type
     producer: dict[str, str]  # tensor -> node
     consumers: dict[str, list[str]]  # tensor -> nodes
+    inputs: dict[str, list[str]]  # node -> input tensors
     outputs: dict[str, list[str]]  # node -> output tensors
     static: set[str]  # nodes an engine computes at build time (constants, shapes of a static graph)
     biased: set[str]  # Conv/Gemm nodes with a bias input (engines add it as a separate op)
+    pos: dict[str, int] = field(default_factory=dict)  # node -> its index in `order`
+    alias: dict[str, str] = field(default_factory=dict)  # other names engines give a node -> its name here
 
     @classmethod
     def of(cls, model: Any) -> "Graph":
         g = model.graph
-        known = {i.name for i in g.initializer}
-        order, op, producer, consumers, outputs, static, biased = [], {}, {}, {}, {}, set(), set()
+        known = {i.name for i in g.initializer} - {i.name for i in g.input}  # an initializer that is also an input can be fed
+        graph = cls([], {}, {}, {}, {}, {}, set(), set())
         for i, node in enumerate(g.node):
             name = node.name or f"{node.op_type}_{i}"
-            order.append(name)
-            op[name] = node.op_type
-            outputs[name] = [o for o in node.output if o]
-            for t in outputs[name]:
-                producer[t] = name
-            for t in node.input:
-                if t:
-                    consumers.setdefault(t, []).append(name)
-            inputs = [t for t in node.input if t]
-            if node.op_type in STATIC_OPS or (inputs and all(t in known for t in inputs)):
-                static.add(name)
-                known.update(outputs[name])
-            if node.op_type in ("Conv", "ConvTranspose", "Gemm") and len(inputs) == 3:
-                biased.add(name)
-        return cls(order, op, producer, consumers, outputs, static, biased)
+            name = name if name not in graph.op else f"{name}#{i}"
+            graph.pos[name] = len(graph.order)
+            graph.order.append(name)
+            graph.op[name] = node.op_type
+            graph.inputs[name] = [t for t in node.input if t]
+            graph.outputs[name] = [o for o in node.output if o]
+            if not node.name and graph.outputs[name]:  # TensorRT's ONNX parser names an unnamed node after its first output
+                graph.alias[f"node_of_{graph.outputs[name][0]}"] = name
+            for t in graph.outputs[name]:
+                graph.producer[t] = name
+            for t in graph.inputs[name]:
+                graph.consumers.setdefault(t, []).append(name)
+            ins = graph.inputs[name]
+            if node.op_type in STATIC_OPS or (ins and all(t in known for t in ins)):
+                graph.static.add(name)
+                known.update(graph.outputs[name])
+            if node.op_type in ("Conv", "ConvTranspose", "Gemm") and len(ins) == 3:
+                graph.biased.add(name)
+        return graph
 
-    def owner_chain(self, node: str, owner: Mapping[str, str]) -> str | None:
-        """The owner of the first node downstream of `node` that has one (an op an engine fused into
-        the node reading its output), or None."""
+    def find(self, name: str) -> str | None:
+        """The node an engine's name for it refers to, or None."""
+        return name if name in self.op else self.alias.get(name)
+
+    def owner_upstream(self, node: str, owner: Mapping[str, str]) -> str | None:
+        """The owner of the node writing `node`'s first input that has one: an engine that fused a
+        chain (Conv -> Add -> Relu) named the fused kernel after its head, or its tail's output."""
+        for t in self.inputs.get(node, []):
+            p = self.producer.get(t)
+            if p is not None and p in owner:
+                return owner[p]
+        return None
+
+    def owner_downstream(self, node: str, owner: Mapping[str, str]) -> str | None:
+        """The owner of the first node downstream of `node` that has one, or None."""
         seen, todo = set(), [node]
         while todo:
             n = todo.pop(0)
@@ -179,19 +204,29 @@ class Graph:
 
 
 def _layer(kernel: str, nodes: Iterable[str], graph: Graph, confidence: str, calls: int, median_us: float) -> Layer:
-    ordered = sorted(set(nodes), key=graph.order.index)
+    ordered = sorted(set(nodes), key=graph.pos.__getitem__)
     if not ordered:
         return Layer(kernel, (), (RUNTIME if confidence == RUNTIME else UNMAPPED_OP,), UNMAPPED, calls, median_us)
     return Layer(kernel, tuple(ordered), tuple(graph.op[n] for n in ordered), confidence, calls, median_us)
 
 
-def _claim_downstream(graph: Graph, covers: dict[str, set[str]]) -> None:
-    """Nodes no kernel names (their output vanished into a fusion) go to the kernel of their consumer."""
+def _claim_fused(graph: Graph, covers: dict[str, set[str]]) -> None:
+    """Nodes no kernel names (their outputs vanished into a fusion) go to the kernel of the node
+    feeding them (in graph order, so a fused chain follows its head), else of the first node
+    downstream that has one; nodes computed at build time go nowhere."""
     owner = {n: k for k, nodes in covers.items() for n in nodes}
+    left = []
     for n in graph.order:
         if n in owner or n in graph.static:
             continue
-        k = graph.owner_chain(n, owner)
+        k = graph.owner_upstream(n, owner)
+        if k is None:
+            left.append(n)
+            continue
+        covers[k].add(n)
+        owner[n] = k
+    for n in left:
+        k = graph.owner_downstream(n, owner)
         if k is not None:
             covers[k].add(n)
             owner[n] = k
@@ -213,26 +248,32 @@ def ort_profile(events: Sequence[Mapping[str, Any]], model: Any, optimized: Any 
     runs = [float(e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
     times: dict[str, list[float]] = {}
     ops: dict[str, str] = {}
+    top = {n.name for n in optimized.graph.node} if optimized is not None else None
     for e in events:
         name = str(e.get("name", ""))
         if e.get("cat") == "Node" and name.endswith("_kernel_time"):
-            node = name[: -len("_kernel_time")]
+            args = e.get("args") or {}
+            node = name[: -len("_kernel_time")] or f"{args.get('op_name', '?')}@{args.get('node_index', '?')}"
+            if top is not None and node not in top and node not in graph.op:
+                continue  # a node of an If/Loop/Scan body: its time is inside its parent's
             times.setdefault(node, []).append(float(e["dur"]))
-            ops[node] = str((e.get("args") or {}).get("op_name", "?"))
+            ops[node] = str(args.get("op_name", "?"))
     passes = max(len(runs), 1)
     opt_outputs = {n.name: [o for o in n.output if o] for n in optimized.graph.node} if optimized is not None else {}
     covers: dict[str, set[str]] = {}
     for kernel in times:
-        covers[kernel] = {kernel} if kernel in graph.op else {graph.producer[t] for t in _model_tensors(
-            [kernel, *opt_outputs.get(kernel, [])], graph.producer)}
-    _claim_downstream(graph, covers)
+        if ops[kernel].startswith(("Reorder", "Memcpy")):
+            covers[kernel] = set()  # a layout change or a copy ONNX Runtime added: it writes a model tensor, computes no node
+            continue
+        named = {kernel} if kernel in graph.op else set()
+        covers[kernel] = named | {graph.producer[t] for t in _model_tensors([kernel, *opt_outputs.get(kernel, [])], graph.producer)}
+    _claim_fused(graph, {k: v for k, v in covers.items() if not ops[k].startswith(("Reorder", "Memcpy"))})
     layers = []
     for kernel, durs in times.items():
         calls = max(1, round(len(durs) / passes))
-        confidence = EXACT if covers[kernel] else UNMAPPED
-        layer = _layer(kernel, covers[kernel], graph, confidence, calls, median(durs))
+        layer = _layer(kernel, covers[kernel], graph, EXACT if covers[kernel] else UNMAPPED, calls, median(durs))
         if not covers[kernel]:
-            layer.op_types = (ops[kernel] if ops[kernel].startswith("Memcpy") or ops[kernel].startswith("Reorder") else UNMAPPED_OP,)
+            layer.op_types = (ops[kernel] if ops[kernel].startswith(("Memcpy", "Reorder")) else UNMAPPED_OP,)
         layers.append(layer)
     profiled = median(runs) if runs else sum(x.us_per_pass for x in layers)
     return Profile("onnxruntime session profiler", layers, wall_us or profiled, passes, {"profiled_wall_us": profiled})
@@ -312,6 +353,7 @@ TVM_OPS: dict[str, tuple[str, ...]] = {
 ANCHORS = ("conv1d", "conv2d", "conv3d", "conv2d_transpose", "conv1d_transpose", "matmul", "dense", "max_pool2d", "avg_pool2d",
            "max_pool1d", "avg_pool1d", "adaptive_avg_pool2d")
 _VOCAB = sorted(TVM_OPS, key=len, reverse=True)
+_TOKEN_OF_KIND = {TVM_OPS[a][0]: a for a in reversed(ANCHORS)}  # an anchor kind's first token (conv2d for Conv)
 WINDOW = 6  # graph positions a non-anchor op may sit beyond the anchors around it (sibling branches)
 
 
@@ -387,14 +429,20 @@ def _match_in_order(graph: Graph, kernels: list[list[str]]) -> list[tuple[list[s
     pos = {n: i for i, n in enumerate(runtime_nodes)}
     free = set(runtime_nodes)
     anchor_of: list[str | None] = [None] * len(kernels)
+    anchor_kinds: dict[str, int] = {}  # ONNX op types an anchor stands for -> anchor kernels
     for k, tokens in enumerate(kernels):  # anchors first, in call order
         for tok in tokens:
             if tok in ANCHORS:
+                anchor_kinds[_types_of(tok)[0]] = anchor_kinds.get(_types_of(tok)[0], 0) + 1
                 node = next((n for n in runtime_nodes if n in free and _matches(tok, graph.op[n])), None)
                 if node is not None:
                     free.discard(node)
                     anchor_of[k] = node
                 break
+    # The k-th kernel of a kind is the k-th node only when both count the same: else say so
+    # (an engine that splits or merges one of them shifts every later match).
+    miscounted = {kind for kind, n in anchor_kinds.items()
+                  if n != sum(1 for m in runtime_nodes if _matches(_TOKEN_OF_KIND[kind], graph.op[m]))}
     out = []
     last_anchor, last, bias_open = None, None, False
     for k, tokens in enumerate(kernels):
@@ -418,7 +466,8 @@ def _match_in_order(graph: Graph, kernels: list[list[str]]) -> list[tuple[list[s
                 by_position = True
         if not nodes and (last or nxt):
             nodes.append(last or nxt)
-        out.append((nodes, BY_POSITION if by_position and len(nodes) <= 1 and anchor_of[k] is None else BY_TYPE))
+        shifted = anchor_of[k] is not None and any(_types_of(t)[0] in miscounted for t in tokens if t in ANCHORS)
+        out.append((nodes, BY_POSITION if shifted or (by_position and len(nodes) <= 1 and anchor_of[k] is None) else BY_TYPE))
     return out
 
 
@@ -452,14 +501,15 @@ def trt_nodes(layer: Mapping[str, Any], graph: Graph) -> tuple[list[str], str]:
         return [], UNMAPPED  # names the layer it feeds, which it is not
     named = re.findall(r"\[ONNX Layer: ([^\]]+)\]", str(layer.get("Metadata") or ""))
     if named:
-        return [n for n in named if n in graph.op], EXACT
+        return [m for m in map(graph.find, named) if m is not None], EXACT
     parts = [p.strip() for p in re.split(r" \+ |\|\|", name)]
-    found = [p for p in parts if p in graph.op]
+    found = [m for m in map(graph.find, parts) if m is not None]
     if not found:
-        # Myelin regions: "{ForeignNode[/a/MatMul.../b/Add]}" names its first and last nodes
-        span = re.search(r"ForeignNode\[(.+?)\.\.\.(.+?)\]", name)
-        if span and span.group(1) in graph.op and span.group(2) in graph.op:
-            i, j = graph.order.index(span.group(1)), graph.order.index(span.group(2))
+        # Myelin regions: "{ForeignNode[/a/MatMul.../b/Add]}" names its first and last nodes (one node: no "...")
+        span = re.search(r"ForeignNode\[(.+?)(?:\.\.\.(.+?))?\]", name)
+        ends = [graph.find(span.group(1)), graph.find(span.group(2) or span.group(1))] if span else [None]
+        if None not in ends:
+            i, j = sorted(graph.pos[e] for e in ends)
             return [n for n in graph.order[i:j + 1] if n not in graph.static], BY_POSITION
     return found, EXACT
 

@@ -56,7 +56,8 @@ def _gap_tables(df: pd.DataFrame, model: str) -> list[str]:
             if gap.empty:
                 continue
             title = f"{backend} {precision} b{batch} vs {fastest} {precision} b{batch}"
-            parts += [f"**{model}: {title}** ({walls[backend] / 1e3:.3g} ms vs {walls[fastest] / 1e3:.3g} ms): the ONNX node groups "
+            parts += [f"**{model}: {title}** ({walls[backend] / 1e3:.3g} ms vs {walls[fastest] / 1e3:.3g} ms a forward pass, timed "
+                      "unprofiled in the profiling process): the ONNX node groups "
                       f"where {backend} loses most time (`bench explain RUN --a backend={backend} --b backend={fastest}`).", "",
                       md_table(GAP_HEADER, gap_rows(gap)), ""]
     return parts

@@ -214,8 +214,12 @@ class _Sweep:
         row["worker_ready_s"] = max(starts) if starts else None  # slowest worker start, isolated runs
         row.update(get_scenario(state.cell.scenario).summarize(row, state.figures, state.per_process, cfg, self.peak))
         row["repeats_stop"] = repeats_stop(state, cfg)
-        if cfg.profile and state.ok and not self.wants_more(state):
-            row.update(self.profile(state.cell, row))
+        if cfg.profile and state.ok and not self.wants_more(state) and not INTERRUPTS.requested:
+            try:
+                row.update(self.profile(state.cell, row))
+            except BaseException as e:  # the timed row is journaled whatever its profile does; an interrupt
+                # stays requested (INTERRUPTS), and the sweep stops at its next check, after this row
+                row["profile_error"] = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
         return row, state.per_process
 
     def profile(self, cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
@@ -230,7 +234,9 @@ class _Sweep:
             result = outcome.value
         else:
             self._log(name, outcome.traceback)
-            result = {"status": "failed" if outcome.status == "done" else outcome.status, "error": outcome.error}
+            unsupported = outcome.status == "done" and str(outcome.error).startswith(("Unsupported:", "ConversionRefused:"))
+            result = {"status": "skipped" if unsupported else ("failed" if outcome.status == "done" else outcome.status),
+                      "error": outcome.error}
         layers.save(self.run_dir, {**row, "variant": result.get("variant", row.get("variant"))}, result)
         if "profile" not in result:
             return {"profile_error": result["error"]}
@@ -397,6 +403,7 @@ def _sweep(sweep: "_Sweep", todo: list[Cell], slots: int, isolate: bool, run: Ru
                 INTERRUPTS.check()
                 sweep.reporter.cell(i, cell)
                 _journal(sweep, *sweep.run_cell(cell))
+        INTERRUPTS.check()  # an interrupt during the last cell's profile: its row is kept, the run says interrupted
 
 
 @contextlib.contextmanager
@@ -603,7 +610,11 @@ def profile_run(run_dir: Path | str, models_dir: Path | str, filters: dict[str, 
         for i, r in enumerate(rows):
             cell = Cell(*cell_key(r))
             reporter.cell(i, cell)
-            part = {**{k: r[k] for k in ("model", "backend", "precision", "batch_size")}, **sweep.profile(cell, r)}
+            part = {k: r[k] for k in ("model", "backend", "precision", "batch_size")}
+            try:
+                part.update(sweep.profile(cell, r))
+            except Exception as e:  # one cell's profile never costs the others theirs
+                part["profile_error"] = f"{type(e).__name__}: {e}"
             reporter.done({**r, **part})
             out.append(part)
     finally:

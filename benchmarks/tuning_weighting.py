@@ -4,7 +4,11 @@ trial budget, on both quickstart architectures (ResNet-18 and MobileNetV2 at 112
 weighting tunes into a fresh cache; the tuned cells are then timed as a sweep times them (3 processes).
 Prints the tuned p50 each way and the ratio (flops / profile: above 1, profile weighting is faster).
 
-    python -m benchmarks.tuning_weighting [TRIALS]   # default 128 trials each, about 25 minutes on 2 cores
+    python -m benchmarks.tuning_weighting [TRIALS [DIR]]   # default 128 trials each, about 25 minutes on 2 cores
+
+DIR (default: a temporary one) keeps the tuning databases and runs: run again with the same DIR and
+the cells are timed again without tuning again. Keep the machine otherwise idle: MetaSchedule's
+measurements and the timed runs share its cores.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ def weighting_config(arch: str, weighting: str, trials: int) -> dict:
     }
 
 
-def main(trials: int = 128) -> int:
+def main(trials: int = 128, keep: str | None = None) -> int:
     import pandas as pd
 
     from bench.config import config_from_dict
@@ -38,7 +42,7 @@ def main(trials: int = 128) -> int:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = Path(keep) if keep else Path(tmp)
         for arch in ARCHS:
             for weighting in ("flops", "profile"):
                 cfg = config_from_dict(weighting_config(arch, weighting, trials))
@@ -59,4 +63,4 @@ def main(trials: int = 128) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 128))
+    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 128, sys.argv[2] if len(sys.argv) > 2 else None))

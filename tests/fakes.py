@@ -52,6 +52,13 @@ class FakeCompiled(CompiledBase):
         self.released = True
 
 
+class FakeProfiledCompiled(FakeCompiled):
+    """fake_profile_interrupt: Ctrl-C arrives while its per-layer profile runs."""
+
+    def profile(self, feeds):
+        raise KeyboardInterrupt
+
+
 class FakeBackend(BackendBase):
     """Behaviour picked by name: fake (good), fake_drift, fake_broken (compile raises),
     fake_absent (unavailable), fake_interrupt (Ctrl-C while timing), fake_segfault and fake_killed
@@ -87,10 +94,12 @@ class FakeBackend(BackendBase):
         if self.name == "fake_jitter":
             slowdown = JITTER[_compiles[0] % len(JITTER)]
             _compiles[0] += 1
-        return FakeCompiled(noise=0.5 if self.name == "fake_drift" else 0.0, interrupt=self.name == "fake_interrupt", slowdown=slowdown)
+        kind = FakeProfiledCompiled if self.name == "fake_profile_interrupt" else FakeCompiled
+        return kind(noise=0.5 if self.name == "fake_drift" else 0.0, interrupt=self.name == "fake_interrupt", slowdown=slowdown)
 
 
-NAMES = ("fake", "fake_jitter", "fake_drift", "fake_broken", "fake_absent", "fake_interrupt", "fake_segfault", "fake_killed", "fake_hang")
+NAMES = ("fake", "fake_jitter", "fake_drift", "fake_broken", "fake_absent", "fake_interrupt", "fake_segfault", "fake_killed", "fake_hang",
+         "fake_profile_interrupt")
 
 
 def register(backends: dict) -> None:

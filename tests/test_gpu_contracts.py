@@ -272,7 +272,7 @@ def test_tensorrt_profile_uses_an_iprofiler_and_the_inspector(tmp_path, monkeypa
         got = compiled.profile({"x": np.zeros((2, 1, 8, 8), np.float32)})
     finally:
         compiled.release()
-    nodes = set(Graph.of(onnx.load(str(model))).order)  # the stand-in names an unnamed node's layer <op>_<index>, as Graph does
+    nodes = set(Graph.of(onnx.load(str(model))).order)  # its nodes are unnamed: the layers are node_of_<output>
     assert got.passes >= 3 and got.layers and {layer.confidence for layer in got.layers} == {EXACT}
     assert {n for layer in got.layers for n in layer.nodes} <= nodes and got.layers[0].median_us == pytest.approx(10.0)
 

@@ -48,6 +48,18 @@ class InterruptAfter(Reporter):
             raise KeyboardInterrupt
 
 
+def test_a_profile_that_cannot_run_or_is_interrupted_keeps_the_timed_row(fake_backends, mlp_onnx, tmp_path):
+    import json
+
+    run_dir = _run(_config(mlp_onnx, ["fake", "fake_profile_interrupt"], precisions=["fp32"], batch_sizes=[1], profile=True), tmp_path)
+    cells = pd.read_csv(run_dir / "cells.csv").set_index("backend")
+    assert (cells["status"] == "ok").all() and cells["p50_ms"].notna().all()
+    assert "has no per-layer profiler" in cells.loc["fake", "profile_error"]
+    assert cells.loc["fake_profile_interrupt", "profile_error"] == "interrupted"
+    saved = json.loads((run_dir / "profiles" / "mlp-fake-fp32-b1.json").read_text())
+    assert saved["status"] == "skipped" and "profile" not in saved
+
+
 def test_one_bad_cell_never_loses_the_sweep(fake_backends, mlp_onnx, tmp_path):
     run_dir = _run(_config(mlp_onnx, ["fake_broken", "fake", "fake_drift", "fake_absent"]), tmp_path)
     cells = pd.read_csv(run_dir / "cells.csv")

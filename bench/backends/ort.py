@@ -320,8 +320,13 @@ class OrtCompiled(CompiledBase):
 
         import onnx
 
+        from bench.backends.base import Unsupported
         from bench.profiling import ort_profile, run_passes, unprofiled_us
 
+        if self._device != "cpu":
+            # its node events time each kernel's launch on the host, not its work on the device
+            raise Unsupported("ONNX Runtime's profiler times a GPU provider's kernel launches on the host, not the kernels: "
+                              "no per-layer profile for this provider")
         wall = unprofiled_us(self.prepare(feeds))
         with tempfile.TemporaryDirectory(prefix="bench-ort-profile-") as tmp:
             d = Path(tmp)

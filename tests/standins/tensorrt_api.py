@@ -231,7 +231,8 @@ def make_module(version: str) -> types.ModuleType:
                      "DequantizeLinear": "DEQUANTIZE", "Relu": "ACTIVATION", "Add": "ELEMENTWISE", "Mul": "ELEMENTWISE",
                      "Cast": "CAST", "Shape": "SHAPE"}
             for i, node in enumerate(model.graph.node):
-                net.layers.append(ILayer(node.name or f"{node.op_type}_{i}", trt.LayerType[kinds.get(node.op_type, "IDENTITY")]))
+                # an unnamed node: onnx-tensorrt names its layer as getNodeName does, "node_of_" + its first output
+                net.layers.append(ILayer(node.name or f"node_of_{node.output[0]}", trt.LayerType[kinds.get(node.op_type, "IDENTITY")]))
                 if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
                     net.quantized = True
                     zp = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
