@@ -49,6 +49,7 @@ gpu-check: $(STAMP)
 	$(BIN)/bench bundle configs/gpu_check.yaml -o build/gpu-bundle --python 3.12
 	@echo "on the CUDA machine: python3 build/gpu-bundle/run.py; python3 -m benchmarks.gpu_torch_baseline --compile"
 	@echo "with TensorRT or onnxruntime-gpu installed there: bench run configs/tvm_vs_trt.yaml (rows say gpu, trt_typing, placement, trtexec_ratio)"
+	@echo "  then: bench explain results/<run_id> --a backend=tvm_cuda --b backend=tensorrt (per-layer profiles: coverage and mapping in the report)"
 
 doctor: $(STAMP)
 	$(BIN)/bench doctor
