@@ -4,7 +4,7 @@ trial budget, on both quickstart architectures (ResNet-18 and MobileNetV2 at 112
 weighting tunes into a fresh cache; the tuned cells are then timed as a sweep times them (3 processes).
 Prints the tuned p50 each way and the ratio (flops / profile: above 1, profile weighting is faster).
 
-    python -m benchmarks.tuning_weighting [TRIALS [DIR]]   # default 128 trials each, about 25 minutes on 2 cores
+    python -m benchmarks.tuning_weighting [TRIALS [DIR [REPEATS]]]   # default 128 trials, 3 processes: about 25 minutes on 2 cores
 
 DIR (default: a temporary one) keeps the tuning databases and runs: run again with the same DIR and
 the cells are timed again without tuning again. Keep the machine otherwise idle: MetaSchedule's
@@ -23,18 +23,18 @@ sys.path.insert(0, str(REPO))
 ARCHS = ("resnet18", "mobilenet_v2")
 
 
-def weighting_config(arch: str, weighting: str, trials: int) -> dict:
+def weighting_config(arch: str, weighting: str, trials: int, repeats: int = 3) -> dict:
     return {
         "name": f"weighting-{arch}-{weighting}",
         "models": [{"name": arch, "source": f"zoo:{arch}", "input_shapes": {"input": ["batch", 3, 112, 112]}}],
         "backends": ["tvm_tuned"], "precisions": ["fp32"], "batch_sizes": [1],
         "reference": {"backend": "onnxruntime", "precision": "fp32"},
-        "timing": {"warmup": 2, "min_iterations": 10, "min_time_s": 1.0}, "validation": {"iterations": 1}, "repeats": 3,
+        "timing": {"warmup": 2, "min_iterations": 10, "min_time_s": 1.0}, "validation": {"iterations": 1}, "repeats": repeats,
         "backend_options": {"tvm_tuned": {"trials": trials, "min_trials_per_task": 1, "weighting": weighting}},
     }
 
 
-def main(trials: int = 128, keep: str | None = None) -> int:
+def main(trials: int = 128, keep: str | None = None, repeats: int = 3) -> int:
     import pandas as pd
 
     from bench.config import config_from_dict
@@ -45,7 +45,7 @@ def main(trials: int = 128, keep: str | None = None) -> int:
         work = Path(keep) if keep else Path(tmp)
         for arch in ARCHS:
             for weighting in ("flops", "profile"):
-                cfg = config_from_dict(weighting_config(arch, weighting, trials))
+                cfg = config_from_dict(weighting_config(arch, weighting, trials, repeats))
                 run_dir = execute(plan(cfg, REPO / "models"), work / "results", cache_dir=work / f"cache-{weighting}")
                 r = pd.read_csv(run_dir / "cells.csv").iloc[0]
                 rows.append({"arch": arch, "weighting": weighting, "status": r["status"], "trials": r.get("tuning_trials_spent"),
@@ -63,4 +63,5 @@ def main(trials: int = 128, keep: str | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 128, sys.argv[2] if len(sys.argv) > 2 else None))
+    args = sys.argv[1:]
+    sys.exit(main(int(args[0]) if args else 128, args[1] if len(args) > 1 else None, int(args[2]) if len(args) > 2 else 3))
