@@ -23,7 +23,7 @@ import pandas as pd
 
 from bench import atomic
 from bench.errors import BenchError
-from bench.profiling import UNMAPPED, Profile
+from bench.profiling import HEAVY_OPS, UNMAPPED, Profile
 from bench.results import CELL_COLUMNS, cell_slug
 
 PROFILES, TABLE = "profiles", "layers.parquet"
@@ -199,11 +199,14 @@ def _gap_rows(ga: pd.DataFrame, gb: pd.DataFrame, cell: dict[str, Any]) -> list[
     members: dict[str, list[str]] = {}
     for n, g in groups.items():
         members.setdefault(g, []).append(n)
+    ops = {n: op for side in (ga, gb) for nodes, types in zip(side["onnx_nodes"], side["op_types"]) for n, op in zip(nodes, types)}
+    heavy = {op: i for i, op in enumerate(HEAVY_OPS)}
+    named = {g: min(ns, key=lambda n: (heavy.get(ops.get(n, ""), len(heavy)), n)) for g, ns in members.items()}  # its heaviest node
     losses = sum(max(ta.get(g, 0.0) - tb.get(g, 0.0), 0.0) for g in dict.fromkeys([*ta, *tb]))
     rows = []
     for g in dict.fromkeys([*ta, *tb]):
         gap, nodes = ta.get(g, 0.0) - tb.get(g, 0.0), members.get(g, [])
-        rows.append({**cell, "group": g if len(nodes) <= 1 else f"{g} (+{len(nodes) - 1})",
+        rows.append({**cell, "group": named.get(g, g) if len(nodes) <= 1 else f"{named[g]} (+{len(nodes) - 1})",
                      "op_types": "+".join(sorted(kinds_a.get(g, set()) | kinds_b.get(g, set()))),
                      "a_ms": ta.get(g, 0.0) / 1e3, "b_ms": tb.get(g, 0.0) / 1e3, "gap_ms": gap / 1e3,
                      "ratio": ta.get(g, 0.0) / tb[g] if tb.get(g) else None,

@@ -30,7 +30,7 @@ def profile_section(run_dir: Path, out: Path) -> list[str]:
              "Per-layer profiles from each engine's own profiler (ONNX Runtime's session profiler, TVM's VM instrument, "
              "TensorRT's IProfiler), taken in a process of their own after the timed ones; profiled times never replace timed "
              "ones. Coverage: the layers' sum as a share of the profiled forward pass; mapped: the share in layers mapped to ONNX "
-             "nodes (exact names, or op type and order for TVM). Layer times below are scaled back to the unprofiled pass.", "",
+             "nodes (exact names, or op type and order for TVM). Layer times below are estimated without the profiler (`est_us`).", "",
              md_table(["model", "cell", "profiler", "ms", "profiled ms", "coverage", "mapped", "note"],
                              [[s["model"], layers.label(s), s.get("profiler", "-"), _f(s.get("wall_ms")), _f(s.get("profiled_wall_ms")),
                                _pct(s.get("coverage")), _pct(s.get("mapped")), s.get("note") or (f"no profile: {s['error']}" if s.get("error") else "")]
@@ -38,7 +38,7 @@ def profile_section(run_dir: Path, out: Path) -> list[str]:
     for model in dict.fromkeys(df["model"]):
         name = f"op_types_{_safe(str(model))}.png"
         _op_type_bars(df[df["model"] == model], str(model), out / name)
-        parts += [f"![time by op type, {model}]({name})", "", f"{model}: milliseconds per forward pass by ONNX op type.", ""]
+        parts += [f"![time by op type, {model}]({name})", "", f"{model}: where each cell's time goes, by ONNX op type (shares; its total at the right).", ""]
         parts += _gap_tables(df[df["model"] == model], str(model))
     return parts
 
@@ -87,6 +87,8 @@ def _pct(v: Any) -> str:
 
 
 def _op_type_bars(df: pd.DataFrame, model: str, path: Path) -> None:
+    """One bar per cell, split by ONNX op type as shares of its time (cells differ 100x in total, so
+    absolute bars would show one colour); each bar's total in ms at its end."""
     import matplotlib.pyplot as plt
 
     table = layers.by_op_type(df).droplevel(0)
@@ -95,17 +97,22 @@ def _op_type_bars(df: pd.DataFrame, model: str, path: Path) -> None:
     if len(order) > TOP_OPS:
         table = table.assign(other=table[list(order[TOP_OPS:])].sum(axis=1))
         shown.append("other")
-    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.45 * len(table)))
+    totals = table[shown].sum(axis=1).to_numpy()
+    fig, ax = plt.subplots(figsize=(8, 2.0 + 0.45 * len(table)))
     left = np.zeros(len(table))
     colors = plt.get_cmap("tab10")
     for i, op in enumerate(shown):
-        ax.barh(range(len(table)), table[op].to_numpy(), left=left, label=op, color=colors(i % 10))
-        left += table[op].to_numpy()
+        share = table[op].to_numpy() / np.where(totals > 0, totals, 1.0)
+        ax.barh(range(len(table)), share, left=left, label=op, color=colors(i % 10))
+        left += share
+    for y, total in enumerate(totals):
+        ax.text(1.01, y, f"{total:.3g} ms", va="center", fontsize=8)
     ax.set_yticks(range(len(table)), list(table.index), fontsize=8)
-    ax.set_xscale("log" if left.max() / max(left.min(), 1e-9) > 30 else "linear")
-    ax.set_xlabel("ms per forward pass (log scale when cells differ 30x)" if ax.get_xscale() == "log" else "ms per forward pass")
+    ax.set_xlim(0, 1.15)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0%", "25%", "50%", "75%", "100%"])
+    ax.set_xlabel("share of the profiled layers' time (the cell's ms per forward pass at the right)")
     ax.set_title(f"{model}: time by ONNX op type")
-    ax.legend(fontsize=7, ncol=min(len(shown), 5), loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(table) < 4 else -0.12))
+    ax.legend(fontsize=7, ncol=min(len(shown), 5), loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(table) < 4 else -0.18))
     ax.invert_yaxis()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -227,21 +227,30 @@ def test_trtexec_export_format_and_flags():
     assert trtexec_flags(10) == ["--noDataTransfers", "--useSpinWait"] and trtexec_flags(11) == ["--noCudaGraph"]
 
 
-def test_set_input_shape_refusal_is_an_error(tmp_path, monkeypatch):
+_TRT114: list = []  # one stand-in module for these tests: Polygraphy keeps the `tensorrt` it imported first
+
+
+def _standin_engine(tmp_path, monkeypatch):
+    """The tiny CNN (unnamed nodes) built by the TensorRT 11.4 stand-in through Polygraphy, with a profile of batch 1-4."""
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, EngineFromBytes, NetworkFromOnnxPath, Profile
     from polygraphy.cuda import cuda
 
-    from bench.backends.tensorrt import TrtCompiled
     from tests.standins import cudart
 
-    trt = make_module("11.4.0")
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    _TRT114[:] = _TRT114 or [make_module("11.4.0")]
+    monkeypatch.setitem(sys.modules, "tensorrt", _TRT114[0])
     monkeypatch.setattr(cuda, "G_CUDA", None)
     cudart.install()
     model = make_cnn_onnx(tmp_path / "cnn.onnx")
     profile = Profile().add("x", (1, 1, 8, 8), (2, 1, 8, 8), (4, 1, 8, 8))
     plan = EngineBytesFromNetwork(NetworkFromOnnxPath(str(model), strongly_typed=True), CreateConfig(profiles=[profile]))()
-    engine = EngineFromBytes(bytes(plan))()
+    return model, EngineFromBytes(bytes(plan))()
+
+
+def test_set_input_shape_refusal_is_an_error(tmp_path, monkeypatch):
+    from bench.backends.tensorrt import TrtCompiled
+
+    _, engine = _standin_engine(tmp_path, monkeypatch)
     facts = {"backend_version": "11.4.0"}
     ok = TrtCompiled(engine, dict(facts), {"x": (2, 1, 8, 8)})
     x = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)
@@ -252,21 +261,11 @@ def test_set_input_shape_refusal_is_an_error(tmp_path, monkeypatch):
 
 
 def test_tensorrt_profile_uses_an_iprofiler_and_the_inspector(tmp_path, monkeypatch):
-    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, EngineFromBytes, NetworkFromOnnxPath, Profile
-    from polygraphy.cuda import cuda
-
     from bench.backends.tensorrt import TrtCompiled
     from bench.profiling import EXACT, Graph
-    from tests.standins import cudart
 
-    trt = make_module("11.4.0")
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr(cuda, "G_CUDA", None)
-    cudart.install()
-    model = make_cnn_onnx(tmp_path / "cnn.onnx")
-    profile = Profile().add("x", (1, 1, 8, 8), (2, 1, 8, 8), (4, 1, 8, 8))
-    plan = EngineBytesFromNetwork(NetworkFromOnnxPath(str(model), strongly_typed=True), CreateConfig(profiles=[profile]))()
-    compiled = TrtCompiled(EngineFromBytes(bytes(plan))(), {"backend_version": "11.4.0"}, {"x": (2, 1, 8, 8)})
+    model, engine = _standin_engine(tmp_path, monkeypatch)
+    compiled = TrtCompiled(engine, {"backend_version": "11.4.0"}, {"x": (2, 1, 8, 8)})
     compiled.graph_path = model
     try:
         got = compiled.profile({"x": np.zeros((2, 1, 8, 8), np.float32)})
