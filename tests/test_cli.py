@@ -66,15 +66,17 @@ def test_report_has_real_plots_and_is_rebuilt_from_results(e2e):
     (run_dir,) = (work / "results").iterdir()
     report_dir = work / "reports" / run_dir.name
     pngs = sorted(report_dir.glob("*.png"))
-    assert len(pngs) == 4 and all(p.read_bytes()[:8] == PNG for p in pngs)
+    models = sorted({p.name for p in pngs if p.name.startswith("pareto_")})  # accuracy against latency, per model
+    assert len(pngs) == 4 + len(models) and models and all(p.read_bytes()[:8] == PNG for p in pngs)
     md = (report_dir / "report.md").read_text()
     assert "tvm rows are untuned" in md and "![latency](latency_vs_batch.png)" in md
+    assert all(f"({m})" in md for m in models)
     for p in pngs:
         p.unlink()
     (report_dir / "report.md").unlink()
     proc = bench("report", f"results/{run_dir.name}", cwd=work)
     assert proc.returncode == 0, proc.stderr
-    assert len(list(report_dir.glob("*.png"))) == 4
+    assert len(list(report_dir.glob("*.png"))) == len(pngs)
     assert (report_dir / "report.md").read_text() == md
 
 
