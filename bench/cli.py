@@ -383,8 +383,10 @@ def explain_cmd(
             raise BenchError(f"{run_dir}: no profiled cell matches --a {a} with one matching --b {b} on every other cell column")
     except BenchError as e:
         _fail(e)
-    keys = [k for k in ("model", "precision", "batch_size", "scenario", "streams", "target") if k in gap and k not in spec_a and k not in spec_b]
-    for key, part in gap.groupby(keys, sort=False):
+    from bench.results import CELL_COLUMNS
+
+    keys = [k for k in CELL_COLUMNS if k not in spec_a]  # one table per cell of A (gap_table pairs each with one of B)
+    for key, part in (gap.groupby(keys, sort=False, dropna=False) if keys else [((), gap)]):
         key = key if isinstance(key, tuple) else (key,)
         table = Table(title=f"{a} vs {b}: " + " ".join(f"{k}={v}" for k, v in zip(keys, key)), header_style="bold", title_justify="left")
         for c in GAP_HEADER:

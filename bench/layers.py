@@ -13,8 +13,6 @@ time for it is comparable.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Mapping
@@ -52,11 +50,11 @@ def frame(items: list[dict[str, Any]]) -> pd.DataFrame:
             continue
         p = Profile.from_dict(e["profile"])
         cell = {k: e.get(k) for k in [*CELL_COLUMNS, "variant"]}
-        for layer in p.layers:
+        for layer, est in zip(p.layers, p.estimates):
             rows.append({**cell, "kernel": layer.kernel, "onnx_nodes": list(layer.nodes), "op_types": list(layer.op_types),
                          "op_type": layer.op_type, "calls": layer.calls, "median_us": layer.median_us, "us_per_pass": layer.us_per_pass,
                          "share": layer.us_per_pass / p.profiled_wall_us if p.profiled_wall_us else None,
-                         "est_us": p.estimated_us(layer), "confidence": layer.confidence, "profiler": p.profiler,
+                         "est_us": est, "confidence": layer.confidence, "profiler": p.profiler,
                          "wall_us": p.wall_us, "profiled_wall_us": p.profiled_wall_us, "coverage": p.coverage, "mapped": p.mapped,
                          "profile_note": p.note or None})
     return pd.DataFrame(rows, columns=LAYER_COLUMNS)
@@ -66,12 +64,13 @@ _WRITING = threading.Lock()  # cells finishing at once on a fleet's slots save f
 
 
 def write_table(run_dir: Path) -> pd.DataFrame:
+    import io
+
     with _WRITING:
         df = frame(entries(run_dir))
-        fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{TABLE}.", suffix=".tmp")
-        os.close(fd)
-        df.to_parquet(tmp, index=False)
-        Path(tmp).replace(Path(run_dir) / TABLE)
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        atomic.write_bytes(Path(run_dir) / TABLE, buf.getvalue())
     return df
 
 
@@ -174,22 +173,26 @@ def gap_table(layers: pd.DataFrame, a: Mapping[str, str], b: Mapping[str, str], 
     profiler: Profile.estimated_us), the gap, and its share of all the groups where `a` is slower;
     largest first. A cell with no such partner (none, or several) is left out."""
     keys = [k for k in CELL_COLUMNS if k not in a]
-    side_b = _select(layers, b)
+    side_a, side_b = _select(layers, a), _select(layers, b)
     rows = []
-    for key, ga in _select(layers, a).groupby(keys, dropna=False):
+    for key, ga in (side_a.groupby(keys, dropna=False) if keys else [((), side_a)]):
+        key = key if isinstance(key, tuple) else (key,)
         gb = side_b
-        for k, v in zip(keys, key if isinstance(key, tuple) else (key,)):
+        for k, v in zip(keys, key):
             if k not in b:
                 gb = gb[gb[k].astype(str) == str(v)]
-        if gb.empty or len(gb.drop_duplicates(subset=CELL_COLUMNS)[CELL_COLUMNS]) != 1:
-            continue
-        rows += _gap_rows(ga, gb, dict(zip(keys, key if isinstance(key, tuple) else (key,))))
+        partner = gb.drop_duplicates(subset=CELL_COLUMNS)[CELL_COLUMNS]
+        if len(partner) != 1 or len(ga.drop_duplicates(subset=CELL_COLUMNS)) != 1 or \
+                partner.astype(str).iloc[0].tolist() == ga[CELL_COLUMNS].astype(str).iloc[0].tolist():
+            continue  # no partner, several, or the cell itself
+        rows += _gap_rows(ga, gb, dict(zip(keys, key)))
     df = pd.DataFrame(rows)
     if df.empty:
         return df
     df = df.sort_values("gap_ms", ascending=False, kind="stable").reset_index(drop=True)
-    group_keys = [k for k in keys if k in df]
-    return df.groupby(group_keys, dropna=False, sort=False).head(top) if top else df
+    if not top:
+        return df
+    return df.groupby(keys, dropna=False, sort=False).head(top) if keys else df.head(top)
 
 
 def _gap_rows(ga: pd.DataFrame, gb: pd.DataFrame, cell: dict[str, Any]) -> list[dict[str, Any]]:

@@ -95,13 +95,26 @@ class Profile:
         return self.profiled_wall_us / self.wall_us if self.wall_us > 0 else 1.0
 
     def estimated_us(self, layer: Layer) -> float:
-        """A layer's time per forward pass without the profiler. Most of a profiler's cost falls
+        """A layer's time per forward pass without the profiler (Profile.estimates)."""
+        return self.estimates[self.layers.index(layer)]
+
+    @property
+    def estimates(self) -> list[float]:
+        """Each layer's time per forward pass without the profiler. Most of a profiler's cost falls
         between layers (ONNX Runtime's about 4 us a node) and is not in them; where the layers' sum
         still exceeds the unprofiled pass, the profiler slowed the layers themselves (ONNX Runtime
-        gathers thread-pool statistics inside them), and that excess is taken off each call alike."""
-        excess = max(0.0, self.covered_us - self.wall_us)
-        calls = sum(x.calls for x in self.layers)
-        return max(0.0, layer.us_per_pass - excess * layer.calls / calls) if calls else layer.us_per_pass
+        gathers thread-pool statistics inside them): that excess comes off each call alike, and the
+        estimates never sum above the unprofiled pass."""
+        key = (len(self.layers), self.wall_us)
+        if self.__dict__.get("_estimates", (None, None))[0] != key:
+            excess = max(0.0, self.covered_us - self.wall_us)
+            calls = sum(x.calls for x in self.layers) or 1
+            est = [max(0.0, x.us_per_pass - excess * x.calls / calls) for x in self.layers]
+            total = sum(est)
+            if excess and total > self.wall_us > 0:
+                est = [e * self.wall_us / total for e in est]
+            self.__dict__["_estimates"] = (key, est)
+        return self.__dict__["_estimates"][1]
 
     @property
     def note(self) -> str:
@@ -153,6 +166,7 @@ class Graph:
         g = model.graph
         known = {i.name for i in g.initializer} - {i.name for i in g.input}  # an initializer that is also an input can be fed
         graph = cls([], {}, {}, {}, {}, {}, set(), set())
+        kept = 0
         for i, node in enumerate(g.node):
             name = node.name or f"{node.op_type}_{i}"
             name = name if name not in graph.op else f"{name}#{i}"
@@ -163,6 +177,9 @@ class Graph:
             graph.outputs[name] = [o for o in node.output if o]
             if not node.name and graph.outputs[name]:  # TensorRT's ONNX parser names an unnamed node after its first output
                 graph.alias[f"node_of_{graph.outputs[name][0]}"] = name
+            if not node.name:  # ONNX Runtime: <op>_<index> counting the nodes it keeps (Constant nodes become initializers)
+                graph.alias.setdefault(f"{node.op_type}_{kept}", name)
+            kept += node.op_type != "Constant"
             for t in graph.outputs[name]:
                 graph.producer[t] = name
             for t in graph.inputs[name]:
@@ -210,26 +227,40 @@ def _layer(kernel: str, nodes: Iterable[str], graph: Graph, confidence: str, cal
     return Layer(kernel, tuple(ordered), tuple(graph.op[n] for n in ordered), confidence, calls, median_us)
 
 
-def _claim_fused(graph: Graph, covers: dict[str, set[str]]) -> None:
-    """Nodes no kernel names (their outputs vanished into a fusion) go to the kernel of the node
-    feeding them (in graph order, so a fused chain follows its head), else of the first node
-    downstream that has one; nodes computed at build time go nowhere."""
+def _claim_fused(graph: Graph, covers: dict[str, set[str]], by_tail: set[str]) -> None:
+    """Nodes no kernel names (an engine fused them away) go to the kernel they were fused into: a
+    kernel known by its chain's last tensor (`by_tail`: ONNX Runtime's `<tensor>_nchwc`, or the
+    optimized node's outputs) takes the nodes feeding it that nothing else reads; a kernel known by
+    its chain's first node takes the nodes only that node feeds; what is left goes to the first
+    owned node downstream, else upstream. Nodes computed at build time go nowhere."""
     owner = {n: k for k, nodes in covers.items() for n in nodes}
-    left = []
-    for n in graph.order:
-        if n in owner or n in graph.static:
-            continue
-        k = graph.owner_upstream(n, owner)
-        if k is None:
-            left.append(n)
-            continue
+
+    def claim(n: str, k: str) -> None:
         covers[k].add(n)
         owner[n] = k
-    for n in left:
-        k = graph.owner_downstream(n, owner)
-        if k is not None:
-            covers[k].add(n)
-            owner[n] = k
+
+    def reader(n: str) -> str | None:
+        readers = {c for t in graph.outputs.get(n, []) for c in graph.consumers.get(t, [])}
+        return next(iter(readers)) if len(readers) == 1 else None
+
+    free = [n for n in graph.order if n not in owner and n not in graph.static]
+    for n in reversed(free):
+        r = reader(n)
+        if r is not None and r in owner and owner[r] in by_tail:
+            claim(n, owner[r])
+    for n in free:
+        if n in owner:
+            continue
+        for t in graph.inputs.get(n, []):
+            p = graph.producer.get(t)
+            if p is not None and p in owner and reader(p) == n:
+                claim(n, owner[p])
+                break
+    for n in free:
+        if n not in owner:
+            k = graph.owner_downstream(n, owner) or graph.owner_upstream(n, owner)
+            if k is not None:
+                claim(n, k)
 
 
 # --- ONNX Runtime: its session profiler, and the graph it optimized ----------------------------------
@@ -254,20 +285,24 @@ def ort_profile(events: Sequence[Mapping[str, Any]], model: Any, optimized: Any 
         if e.get("cat") == "Node" and name.endswith("_kernel_time"):
             args = e.get("args") or {}
             node = name[: -len("_kernel_time")] or f"{args.get('op_name', '?')}@{args.get('node_index', '?')}"
-            if top is not None and node not in top and node not in graph.op:
+            if top is not None and node not in top and graph.find(node) is None:
                 continue  # a node of an If/Loop/Scan body: its time is inside its parent's
             times.setdefault(node, []).append(float(e["dur"]))
             ops[node] = str(args.get("op_name", "?"))
     passes = max(len(runs), 1)
     opt_outputs = {n.name: [o for o in n.output if o] for n in optimized.graph.node} if optimized is not None else {}
     covers: dict[str, set[str]] = {}
+    by_tail: set[str] = set()
     for kernel in times:
         if ops[kernel].startswith(("Reorder", "Memcpy")):
             covers[kernel] = set()  # a layout change or a copy ONNX Runtime added: it writes a model tensor, computes no node
             continue
-        named = {kernel} if kernel in graph.op else set()
-        covers[kernel] = named | {graph.producer[t] for t in _model_tensors([kernel, *opt_outputs.get(kernel, [])], graph.producer)}
-    _claim_fused(graph, {k: v for k, v in covers.items() if not ops[k].startswith(("Reorder", "Memcpy"))})
+        head = graph.find(kernel)
+        tail = {graph.producer[t] for t in _model_tensors([kernel, *opt_outputs.get(kernel, [])], graph.producer)} - {head}
+        covers[kernel] = ({head} if head else set()) | tail
+        if tail:
+            by_tail.add(kernel)
+    _claim_fused(graph, {k: v for k, v in covers.items() if not ops[k].startswith(("Reorder", "Memcpy"))}, by_tail)
     layers = []
     for kernel, durs in times.items():
         calls = max(1, round(len(durs) / passes))

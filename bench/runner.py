@@ -217,9 +217,11 @@ class _Sweep:
         if cfg.profile and state.ok and not self.wants_more(state) and not INTERRUPTS.requested:
             try:
                 row.update(self.profile(state.cell, row))
-            except BaseException as e:  # the timed row is journaled whatever its profile does; an interrupt
-                # stays requested (INTERRUPTS), and the sweep stops at its next check, after this row
-                row["profile_error"] = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+            except KeyboardInterrupt:  # the timed row is journaled; the sweep stops at its next check, after it
+                row["profile_error"] = "interrupted"
+                INTERRUPTS.requested = True
+            except Exception as e:  # the timed row is kept whatever its profile does
+                row["profile_error"] = f"{type(e).__name__}: {e}"
         return row, state.per_process
 
     def profile(self, cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
@@ -425,7 +427,7 @@ def closing_runs(runs: list[RunDir], isolate: bool) -> Iterator[None]:
     finally:
         if interrupts is not None:
             interrupts.uninstall()
-            interrupts.requested = False
+        INTERRUPTS.requested = False  # also set without signal handlers: a Ctrl-C during a cell's profile
         failures = []
         for run in runs:
             try:

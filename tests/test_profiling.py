@@ -133,6 +133,27 @@ def test_graph_names_unnamed_and_repeated_nodes_apart():
     assert graph.biased == {"/stem/Conv"} and not graph.static
 
 
+def test_onnxruntime_nchwc_kernels_take_the_nodes_fused_into_them():
+    """Mid-graph, as ONNX Runtime's layout transformer writes it: a fused Conv+Add+Relu named after its
+    output, `<tensor>_nchwc`, must take the Conv and Add, not leave them to the kernel before it."""
+    def ev(name, op, dur, ts):
+        return {"cat": "Node", "name": f"{name}_kernel_time", "dur": dur, "ts": ts, "args": {"op_name": op}}
+
+    events = [{"cat": "Session", "name": "model_run", "dur": 200, "ts": 0}, ev("/stem/Relu_output_0_nchwc", "Conv", 50, 1),
+              ev("/block/Relu_output_0_nchwc", "Conv", 100, 60), ev("/head/Flatten", "Flatten", 1, 170), ev("/head/MatMul", "MatMul", 19, 172)]
+    by = {layer.kernel: layer for layer in ort_profile(events, trt_block(), None).layers}
+    assert by["/stem/Relu_output_0_nchwc"].nodes == ("/stem/Conv", "/stem/Relu")
+    assert by["/block/Relu_output_0_nchwc"].nodes == ("/block/Conv", "/block/Add", "/block/Relu")
+    assert by["/head/MatMul"].nodes == ("/head/MatMul", "/head/Add")  # the bias add: only the MatMul feeds it
+    # unnamed nodes: ONNX Runtime says <op>_<index> counting the nodes it keeps (a Constant node becomes an initializer)
+    unnamed = trt_block()
+    unnamed.graph.node.insert(0, helper.make_node("Constant", [], ["unused"], value=numpy_helper.from_array(np.zeros(1, np.float32))))
+    for node in unnamed.graph.node:
+        node.name = ""
+    named = ort_profile([{"cat": "Session", "name": "model_run", "dur": 10, "ts": 0}, ev("Conv_2", "Conv", 5, 1)], unnamed, None)
+    assert "Conv_3" in named.layers[0].nodes and named.layers[0].confidence == EXACT  # the second Conv, 4th in the file
+
+
 def test_tensorrt_layers_map_from_inspector_and_profile_of_the_documented_formats():
     inspector = json.loads((DATA / "inspector.json").read_text())
     records = json.loads((DATA / "profile.json").read_text())

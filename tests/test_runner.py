@@ -51,13 +51,21 @@ class InterruptAfter(Reporter):
 def test_a_profile_that_cannot_run_or_is_interrupted_keeps_the_timed_row(fake_backends, mlp_onnx, tmp_path):
     import json
 
-    run_dir = _run(_config(mlp_onnx, ["fake", "fake_profile_interrupt"], precisions=["fp32"], batch_sizes=[1], profile=True), tmp_path)
-    cells = pd.read_csv(run_dir / "cells.csv").set_index("backend")
-    assert (cells["status"] == "ok").all() and cells["p50_ms"].notna().all()
-    assert "has no per-layer profiler" in cells.loc["fake", "profile_error"]
-    assert cells.loc["fake_profile_interrupt", "profile_error"] == "interrupted"
+    from bench.results import read_journal
+
+    run_dir = _run(_config(mlp_onnx, ["fake"], precisions=["fp32"], batch_sizes=[1], profile=True), tmp_path)
+    cells = pd.read_csv(run_dir / "cells.csv")
+    assert cells["status"].tolist() == ["ok"] and "has no per-layer profiler" in cells["profile_error"].iloc[0]
     saved = json.loads((run_dir / "profiles" / "mlp-fake-fp32-b1.json").read_text())
     assert saved["status"] == "skipped" and "profile" not in saved
+    # Ctrl-C while the first cell is profiled: its timed row is journaled, the sweep stops there, the run says so
+    cfg = _config(mlp_onnx, ["fake_profile_interrupt", "fake"], precisions=["fp32"], batch_sizes=[1], profile=True)
+    with pytest.raises(KeyboardInterrupt):
+        _run(cfg, tmp_path, run_id="r2")
+    rows = [e["row"] for e in read_journal(tmp_path / "results" / "r2")]
+    assert [(r["backend"], r["status"], r["profile_error"]) for r in rows] == [("fake_profile_interrupt", "ok", "interrupted")]
+    assert rows[0]["p50_ms"] > 0
+    assert json.loads((tmp_path / "results" / "r2" / "meta.json").read_text())["status"] == "interrupted"
 
 
 def test_one_bad_cell_never_loses_the_sweep(fake_backends, mlp_onnx, tmp_path):
