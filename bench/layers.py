@@ -92,7 +92,7 @@ def cell_summaries(run_dir: Path) -> list[dict[str, Any]]:
         if "profile" in e:
             p = Profile.from_dict(e["profile"])
             out.append({**cell, "profiler": p.profiler, "wall_ms": p.wall_us / 1e3, "profiled_wall_ms": p.profiled_wall_us / 1e3,
-                        "coverage": p.coverage, "mapped": p.mapped, "overhead": p.overhead, "note": p.note or None, "error": None})
+                        "coverage": p.coverage, "mapped": p.mapped, "of_latency": p.of_latency, "overhead": p.overhead, "note": p.note or None, "error": None})
         else:
             out.append({**cell, "error": e.get("error"), "status": e.get("status")})
     return out

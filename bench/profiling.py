@@ -90,6 +90,12 @@ class Profile:
         return self.mapped_us / self.profiled_wall_us if self.profiled_wall_us > 0 else 0.0
 
     @property
+    def of_latency(self) -> float:
+        """The layers' sum as a share of the unprofiled forward pass (the end-to-end latency): above 1
+        when the profiler slowed the layers themselves."""
+        return self.covered_us / self.wall_us if self.wall_us > 0 else 0.0
+
+    @property
     def overhead(self) -> float:
         """The profiled forward pass over the unprofiled one (1.0: the profiler cost nothing)."""
         return self.profiled_wall_us / self.wall_us if self.wall_us > 0 else 1.0

@@ -30,11 +30,12 @@ def profile_section(run_dir: Path, out: Path) -> list[str]:
              "Per-layer profiles from each engine's own profiler (ONNX Runtime's session profiler, TVM's VM instrument, "
              "TensorRT's IProfiler), taken in a process of their own after the timed ones; profiled times never replace timed "
              "ones. Coverage: the layers' sum as a share of the profiled forward pass; mapped: the share in layers mapped to ONNX "
-             "nodes (exact names, or op type and order for TVM). Layer times below are estimated without the profiler (`est_us`).", "",
-             md_table(["model", "cell", "profiler", "ms", "profiled ms", "coverage", "mapped", "note"],
+             "nodes (exact names, or op type and order for TVM); layers / ms: the layers' sum against the unprofiled pass (ms), the "
+             "end-to-end latency (above 100% when the profiler slowed the layers). Layer times below are estimated without the profiler (`est_us`).", "",
+             md_table(["model", "cell", "profiler", "ms", "profiled ms", "coverage", "mapped", "layers / ms", "note"],
                              [[s["model"], layers.label(s), s.get("profiler", "-"), _f(s.get("wall_ms")), _f(s.get("profiled_wall_ms")),
-                               _pct(s.get("coverage")), _pct(s.get("mapped")), s.get("note") or (f"no profile: {s['error']}" if s.get("error") else "")]
-                              for s in summaries]), ""]
+                               _pct(s.get("coverage")), _pct(s.get("mapped")), _pct(s.get("of_latency")),
+                               s.get("note") or (f"no profile: {s['error']}" if s.get("error") else "")] for s in summaries]), ""]
     for model in dict.fromkeys(df["model"]):
         name = f"op_types_{_safe(str(model))}.png"
         _op_type_bars(df[df["model"] == model], str(model), out / name)

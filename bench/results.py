@@ -36,7 +36,7 @@ COLUMNS = [
     "cosine", "top1_agreement", "atol", "rtol", "min_cosine", "reference",
     "provider", "executes_as", "threads", "backend_version", "cache_hit", "options", "input_shapes", "model_sha256",
     "prepared_sha256", "prepared_nodes", "preparation", "precision_route", "device",
-    "profile_coverage", "profile_mapped", "profile_overhead", "profile_note", "profile_error",
+    "profile_coverage", "profile_mapped", "profile_of_latency", "profile_overhead", "profile_note", "profile_error",
 ]
 # What identifies a cell: the grid's axes. Rows stored before scenarios existed are single-stream,
 # one stream, no rate.

@@ -243,7 +243,8 @@ class _Sweep:
         if "profile" not in result:
             return {"profile_error": result["error"]}
         p = Profile.from_dict(result["profile"])
-        return {"profile_coverage": round(p.coverage, 4), "profile_mapped": round(p.mapped, 4), "profile_overhead": round(p.overhead, 3),
+        return {"profile_coverage": round(p.coverage, 4), "profile_mapped": round(p.mapped, 4), "profile_of_latency": round(p.of_latency, 4),
+                "profile_overhead": round(p.overhead, 3),
                 "profile_note": p.note or None}
 
 

@@ -179,6 +179,7 @@ def test_a_profile_that_covers_little_says_so():
     slowed = Profile("p", [layer], 30.0, 3, {"profiled_wall_us": 55.0})
     # the layers sum to 50 us of a 30 us unprofiled pass: the 20 us excess comes off each call alike
     assert "slowed the forward pass 1.83x" in slowed.note and slowed.estimated_us(layer) == pytest.approx(30.0)
+    assert slowed.of_latency == pytest.approx(50 / 30) and slowed.coverage == pytest.approx(50 / 55)
     between = Profile("p", [layer], 52.0, 3, {"profiled_wall_us": 60.0})  # the profiler's cost lies between layers
     assert between.estimated_us(layer) == pytest.approx(50.0)
 
