@@ -101,10 +101,17 @@ class Compiled(Protocol):
 
 
 class CompiledBase:
-    """Defaults of Compiled's optional members: no interval timer, runnable, no second opinion."""
+    """Defaults of Compiled's optional members: no interval timer, runnable, no second opinion, no
+    per-layer profiler.
+
+    `profile(feeds) -> bench.profiling.Profile`, where a backend has one: the engine's own per-layer
+    profiler over a few forward passes on `feeds`, its layers mapped to the ONNX graph the engine was
+    given (bench.profiling), with the unprofiled pass timed just before. The harness calls it in a
+    process of its own after the cell's timed ones (bench.jobs.profile_job), never in one that times."""
 
     interval: Callable[[Callable[[], object]], int] | None = None
     cannot_run: str = ""
+    profile: Callable[[Feeds], Any] | None = None
 
     def second_opinion(self, samples_ns: list[int]) -> dict[str, Any]:
         return {}
