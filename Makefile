@@ -1,21 +1,31 @@
-# `make bench` and `make test` set themselves up on a fresh machine: they create .venv on first use
-# and install the package with the CPU backends, the model zoo's torch and the test tools.
+# `make bench` and `make test` set themselves up on a fresh machine: each creates .venv on first use
+# and installs what it needs. `make bench`: the CPU backends and the model zoo's torch (the quickstart);
+# `make test` and CI: every extra (the GPU half's CUDA compiler, LoadGen, Dask, the test tools).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+BENCH_EXTRAS := cpu,models
+ALL_EXTRAS   := cpu,models,dev,cuda-compile,loadgen,fleet
+BENCH_STAMP  := $(VENV)/.installed-bench
 STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: install bench test check benchmark corpus doctor gpu-check clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[cpu,models,dev,cuda-compile,loadgen,fleet]'
-	touch $(STAMP)
+
+$(BENCH_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -e '.[$(BENCH_EXTRAS)]'
+	touch $(BENCH_STAMP)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -e '.[$(ALL_EXTRAS)]'
+	touch $(STAMP) $(BENCH_STAMP)
 
 install: $(STAMP)
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(BIN)/bench run configs/quickstart.yaml
 
 test: $(STAMP)

@@ -287,8 +287,9 @@ def _results_section(cells: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
         lgc = cfg.get("loadgen", {})
         parts += ["Under load, measured by MLPerf LoadGen (`loadgen/` holds its logs per cell and process): "
                   f"minimum {lgc.get('min_duration_s')} s and {lgc.get('min_query_count')} queries per run; achieved qps is "
-                  "completed samples per second; p50/p99 include queueing; each figure is the median of the cell's processes.", "",
-                  _md_table(LOAD_HEADER, load_table(cells)), ""]
+                  "completed samples per second; p50/p99 include queueing; each figure is the median of the cell's processes.", ""]
+        for name, rows in under_load(cells).groupby("scenario", sort=False):
+            parts += [f"### {name}", "", _md_table(LOAD_HEADER, load_table(rows)), ""]
     targets = list(dict.fromkeys(cells["target"]))
     if len(targets) > 1:
         parts += ["## Targets side by side", "", "Median latency (ms; under load: achieved samples/s) of each cell on each machine class.", "",
@@ -488,7 +489,7 @@ def _tuning_plot(curves: list[tuple[str, list[dict[str, Any]]]], path: Path) -> 
 
 
 def build_report(run_dir: str | Path, reports_dir: str | Path) -> Path:
-    """Write reports/<run_id>/ (plots and report.md) from results/<run_id>/ alone."""
+    """Write reports/<run_id>/ (plots, report.md and report.html) from results/<run_id>/ alone."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -514,6 +515,10 @@ def build_report(run_dir: str | Path, reports_dir: str | Path) -> Path:
         _tuning_plot(curves, out / TUNING_PLOT)
     from bench.report_layers import pareto_section, profile_section
 
+    from bench.report_html import write_html
+
     extra = profile_section(run.run_dir, out) + pareto_section(cells, out)
-    atomic.write_text(out / "report.md", _markdown(run, baseline, bool(curves), extra))  # never half a report
+    md = _markdown(run, baseline, bool(curves), extra)
+    atomic.write_text(out / "report.md", md)  # never half a report
+    write_html(md, cells, out)  # the same report, one self-contained page
     return out
