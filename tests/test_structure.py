@@ -27,7 +27,7 @@ LAYERS: dict[int, list[str]] = {
         "bench.backends.tensorrt", "bench.validate", "bench.layers"],
     6: ["bench.loadgen", "bench.scenarios", "bench.scenarios.base", "bench.scenarios.single_stream",
         "bench.scenarios.loadgen_base", "bench.scenarios.offline", "bench.scenarios.server", "bench.scenarios.multi_stream",
-        "bench.scenarios.max_qps", "bench.report_layers"],
+        "bench.scenarios.max_qps", "bench.report_layers", "bench.report_html"],
     7: ["bench.jobs"],
     8: ["bench.worker", "bench.executors"],
     9: ["bench.references", "bench.rundir", "bench.runner", "bench.verdicts", "bench.ab", "bench.merge", "bench.export", "bench.report",
