@@ -18,9 +18,9 @@ from bench.runner import execute, plan
 from tests import fakes
 from tests.test_runner import _config
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--enable-logging=stderr", "--v=0"]
+CHROMIUM = shutil.which("chromium")  # Debian's package (Ubuntu's chromium-browser is a snap stub)
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--enable-logging=stderr", "--v=0"]
 
 
 @pytest.fixture
@@ -43,6 +43,20 @@ def test_the_html_report_is_self_contained_sortable_and_rebuilt(report_dir, tmp_
     (out / "report.html").unlink()
     build_report(run_dir, out.parent)
     assert (out / "report.html").read_text() == page
+
+
+def test_the_latency_chart_takes_single_stream_cells_and_unknown_intervals():
+    from bench.report_html import latency_chart
+
+    rows = pd.DataFrame([
+        {"model": "m", "backend": "b", "precision": "fp32", "batch_size": 1, "scenario": "offline", "streams": 1, "status": "ok",
+         "p50_ms": 5.0, "p50_ci_low_ms": float("nan"), "p50_ci_high_ms": float("nan"), "validated": True, "accuracy_ok": True},
+        {"model": "m", "backend": "b", "precision": "fp32", "batch_size": 1, "scenario": "single_stream", "streams": 1, "status": "ok",
+         "p50_ms": 2.0, "p50_ci_low_ms": float("nan"), "p50_ci_high_ms": float("nan"), "validated": True, "accuracy_ok": True},
+    ])
+    svg = latency_chart(rows)
+    assert svg.count("<circle") == 1 and "interval" not in svg  # the LoadGen row left out; no interval made up
+    assert latency_chart(rows.iloc[:1]) == ""
 
 
 def test_markdown_tables_keep_escaped_pipes_and_marks():
@@ -68,6 +82,12 @@ def test_the_html_report_opens_in_headless_chromium_with_no_console_errors(repor
     assert "fake_drift" in dom.stdout and "<th>p50 ms</th>" in dom.stdout
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert not console, console
+    # the checks above can see what they claim: #selftest sorts the table by p50 (twice: descending) and logs to the console
+    probe = _chromium(["--dump-dom", url + "#selftest"], tmp_path)
+    assert any("bench-selftest" in line and "CONSOLE" in line for line in probe.stderr.splitlines()), probe.stderr[-2000:]
+    table = probe.stdout.split('<table class="sortable">', 1)[1].split("</table>", 1)[0]
+    p50s = [float(v) for v in re.findall(r"<tr><td[^>]*>(?:[^<]*</td><td[^>]*>){6}([0-9.]+)</td>", table)]
+    assert len(p50s) >= 2 and p50s == sorted(p50s, reverse=True), p50s
     shot = tmp_path / "report.png"
     done = _chromium([f"--screenshot={shot}", "--window-size=1280,1600", "--hide-scrollbars", url], tmp_path)
     assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
