@@ -106,9 +106,10 @@ def markdown_to_html(md: str, folder: Path) -> str:
 def latency_chart(cells: pd.DataFrame) -> str:
     """Median latency per timed cell, log scale, with its 95% interval; each point names its cell,
     median and interval on hover (an SVG <title>). Red: outputs not validated or drifted."""
-    from bench.report import single_stream
+    from bench.registry import scenario_flag
 
-    ok = single_stream(cells)  # LoadGen's p50 includes queueing: its tables say so, this axis would not
+    # LoadGen's p50 includes queueing: its tables say so, this axis would not
+    ok = cells[~cells["scenario"].map(lambda name: bool(scenario_flag(name, "loadgen")))]
     ok = ok[(ok["status"] == "ok") & ok["p50_ms"].notna()]
     rows = ok.to_dict("records")
     values = [float(v) for r in rows for v in (r["p50_ms"], r.get("p50_ci_low_ms"), r.get("p50_ci_high_ms")) if _known(v) and float(v) > 0]
