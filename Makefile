@@ -11,16 +11,22 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: install bench test check benchmark corpus doctor gpu-check clean
 
+# PyTorch's CPU wheels where this machine reaches them: PyPI's torch is the multi-GB CUDA build, and
+# the CPU index's 2.13.0+cpu satisfies the pin first. Where it is unreachable (this project's VMs, which
+# hold the CPU build locally), pip uses its usual indexes.
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+TORCH_INDEX = $$($(BIN)/python -c "import urllib.request as u; u.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=5); print('--extra-index-url $(TORCH_CPU_INDEX)')" 2>/dev/null)
+
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(BENCH_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e '.[$(BENCH_EXTRAS)]'
+	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) -e '.[$(BENCH_EXTRAS)]'
 	touch $(BENCH_STAMP)
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -e '.[$(ALL_EXTRAS)]'
+	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) -e '.[$(ALL_EXTRAS)]'
 	touch $(STAMP) $(BENCH_STAMP)
 
 install: $(STAMP)
