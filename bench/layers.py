@@ -22,10 +22,10 @@ import pandas as pd
 from bench import atomic
 from bench.errors import BenchError
 from bench.profiling import HEAVY_OPS, UNMAPPED, Profile
-from bench.results import CELL_COLUMNS, cell_slug
+from bench.results import CELL_COLUMNS, KEY, cell_slug
 
 PROFILES, TABLE = "profiles", "layers.parquet"
-LAYER_COLUMNS = [*CELL_COLUMNS, "variant", "kernel", "onnx_nodes", "op_types", "op_type", "calls", "median_us", "us_per_pass",
+LAYER_COLUMNS = [*KEY, "kernel", "onnx_nodes", "op_types", "op_type", "calls", "median_us", "us_per_pass",
                  "share", "est_us", "confidence", "profiler", "wall_us", "profiled_wall_us", "coverage", "mapped", "profile_note"]
 
 
@@ -34,9 +34,13 @@ def save(run_dir: Path, cell: Mapping[str, Any], result: Mapping[str, Any]) -> P
     d = Path(run_dir) / PROFILES
     d.mkdir(exist_ok=True)
     path = d / f"{cell_slug(cell)}.json"
-    atomic.write_text(path, json.dumps({**{k: cell.get(k) for k in [*CELL_COLUMNS, "variant"]}, **result}, default=str))
+    atomic.write_text(path, json.dumps({**_key_of(cell), **result}, default=str))
     write_table(run_dir)
     return path
+
+
+def _key_of(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: d.get(k) for k in KEY}
 
 
 def entries(run_dir: Path) -> list[dict[str, Any]]:
@@ -49,7 +53,7 @@ def frame(items: list[dict[str, Any]]) -> pd.DataFrame:
         if "profile" not in e:
             continue
         p = Profile.from_dict(e["profile"])
-        cell = {k: e.get(k) for k in [*CELL_COLUMNS, "variant"]}
+        cell = _key_of(e)
         for layer, est in zip(p.layers, p.estimates):
             rows.append({**cell, "kernel": layer.kernel, "onnx_nodes": list(layer.nodes), "op_types": list(layer.op_types),
                          "op_type": layer.op_type, "calls": layer.calls, "median_us": layer.median_us, "us_per_pass": layer.us_per_pass,
@@ -88,7 +92,7 @@ def cell_summaries(run_dir: Path) -> list[dict[str, Any]]:
     """Per profiled cell: coverage and mapped shares, and its note or why it has no profile."""
     out = []
     for e in entries(run_dir):
-        cell = {k: e.get(k) for k in [*CELL_COLUMNS, "variant"]}
+        cell = _key_of(e)
         if "profile" in e:
             p = Profile.from_dict(e["profile"])
             out.append({**cell, "profiler": p.profiler, "wall_ms": p.wall_us / 1e3, "profiled_wall_ms": p.profiled_wall_us / 1e3,
@@ -118,8 +122,8 @@ def parse_filter(text: str, option: str) -> dict[str, str]:
     out = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, eq, value = part.partition("=")
-        if not eq or key not in [*CELL_COLUMNS, "variant"]:
-            raise BenchError(f"{option} {text!r}: expected KEY=VALUE[,KEY=VALUE], KEY one of {', '.join([*CELL_COLUMNS, 'variant'])}")
+        if not eq or key not in KEY:
+            raise BenchError(f"{option} {text!r}: expected KEY=VALUE[,KEY=VALUE], KEY one of {', '.join(KEY)}")
         out[key] = value
     if not out:
         raise BenchError(f"{option}: empty; e.g. {option} backend=tvm")

@@ -346,6 +346,28 @@ def _timed_us(call: Any, clock: Any) -> float:
     return (clock() - t0) / 1e3
 
 
+def vm_call_times(vm: Any, sync: Any = lambda: None) -> list[tuple[str, int]]:
+    """Time every call a Relax VM makes from now on (its instrument hook; TVM 0.27's VM has no
+    profile() on CPU builds): the returned list gets (function name, ns) per finished call, in call
+    order, the VM's own builtins (`vm.builtin.*`) among them; clear it between passes. `sync` waits
+    for the device around each call (a GPU VM)."""
+    import time
+
+    calls: list[tuple[str, int]] = []
+    starts: list[int] = []
+
+    def instrument(func: Any, name: str, before_run: bool, ret_value: Any, *rest: Any) -> int:
+        sync()
+        if before_run:
+            starts.append(time.perf_counter_ns())
+        else:
+            calls.append((str(name), time.perf_counter_ns() - starts.pop()))
+        return 0  # VMInstrumentReturnKind.NO_OP: run the call as usual
+
+    vm.set_instrument(instrument)
+    return calls
+
+
 def run_passes(fn: Any, min_passes: int = 3, min_s: float = 0.5, max_passes: int = 50) -> int:
     """Call `fn` (one profiled forward pass) at least `min_passes` times and for at least `min_s`
     seconds, at most `max_passes` times; returns how many."""

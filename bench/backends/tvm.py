@@ -414,23 +414,12 @@ class TvmCompiled(CompiledBase):
 
         import onnx
 
-        from bench.profiling import run_passes, tvm_profile, unprofiled_us
+        from bench.profiling import run_passes, tvm_profile, unprofiled_us, vm_call_times
 
         args, sync = self._args(feeds), (self._device.sync if self._device is not None else (lambda: None))
         timed = self.prepare(feeds)
         wall = unprofiled_us(lambda: (timed(), sync()))
-        calls: list[tuple[str, int]] = []
-        starts: list[int] = []
-
-        def instrument(func: Any, name: str, before_run: bool, ret_value: Any, *rest: Any) -> int:
-            sync()
-            if before_run:
-                starts.append(time.perf_counter_ns())
-            else:
-                calls.append((str(name), time.perf_counter_ns() - starts.pop()))
-            return 0  # VMInstrumentReturnKind.NO_OP: run the call as usual
-
-        self.vm.set_instrument(instrument)
+        calls = vm_call_times(self.vm, sync)
         passes: list[list[tuple[str, int]]] = []
         walls: list[int] = []
 

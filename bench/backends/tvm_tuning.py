@@ -214,12 +214,12 @@ def measured_task_us(mod: Any, target: Any, db_dir: Path, inputs: list[Any], pas
     """Microseconds per forward pass spent in each PrimFunc of `mod` as it runs now: built with the
     schedules the database holds (none: untuned), run on `inputs` under the Relax VM's instrument hook
     (bench.profiling's way of timing TVM), summed over each function's call sites."""
-    import time
-
     import numpy as np
     import tvm
     from tvm import relax
     from tvm.relax import transform
+
+    from bench.profiling import vm_call_times
 
     if (db_dir / "database_tuning_record.json").is_file():
         with tvm.target.Target(target), tvm.transform.PassContext(opt_level=3):
@@ -227,21 +227,13 @@ def measured_task_us(mod: Any, target: Any, db_dir: Path, inputs: list[Any], pas
     vm = relax.VirtualMachine(tvm.compile(mod, target=target), tvm.cpu())
     args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in inputs]
     vm["main"](*args)
-    spent: dict[str, float] = {}
-    starts: list[int] = []
-
-    def instrument(func: Any, name: str, before_run: bool, ret_value: Any, *rest: Any) -> int:
-        if before_run:
-            starts.append(time.perf_counter_ns())
-        elif not str(name).startswith("vm."):
-            spent[str(name)] = spent.get(str(name), 0.0) + (time.perf_counter_ns() - starts.pop()) / 1e3 / passes
-        else:
-            starts.pop()
-        return 0
-
-    vm.set_instrument(instrument)
+    calls = vm_call_times(vm)
     for _ in range(passes):
         vm["main"](*args)
+    spent: dict[str, float] = {}
+    for name, ns in calls:
+        if not name.startswith("vm."):
+            spent[name] = spent.get(name, 0.0) + ns / 1e3 / passes
     return spent
 
 
