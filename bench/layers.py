@@ -57,7 +57,7 @@ def frame(items: list[dict[str, Any]]) -> pd.DataFrame:
         for layer, est in zip(p.layers, p.estimates):
             rows.append({**cell, "kernel": layer.kernel, "onnx_nodes": list(layer.nodes), "op_types": list(layer.op_types),
                          "op_type": layer.op_type, "calls": layer.calls, "median_us": layer.median_us, "us_per_pass": layer.us_per_pass,
-                         "share": layer.us_per_pass / p.profiled_wall_us if p.profiled_wall_us else None,
+                         "share": p.share(layer),
                          "est_us": est, "confidence": layer.confidence, "profiler": p.profiler,
                          "wall_us": p.wall_us, "profiled_wall_us": p.profiled_wall_us, "coverage": p.coverage, "mapped": p.mapped,
                          "profile_note": p.note or None})

@@ -81,13 +81,25 @@ class Profile:
 
     @property
     def coverage(self) -> float:
-        """The layers' sum as a share of the profiled forward pass: what the profiler attributes."""
+        """The layers' sum as a share of the profiled forward pass: what the profiler attributes. Where
+        each pass's records are known, the median over passes of that pass's share (facts["coverage"]):
+        on a busy machine each pass loses time to preemption in a few different layers, so the sum of
+        the layers' medians and the median pass are figures of different passes."""
+        if "coverage" in self.facts:
+            return float(self.facts["coverage"])
         return self.covered_us / self.profiled_wall_us if self.profiled_wall_us > 0 else 0.0
 
     @property
     def mapped(self) -> float:
-        """The share of the profiled forward pass in layers mapped to ONNX nodes."""
+        """The share of the profiled forward pass in layers mapped to ONNX nodes (per pass, as coverage)."""
+        if "mapped" in self.facts:
+            return float(self.facts["mapped"])
         return self.mapped_us / self.profiled_wall_us if self.profiled_wall_us > 0 else 0.0
+
+    def share(self, layer: Layer) -> float:
+        """The layer's share of the profiled forward pass: of the layers' time, times the coverage (a
+        layer's median over the pass median would mix quiet and preempted passes)."""
+        return layer.us_per_pass / self.covered_us * self.coverage if self.covered_us > 0 else 0.0
 
     @property
     def of_latency(self) -> float:
@@ -285,6 +297,7 @@ def ort_profile(events: Sequence[Mapping[str, Any]], model: Any, optimized: Any 
     runs = [float(e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
     times: dict[str, list[float]] = {}
     ops: dict[str, str] = {}
+    kept: list[tuple[float, float, str]] = []  # (ts, dur, kernel) of the node events kept
     top = {n.name for n in optimized.graph.node} if optimized is not None else None
     for e in events:
         name = str(e.get("name", ""))
@@ -295,6 +308,7 @@ def ort_profile(events: Sequence[Mapping[str, Any]], model: Any, optimized: Any 
                 continue  # a node of an If/Loop/Scan body: its time is inside its parent's
             times.setdefault(node, []).append(float(e["dur"]))
             ops[node] = str(args.get("op_name", "?"))
+            kept.append((float(e["ts"]), float(e["dur"]), node))
     passes = max(len(runs), 1)
     opt_outputs = {n.name: [o for o in n.output if o] for n in optimized.graph.node} if optimized is not None else {}
     covers: dict[str, set[str]] = {}
@@ -317,7 +331,20 @@ def ort_profile(events: Sequence[Mapping[str, Any]], model: Any, optimized: Any 
             layer.op_types = (ops[kernel] if ops[kernel].startswith(("Memcpy", "Reorder")) else UNMAPPED_OP,)
         layers.append(layer)
     profiled = median(runs) if runs else sum(x.us_per_pass for x in layers)
-    return Profile("onnxruntime session profiler", layers, wall_us or profiled, passes, {"profiled_wall_us": profiled})
+    facts: dict[str, Any] = {"profiled_wall_us": profiled, **_ort_shares(events, kept, {k for k, v in covers.items() if v})}
+    return Profile("onnxruntime session profiler", layers, wall_us or profiled, passes, facts)
+
+
+def _ort_shares(events: Sequence[Mapping[str, Any]], kept: Sequence[tuple[float, float, str]], mapped: set[str]) -> dict[str, float]:
+    """Per `model_run`: the share of it in the kept node events, and in mapped ones; their medians."""
+    runs = [(float(e["ts"]), float(e["dur"])) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    cov, mapd = [], []
+    for ts, dur in runs:
+        inside = [(d, n) for t, d, n in kept if ts <= t <= ts + dur]
+        if dur > 0 and inside:
+            cov.append(sum(d for d, _ in inside) / dur)
+            mapd.append(sum(d for d, n in inside if n in mapped) / dur)
+    return {"coverage": median(cov), "mapped": median(mapd)} if cov else {}
 
 
 def _after_runs(events: Sequence[Mapping[str, Any]], k: int) -> list[Mapping[str, Any]]:
@@ -466,7 +493,11 @@ def tvm_profile(passes: Sequence[Sequence[tuple[str, int]]], walls_ns: Sequence[
         nodes, confidence = mapped[kernel_at[i]]
         layers.append(_layer(name, nodes, graph, confidence if nodes else UNMAPPED, 1, us))
     profiled = median(walls_ns) / 1e3
-    return Profile("tvm relax vm instrument", _merge_runtime(layers), wall_us or profiled, len(passes), {"profiled_wall_us": profiled})
+    mapped_sites = {i for i, _ in sites if i in kernel_at and mapped[kernel_at[i]][0]}
+    cov = [sum(ns for _, ns in p) / w for p, w in zip(passes, walls_ns) if w > 0]
+    mapd = [sum(ns for i, (_, ns) in enumerate(p) if i in mapped_sites) / w for p, w in zip(passes, walls_ns) if w > 0]
+    facts = {"profiled_wall_us": profiled, **({"coverage": median(cov), "mapped": median(mapd)} if cov else {})}
+    return Profile("tvm relax vm instrument", _merge_runtime(layers), wall_us or profiled, len(passes), facts)
 
 
 def _merge_runtime(layers: list[Layer]) -> list[Layer]:

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bench import layers
 from bench.profiling import (BY_POSITION, BY_TYPE, EXACT, UNMAPPED, Layer, Profile, _match_in_order, Graph, ort_profile, trt_profile,
-                             tvm_tokens)
+                             tvm_profile, tvm_tokens)
 
 DATA = Path(__file__).parent / "data" / "trt"
 
@@ -170,6 +170,25 @@ def test_tensorrt_layers_map_from_inspector_and_profile_of_the_documented_format
     assert by["/block/Conv + /block/Add + /block/Relu"].median_us == pytest.approx(57.3)
     assert profile.mapped == pytest.approx((22.5 + 57.3 + 16.4) / 110) and profile.coverage == pytest.approx(100.3 / 110)
     assert max(profile.layers, key=lambda x: x.us_per_pass).op_type == "Conv"
+
+
+def test_coverage_is_taken_pass_by_pass():
+    """On a busy machine each pass is preempted in a different layer: the layers' medians are of quiet
+    passes, the median pass is a slowed one; each pass's own share says what the profile covers."""
+    def ev(name, dur, ts):
+        return {"cat": "Node", "name": f"{name}_kernel_time", "dur": dur, "ts": ts, "args": {"op_name": "Conv"}}
+
+    events = []
+    for i, (a, b, wall) in enumerate([(100, 10, 120), (10, 100, 120), (10, 10, 30)]):
+        t = i * 1000
+        events += [{"cat": "Session", "name": "model_run", "dur": wall, "ts": t}, ev("/stem/Conv", a, t + 1), ev("/block/Conv", b, t + 2 + a)]
+    got = ort_profile(events, trt_block(), None)
+    assert got.covered_us == pytest.approx(20.0) and got.profiled_wall_us == pytest.approx(120.0)  # medians: 17% apart
+    assert got.coverage == pytest.approx(110 / 120) and got.mapped == pytest.approx(110 / 120)
+    calls = [[("conv2d", 100_000), ("vm.builtin.alloc_tensor", 1_000)], [("conv2d", 10_000), ("vm.builtin.alloc_tensor", 50_000)],
+             [("conv2d", 10_000), ("vm.builtin.alloc_tensor", 1_000)]]
+    tvm = tvm_profile(calls, [110_000, 70_000, 12_000], trt_block())
+    assert tvm.coverage == pytest.approx(11 / 12) and tvm.mapped == pytest.approx(10 / 12)
 
 
 def test_a_profile_that_covers_little_says_so():
