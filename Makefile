@@ -1,17 +1,19 @@
 # `make bench` and `make test` set themselves up on a fresh machine: each creates .venv on first use
-# and installs what it needs. `make bench`: the CPU backends and the model zoo's torch (the quickstart);
-# `make test` and CI: every extra (the GPU half's CUDA compiler, LoadGen, Dask, the test tools).
+# and installs what it needs. `make bench`: ONNX Runtime and TVM, untuned (the quickstart; its zoo models are
+# written without PyTorch); `make test` and CI: every extra (TVM's tuner, the zoo's PyTorch route to compare
+# with, the GPU half's CUDA compiler, LoadGen, Dask, the test tools).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-BENCH_EXTRAS := cpu,models
+BENCH_EXTRAS := ort,tvm
 ALL_EXTRAS   := cpu,models,dev,cuda-compile,loadgen,fleet
 BENCH_STAMP  := $(VENV)/.installed-bench
 STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: install bench test check benchmark corpus doctor gpu-check clean
 
-# PyTorch's CPU wheels where this machine reaches them: PyPI's torch is the multi-GB CUDA build, and
+# PyTorch (for `make test`: the zoo's PyTorch route, compared with the default one) from its CPU wheels where
+# this machine reaches them: PyPI's torch is the multi-GB CUDA build, and
 # the CPU index's 2.13.0+cpu satisfies the pin first. Where it is unreachable (this project's VMs, which
 # hold the CPU build locally), pip uses its usual indexes.
 TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
@@ -22,7 +24,7 @@ $(VENV)/bin/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(BENCH_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) -e '.[$(BENCH_EXTRAS)]'
+	$(BIN)/python -m pip install --quiet -e '.[$(BENCH_EXTRAS)]'
 	touch $(BENCH_STAMP)
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python

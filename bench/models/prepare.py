@@ -49,6 +49,7 @@ class ModelInfo:
     seed: int = 0
     opset: int | None = None
     quantized: str = ""  # the quantized operators of a model that arrives quantized (bench.models.graph.quantized_ops)
+    builder: str = "onnx"  # a zoo model's route (bench.models.zoo.BUILDERS)
 
     def shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
         return {i.name: i.shape(batch) for i in self.inputs}
@@ -57,6 +58,7 @@ class ModelInfo:
         """JSON-ready, for handing to a worker process."""
         return {"name": self.name, "source": self.source, "task": self.task, "path": str(self.path),
                 "arch": self.arch, "seed": self.seed, "opset": self.opset, "quantized": self.quantized,
+                "builder": self.builder,
                 "inputs": [{"name": i.name, "dtype": i.dtype, "dims": list(i.dims), "value_range": i.value_range}
                            for i in self.inputs]}
 
@@ -64,7 +66,8 @@ class ModelInfo:
     def from_dict(cls, d: dict) -> "ModelInfo":
         inputs = tuple(InputInfo(i["name"], i["dtype"], tuple(i["dims"]), tuple(i["value_range"]) if i.get("value_range") else None)
                        for i in d["inputs"])
-        return cls(d["name"], d["source"], inputs, d["task"], Path(d["path"]), d["arch"], d["seed"], d["opset"], d.get("quantized", ""))
+        return cls(d["name"], d["source"], inputs, d["task"], Path(d["path"]), d["arch"], d["seed"], d["opset"], d.get("quantized", ""),
+                   d.get("builder", "onnx"))
 
 
 @dataclass(frozen=True)
@@ -112,16 +115,24 @@ def _zoo_info(spec: ModelSpec, where: str, seed: int, models_dir: Path) -> Model
     if patch and (dims[2] != dims[3] or dims[2] % patch):
         raise BenchError(f"{where}.input_shapes.input: {arch.name} takes square images whose side is a multiple of its "
                          f"patch size {patch}, got {dims[2]}x{dims[3]}")
+    key = f"{arch.name}|{seed}|{dims[1:]}|opset{OPSET}|zoo{ZOO_VERSION}|{_builder_version(spec.builder, where)}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    path = models_dir / f"{arch.name}_s{seed}_{dims[2]}x{dims[3]}_{digest}.onnx"
+    return ModelInfo(spec.name, spec.source, (InputInfo("input", "float32", dims),), arch.task, path, arch.name, seed, OPSET,
+                     builder=spec.builder)
+
+
+def _builder_version(builder: str, where: str) -> str:
+    """What a zoo model's file depends on besides its architecture: PyTorch's version for its exporter."""
+    if builder == "onnx":
+        return "onnx-builder"
     import importlib.metadata as md
 
     try:
-        torch_version = md.version("torch")
+        return f"torch{md.version('torch')}"
     except md.PackageNotFoundError:
-        torch_version = "none"
-    key = f"{arch.name}|{seed}|{dims[1:]}|opset{OPSET}|zoo{ZOO_VERSION}|torch{torch_version}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    path = models_dir / f"{arch.name}_s{seed}_{dims[2]}x{dims[3]}_{digest}.onnx"
-    return ModelInfo(spec.name, spec.source, (InputInfo("input", "float32", dims),), arch.task, path, arch.name, seed, OPSET)
+        raise BenchError(f"{where}.builder: 'torch' exports the model with PyTorch, which is not installed here; "
+                         "pip install 'bench[models]', or use builder: onnx (the default: the same model, no PyTorch)") from None
 
 
 def _onnx_info(spec: ModelSpec, where: str, config_dir: Path | None, batch_sizes: list[int]) -> ModelInfo:
@@ -239,33 +250,21 @@ def inspect_model(spec: ModelSpec, index: int, seed: int, batch_sizes: list[int]
 
 
 def export_zoo(info: ModelInfo) -> None:
-    """Build the architecture with seeded weights and export it to info.path (atomically)."""
+    """Build the architecture with seeded weights and write it to info.path (atomically), by its builder."""
     import onnx
-    import torch
 
-    from bench.models.zoo import build
-
-    shape = info.inputs[0].shape(1)
-    model = build(info.arch, info.seed, shape[1:])
     info.path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(info.path.parent)
     # Named after this process: a worker killed mid-export (SIGKILL runs no `finally`) leaves a
     # file the next export recognizes as stale and removes.
     tmp = str(info.path.parent / f".{info.path.name}.{os.getpid()}.tmp")
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
-            torch.onnx.export(
-                model,
-                (torch.zeros(*shape),),
-                tmp,
-                input_names=["input"],
-                output_names=["output"],
-                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-                opset_version=OPSET,
-                do_constant_folding=True,
-                dynamo=False,
-            )
+        if info.builder == "torch":
+            _torch_export(info, tmp)
+        else:
+            from bench.models.zoo import build_onnx
+
+            onnx.save_model(build_onnx(info.arch, info.seed, info.inputs[0].shape(1)[1:]), tmp)
         onnx.checker.check_model(tmp)
         digest = file_sha256(Path(tmp))
         os.replace(tmp, info.path)
@@ -273,6 +272,20 @@ def export_zoo(info: ModelInfo) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _torch_export(info: ModelInfo, tmp: str) -> None:
+    import torch
+
+    from bench.models.zoo import build
+
+    shape = info.inputs[0].shape(1)
+    model = build(info.arch, info.seed, shape[1:])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
+        torch.onnx.export(model, (torch.zeros(*shape),), tmp, input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, opset_version=OPSET,
+                          do_constant_folding=True, dynamo=False)
 
 
 def _hash_file(path: Path) -> Path:

@@ -9,8 +9,14 @@ multi-head self-attention and a GELU MLP). Imported only when a model is built: 
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import nn
+
+from bench.models import weights
+from bench.models.onnx_zoo import EFFICIENTNET_B0, INCEPTION, MOBILENET_V2, divisible
 
 
 def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: type[nn.Module] | None = nn.ReLU) -> nn.Sequential:
@@ -90,14 +96,6 @@ class Inception(nn.Module):
         return torch.cat([self.b1(x), self.b2(x), self.b3(x), self.b4(x)], 1)
 
 
-_INCEPTION = {  # name: (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj), Table 1 of the paper
-    "3a": (64, 96, 128, 16, 32, 32), "3b": (128, 128, 192, 32, 96, 64),
-    "4a": (192, 96, 208, 16, 48, 64), "4b": (160, 112, 224, 24, 64, 64), "4c": (128, 128, 256, 24, 64, 64),
-    "4d": (112, 144, 288, 32, 64, 64), "4e": (256, 160, 320, 32, 128, 128),
-    "5a": (256, 160, 320, 32, 128, 128), "5b": (384, 192, 384, 48, 128, 128),
-}
-
-
 def googlenet(width_div: int = 1, num_classes: int = 1000) -> nn.Module:
     def w(c: int) -> int:
         return max(1, c // width_div)
@@ -107,7 +105,7 @@ def googlenet(width_div: int = 1, num_classes: int = 1000) -> nn.Module:
         _conv_bn(w(64), w(64), 1), _conv_bn(w(64), w(192), 3), nn.MaxPool2d(3, 2, 1),
     ]
     cin = w(192)
-    for name, chans in _INCEPTION.items():
+    for name, chans in INCEPTION.items():
         block = Inception(cin, *(w(c) for c in chans))
         layers.append(block)
         cin = block.cout
@@ -117,11 +115,6 @@ def googlenet(width_div: int = 1, num_classes: int = 1000) -> nn.Module:
 
 
 # --- MobileNetV2 ----------------------------------------------------------------------------------
-
-
-def _divisible(v: float, d: int = 8) -> int:
-    out = max(d, int(v + d / 2) // d * d)
-    return out + d if out < 0.9 * v else out
 
 
 class InvertedResidual(nn.Module):
@@ -138,12 +131,11 @@ class InvertedResidual(nn.Module):
 
 
 def mobilenet_v2(width_mult: float = 1.0, num_classes: int = 1000) -> nn.Module:
-    cfg = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
-    cin = _divisible(32 * width_mult)
-    last = _divisible(1280 * width_mult) if width_mult < 1 else 1280
+    cin = divisible(32 * width_mult)
+    last = divisible(1280 * width_mult) if width_mult < 1 else 1280
     layers: list[nn.Module] = [_conv_bn(3, cin, 3, 2, act=nn.ReLU6)]
-    for t, c, n, s in cfg:
-        cout = _divisible(c * width_mult)
+    for t, c, n, s in MOBILENET_V2:
+        cout = divisible(c * width_mult)
         for i in range(n):
             layers.append(InvertedResidual(cin, cout, s if i == 0 else 1, t))
             cin = cout
@@ -211,9 +203,6 @@ def unet(base: int = 64, num_classes: int = 2) -> nn.Module:
     return UNet(base, num_classes)
 
 
-# --- weights --------------------------------------------------------------------------------------
-
-
 # --- EfficientNet ---------------------------------------------------------------------------------
 
 
@@ -242,20 +231,15 @@ class MBConv(nn.Module):
         return x + self.body(x) if self.residual else self.body(x)
 
 
-# (expansion, channels, repeats, stride, kernel) of EfficientNet-B0, Table 1 of the paper
-_EFFICIENTNET_B0 = [(1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5), (6, 80, 3, 2, 3), (6, 112, 3, 1, 5),
-                    (6, 192, 4, 2, 5), (6, 320, 1, 1, 3)]
-
-
 def efficientnet(width_mult: float = 1.0, max_repeats: int = 4, num_classes: int = 1000) -> nn.Module:
-    cin = _divisible(32 * width_mult)
+    cin = divisible(32 * width_mult)
     layers: list[nn.Module] = [_conv_bn(3, cin, 3, 2, act=nn.SiLU)]
-    for t, c, n, s, k in _EFFICIENTNET_B0:
-        cout = _divisible(c * width_mult)
+    for t, c, n, s, k in EFFICIENTNET_B0:
+        cout = divisible(c * width_mult)
         for i in range(min(n, max_repeats)):
             layers.append(MBConv(cin, cout, k, s if i == 0 else 1, t))
             cin = cout
-    head = _divisible(1280 * width_mult)
+    head = divisible(1280 * width_mult)
     layers.append(_conv_bn(cin, head, 1, act=nn.SiLU))
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(head, num_classes))
 
@@ -312,8 +296,24 @@ def vit(image: int = 224, patch: int = 16, dim: int = 384, depth: int = 12, head
 
 
 @torch.no_grad()
-def calibrate_batchnorm(model: nn.Module, shape: tuple[int, ...], seed: int) -> None:
-    """Set batch-norm running statistics from one seeded random batch.
+def load_weights(model: nn.Module, seed: int) -> None:
+    """Parameter k, in registration order, from bench.models.weights.draw: the draws the ONNX builder makes."""
+    for index, (name, p) in enumerate(model.named_parameters()):
+        owner_name, _, leaf = name.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        fan_in = None
+        if isinstance(owner, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm)):
+            kind = "ones" if leaf == "weight" else "zeros"
+        elif leaf in ("weight", "bias") and isinstance(getattr(owner, "weight", None), torch.Tensor):
+            kind, fan_in = leaf, math.prod(owner.weight.shape[1:])
+        else:
+            kind = "normal"  # a free parameter: a ViT's class token and position table
+        p.copy_(torch.from_numpy(weights.draw(seed, index, tuple(p.shape), kind, fan_in)))
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, chw: tuple[int, int, int], seed: int) -> None:
+    """Set batch-norm running statistics from one seeded random batch (bench.models.weights.calibration_batch).
 
     With untrained weights and the default statistics (mean 0, var 1), activations grow or vanish
     layer after layer and logits reach magnitudes where absolute tolerances mean nothing. Estimating
@@ -324,6 +324,5 @@ def calibrate_batchnorm(model: nn.Module, shape: tuple[int, ...], seed: int) -> 
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the calibration pass
     model.train()
-    g = torch.Generator().manual_seed(seed)
-    model(torch.randn(*shape, generator=g))
+    model(torch.from_numpy(np.ascontiguousarray(weights.calibration_batch(seed, chw))))
     model.eval()

@@ -1,8 +1,12 @@
 """The model zoo: classic vision architectures written from their papers, built with seeded weights.
 
 No hub is needed. Each entry is a builder plus a default input size; `-tiny` variants keep the
-structure (same block types, same operators) with few channels, for fast tests. torch is imported
-only when a model is built, so the rest of the package works without it.
+structure (same block types, same operators) with few channels, for fast tests.
+
+Two routes build the same model (the same weights, bench.models.weights, and the same operators):
+"onnx" (the default) writes the graph directly with numpy (bench.models.onnx_zoo) and needs no
+PyTorch; "torch" builds the PyTorch module (bench.models.torch_zoo) and exports it with
+torch.onnx, for those who want the graph PyTorch's exporter writes. torch is imported only then.
 """
 
 from __future__ import annotations
@@ -49,7 +53,13 @@ ARCHITECTURES: dict[str, Architecture] = {
 
 
 # Bump when an architecture's definition changes: it is part of every cached model's key.
-ZOO_VERSION = 1
+# 2: weights drawn with numpy (bench.models.weights), shared by both routes.
+ZOO_VERSION = 2
+BUILDERS = ("onnx", "torch")  # how a zoo model is built: written directly, or exported from PyTorch
+
+
+def _kwargs(spec: Architecture, chw: tuple[int, int, int]) -> dict[str, Any]:
+    return {**spec.kwargs, "image": chw[1]} if "patch" in spec.kwargs else spec.kwargs  # a ViT's position table
 
 
 def build(arch: str, seed: int, chw: tuple[int, int, int]) -> Any:
@@ -59,9 +69,16 @@ def build(arch: str, seed: int, chw: tuple[int, int, int]) -> Any:
     from bench.models import torch_zoo
 
     spec = ARCHITECTURES[arch]
-    torch.manual_seed(seed)
     fn: Callable[..., Any] = getattr(torch_zoo, spec.builder)
-    kwargs = {**spec.kwargs, "image": chw[1]} if "patch" in spec.kwargs else spec.kwargs  # a ViT's position table
-    model = fn(**kwargs)
-    torch_zoo.calibrate_batchnorm(model, (8, *chw), seed)
+    model = fn(**_kwargs(spec, chw))
+    torch_zoo.load_weights(model, seed)
+    torch_zoo.calibrate_batchnorm(model, chw, seed)
     return model
+
+
+def build_onnx(arch: str, seed: int, chw: tuple[int, int, int]) -> Any:
+    """The same model as `build` exports, as an onnx.ModelProto written without PyTorch."""
+    from bench.models import onnx_zoo
+
+    spec = ARCHITECTURES[arch]
+    return onnx_zoo.build(spec.builder, _kwargs(spec, chw), seed, chw)
