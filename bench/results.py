@@ -35,7 +35,7 @@ COLUMNS = [
     "validated", "accuracy_ok", "accuracy_note", "max_abs_err", "max_rel_err", "mean_abs_err", "p99_abs_err",
     "cosine", "top1_agreement", "atol", "rtol", "min_cosine", "reference",
     "provider", "executes_as", "threads", "backend_version", "cache_hit", "options", "input_shapes", "model_sha256",
-    "prepared_sha256", "prepared_nodes", "preparation", "precision_route", "device",
+    "model_builder", "prepared_sha256", "prepared_nodes", "preparation", "precision_route", "device",
     "profile_coverage", "profile_mapped", "profile_of_latency", "profile_overhead", "profile_note", "profile_error",
 ]
 # What identifies a cell: the grid's axes. Rows stored before scenarios existed are single-stream,

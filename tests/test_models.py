@@ -114,6 +114,7 @@ def test_a_vision_transformer_and_an_efficientnet_run_validated_on_both_cpu_back
     assert len(cells) == 2 * 2 * 3 - 3
     bad = cells[(cells["status"] != "ok") | ~cells["validated"].astype(bool)]
     assert bad.empty, bad[["model", "backend", "precision", "status", "error"]].to_string()
+    assert (cells["model_builder"] == "onnx").all()  # the row says how its zoo model was built
     int8 = cells["precision"] == "int8"
     assert cells.loc[~int8, "accuracy_ok"].astype(bool).all()
     assert (cells.loc[int8, "cosine"] < 1).all()  # really quantized

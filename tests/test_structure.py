@@ -16,7 +16,7 @@ PACKAGE = ROOT / "bench"
 LAYERS: dict[int, list[str]] = {
     0: ["bench", "bench.errors", "bench.atomic", "bench._freeze", "bench.gpu", "bench.cache", "bench.machine_lock",
         "bench.bundle_runner",  # standalone: copied into bundles, runs where bench is not installed
-        "bench.models", "bench.models.flops", "bench.models.graph", "bench.models.weights", "bench.models.onnx_zoo", "bench.models.torch_zoo", "bench.backends.tvm_tuning", "bench.process",
+        "bench.models", "bench.models.flops", "bench.models.graph", "bench.models.weights", "bench.models.blocks", "bench.models.onnx_zoo", "bench.models.torch_zoo", "bench.backends.tvm_tuning", "bench.process",
         "bench.mp_private", "bench.profiling"],
     1: ["bench.options"],
     2: ["bench.registry"],

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from bench.models import weights
-from bench.models.onnx_zoo import EFFICIENTNET_B0, INCEPTION, MOBILENET_V2, divisible
+from bench.models.blocks import EFFICIENTNET_B0, INCEPTION, MOBILENET_V2, divisible
 
 
 def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: type[nn.Module] | None = nn.ReLU) -> nn.Sequential:
