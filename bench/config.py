@@ -89,10 +89,10 @@ class ModelSpec(_Frozen):
     tolerances: dict[Precision, Tolerance] = Field(default_factory=dict, description="overrides for this model")
     output_tolerances: dict[str, dict[Precision, Tolerance]] = Field(
         default_factory=dict, description="overrides for single outputs of this model")
-    builder: Literal["onnx", "torch"] = Field(
-        default="onnx", description="how a zoo model is built: 'onnx' writes the graph with numpy (no PyTorch); 'torch' "
-                                    "exports the PyTorch module with torch.onnx (pip install 'bench[models]'). Same weights, "
-                                    "same operators, same outputs")
+    builder: Literal["onnx", "torch"] | None = Field(
+        default=None, description="how a zoo model is built: 'onnx' (the default) writes the graph with numpy (no PyTorch); "
+                                  "'torch' exports the PyTorch module with torch.onnx (pip install 'bench[models]'). Same "
+                                  "weights, same operators, same outputs")
 
     @field_validator("source")
     @classmethod
@@ -138,7 +138,7 @@ class ModelSpec(_Frozen):
     def _zoo_has_no_dims(self) -> "ModelSpec":
         if self.is_zoo and (self.dims or self.input_ranges):
             raise ValueError("dims and input_ranges are for ONNX files; zoo models take input_shapes")
-        if not self.is_zoo and "builder" in self.model_fields_set:
+        if not self.is_zoo and self.builder is not None:
             raise ValueError(f"builder is for zoo models (zoo:<arch>); {self.source!r} is an ONNX file already")
         return self
 

@@ -117,6 +117,17 @@ def test_availability_reports_versions(backend_name):
     assert a.usable and a.versions and all(a.versions.values())
 
 
+def test_tuned_tvm_without_its_tuning_libraries_says_what_to_install(monkeypatch):
+    """`make bench` installs TVM without MetaSchedule's cost model (xgboost) and pools (cloudpickle)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "xgboost" else real(name, *a))
+    a = get_backend("tvm_tuned").availability()
+    assert not a.usable and a.reason == "MetaSchedule's tuning needs xgboost, not installed here; pip install 'bench[tvm-tune]'"
+    assert get_backend("tvm").availability().usable
+
+
 def test_unknown_backend_names_valid_ones():
     with pytest.raises(KeyError, match="valid: onnxruntime, tvm, tvm_tuned, "):
         get_backend("tensorrtx")

@@ -83,6 +83,9 @@ def test_builder_is_for_zoo_models_only(mlp_onnx):
         ModelSpec(name="m", source=str(mlp_onnx), builder="onnx")
     with pytest.raises(ValidationError, match=r"builder"):
         ModelSpec(name="m", source="zoo:resnet18", builder="keras")
+    # a config travels to workers as its dump: a file's spec must survive the round trip
+    spec = ModelSpec(name="m", source=str(mlp_onnx))
+    assert ModelSpec.model_validate(spec.model_dump()) == spec
 
 
 def test_the_builder_travels_to_workers_and_keys_the_file(tmp_path):

@@ -250,6 +250,20 @@ class TvmTunedBackend(TvmBackend):
     Options = TunedOptions
     name = "tvm_tuned"
     variant = "tuned"
+    # what MetaSchedule imports only once it tunes: its default cost model and its worker pools
+    TUNING_MODULES = ("xgboost", "cloudpickle")
+
+    def availability(self) -> Availability:
+        base = super().availability()
+        if not base.usable:
+            return base
+        import importlib.util
+
+        missing = [m for m in self.TUNING_MODULES if importlib.util.find_spec(m) is None]
+        if missing:
+            return Availability(False, f"MetaSchedule's tuning needs {' and '.join(missing)}, not installed here; "
+                                       "pip install 'bench[tvm-tune]'")
+        return base
 
     def _budget(self, request: CompileRequest) -> dict[str, Any]:
         o = TunedOptions.model_validate({k: v for k, v in request.options.items() if k in TunedOptions.model_fields})

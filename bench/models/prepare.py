@@ -49,7 +49,7 @@ class ModelInfo:
     seed: int = 0
     opset: int | None = None
     quantized: str = ""  # the quantized operators of a model that arrives quantized (bench.models.graph.quantized_ops)
-    builder: str = "onnx"  # a zoo model's route (bench.models.zoo.BUILDERS)
+    builder: str = "onnx"  # how a zoo model is built: onnx or torch (ModelSpec.builder)
 
     def shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
         return {i.name: i.shape(batch) for i in self.inputs}
@@ -115,11 +115,12 @@ def _zoo_info(spec: ModelSpec, where: str, seed: int, models_dir: Path) -> Model
     if patch and (dims[2] != dims[3] or dims[2] % patch):
         raise BenchError(f"{where}.input_shapes.input: {arch.name} takes square images whose side is a multiple of its "
                          f"patch size {patch}, got {dims[2]}x{dims[3]}")
-    key = f"{arch.name}|{seed}|{dims[1:]}|opset{OPSET}|zoo{ZOO_VERSION}|{_builder_version(spec.builder, where)}"
+    builder = spec.builder or "onnx"
+    key = f"{arch.name}|{seed}|{dims[1:]}|opset{OPSET}|zoo{ZOO_VERSION}|{_builder_version(builder, where)}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     path = models_dir / f"{arch.name}_s{seed}_{dims[2]}x{dims[3]}_{digest}.onnx"
     return ModelInfo(spec.name, spec.source, (InputInfo("input", "float32", dims),), arch.task, path, arch.name, seed, OPSET,
-                     builder=spec.builder)
+                     builder=builder)
 
 
 def _builder_version(builder: str, where: str) -> str:

@@ -55,7 +55,6 @@ ARCHITECTURES: dict[str, Architecture] = {
 # Bump when an architecture's definition changes: it is part of every cached model's key.
 # 2: weights drawn with numpy (bench.models.weights), shared by both routes.
 ZOO_VERSION = 2
-BUILDERS = ("onnx", "torch")  # how a zoo model is built: written directly, or exported from PyTorch
 
 
 def _kwargs(spec: Architecture, chw: tuple[int, int, int]) -> dict[str, Any]:
