@@ -83,8 +83,7 @@ def validation_images(config: Config) -> int:
 
 def prepared_facts(source: PreparedModel, prepared: PreparedModel) -> dict[str, Any]:
     """What a row records of the model: the file the config named, and what the backend got."""
-    return {"model_sha256": source.sha256, "model_builder": source.info.builder if source.info.arch else "",
-            "prepared_sha256": prepared.sha256, "gflop": prepared.facts.get("gflop"),
+    return {"model_sha256": source.sha256, "prepared_sha256": prepared.sha256, "gflop": prepared.facts.get("gflop"),
             "prepared_nodes": f"{prepared.facts.get('nodes_before')} -> {prepared.facts.get('nodes_after')}",
             "preparation": prepared.facts.get("preparation")}
 
@@ -138,6 +137,7 @@ def cell_job(job: CellJob, on_phase: Callable[[str], None] = lambda phase: None)
     samples: list[int] = []
     backend = get_backend(cell.backend)
     row["variant"] = backend.variant
+    row["model_builder"] = job.info.builder if job.info.arch else ""  # known before anything is built
     skip = _cannot_build(backend, cell, job.info)
     if skip:
         row.update(status="skipped", error=skip)

@@ -15,7 +15,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-# bench.models.torch_zoo needs only torch; load it without importing bench's other dependencies.
+# bench.models.torch_zoo needs torch and numpy (and this repository on sys.path, as `python -m` from its root gives);
+# load it without importing bench's other dependencies.
 _spec = importlib.util.spec_from_file_location("torch_zoo", Path(__file__).resolve().parents[1] / "bench" / "models" / "torch_zoo.py")
 torch_zoo = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(torch_zoo)  # type: ignore[union-attr]

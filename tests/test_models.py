@@ -123,7 +123,7 @@ def test_a_vision_transformer_and_an_efficientnet_run_validated_on_both_cpu_back
     # how the weights fell: ONNX Runtime's cosine over seeds 0-3 was 0.81, 0.98, 0.96, 0.98 (0.96-0.99 with the
     # zoo's earlier weights), its largest logit error 1.0-2.6, beyond int8's default atol of 0.5. A cell outside
     # its tolerance is published and marked with the reason
-    assert (cells.loc[int8 & (cells["model"] == "effnet"), "cosine"] > 0.5).all()
+    assert (cells.loc[int8 & (cells["model"] == "effnet"), "cosine"] > 0.75).all()  # a broken int8 route reads near 0
     outside = cells[int8 & ~cells["accuracy_ok"].astype(bool)]
     assert outside["accuracy_note"].str.startswith("elements beyond atol").all()
     assert not cells["precision_route"].fillna("").str.contains("BatchNormalization").any()  # named only where present

@@ -76,6 +76,15 @@ def test_the_torch_builder_without_pytorch_is_a_clear_error(tmp_path, monkeypatc
     assert _info("resnet18-tiny", "onnx", tmp_path).builder == "onnx"
 
 
+def test_the_onnx_builder_without_onnx_runtime_is_a_clear_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(BenchError, match=r"models\[0\] \(m\): zoo models are built with ONNX Runtime .* pip install 'bench\[ort\]'"):
+        _info("resnet18-tiny", "onnx", tmp_path)
+
+
 def test_builder_is_for_zoo_models_only(mlp_onnx):
     from pydantic import ValidationError
 
@@ -114,5 +123,10 @@ def test_weights_are_pytorchs_default_distributions_and_fixed_per_seed():
     assert np.allclose(weights.draw(0, 0, (3,), "bias", fan_in=4), [-0.34928274, -0.30445728, -0.33467463])
     assert np.allclose(weights.draw(5, 1, (2,), "normal"), [-0.00978575, -0.01541903])
     assert np.allclose(weights.calibration_batch(0, (3, 2, 2)).ravel()[:3], [0.35052383, 1.68224728, -0.22437626])
-    with pytest.raises(ValueError, match=r"a bias needs its fan-in"):
+    with pytest.raises(ValueError, match=r"a bias is drawn from its weight's fan-in: none given"):
         weights.draw(0, 0, (3,), "bias")
+    with pytest.raises(ValueError, match=r"unknown parameter kind 'gamma'; valid: weight, bias, ones, zeros, normal"):
+        weights.draw(0, 0, (3,), "gamma")
+    # any seed the config takes (seed >= 0, no upper bound): RandomState alone refuses 2**32 and above
+    big = weights.draw(2**64 + 5, 0, (4,), "weight")
+    assert not np.array_equal(big, weights.draw(5, 0, (4,), "weight")) and np.isfinite(big).all()

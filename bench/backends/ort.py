@@ -110,7 +110,7 @@ class OnnxRuntimeBackend(BackendBase):
     precisions = ("fp32", "fp16", "int8")
     provider = "CPUExecutionProvider"
     device = "cpu"
-    package_hint = "pip install 'bench[cpu]'"
+    package_hint = "pip install 'bench[ort]'"
     int8_flavor = "cpu"  # which int8 graph (bench.precision.INT8_FLAVORS)
     options_note = ""  # what the row's options cannot say by themselves
     compiling = False  # a provider that compiles the graph: ONNX Runtime cannot save its optimized model

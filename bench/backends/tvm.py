@@ -71,7 +71,7 @@ class TvmBackend(BackendBase):
     precisions = ("fp32", "fp16", "int8")
 
     def availability(self) -> Availability:
-        tvm, unusable = import_framework("tvm", "apache-tvm", "pip install 'bench[cpu]'")
+        tvm, unusable = import_framework("tvm", "apache-tvm", "pip install 'bench[tvm]'")
         if unusable:
             return unusable
         if not tvm.runtime.enabled("llvm"):

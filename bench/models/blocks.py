@@ -1,7 +1,10 @@
 """The architectures' tables from their papers, shared by the zoo's two builders (bench.models.onnx_zoo and
-bench.models.torch_zoo). No imports: benchmarks/gpu_torch_baseline.py loads torch_zoo where only torch is."""
+bench.models.torch_zoo). No imports: torch_zoo adds only numpy to torch (benchmarks/gpu_torch_baseline.py
+runs it on the GPU machine)."""
 
 from __future__ import annotations
+
+OPSET = 17  # what the zoo's models are written at, by either builder
 
 INCEPTION = {  # name: (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj), Table 1 of the paper
     "3a": (64, 96, 128, 16, 32, 32), "3b": (128, 128, 192, 32, 96, 64),

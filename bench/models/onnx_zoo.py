@@ -24,9 +24,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from bench.models import weights
-from bench.models.blocks import EFFICIENTNET_B0, INCEPTION, MOBILENET_V2, divisible
+from bench.models.blocks import EFFICIENTNET_B0, INCEPTION, MOBILENET_V2, OPSET, divisible
 
-OPSET = 17
 IR_VERSION = 8  # what PyTorch's exporter writes at opset 17
 Layer = Callable[[str], str]  # a tensor name in, a tensor name out
 
@@ -469,7 +468,9 @@ def _batch_norm_stats(builder: str, kwargs: dict, seed: int, chw: tuple[int, int
         raise RuntimeError(f"the zoo's ONNX builder sets batch-norm statistics with ONNX Runtime ({e}): "
                            "pip install 'bench[ort]', or onnxruntime-gpu") from None
     so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1  # the same sums, in the same order, on every machine
+    # one thread: the same file every time on this machine. Another CPU may run other kernels and differ in the
+    # statistics' last bits (as PyTorch's calibration did), hence its own file hash: a cached file is kept
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
     so.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     values = session.run(names, {"input": weights.calibration_batch(seed, chw)})

@@ -20,9 +20,8 @@ from bench.cache import ArtifactCache, file_sha256
 from bench.config import BATCH, ModelSpec
 from bench.errors import BenchError
 from bench.models.freeze import model_sha256
+from bench.models.blocks import OPSET
 from bench.models.zoo import ARCHITECTURES, ZOO_VERSION
-
-OPSET = 17
 
 
 @dataclass(frozen=True)
@@ -125,9 +124,14 @@ def _zoo_info(spec: ModelSpec, where: str, seed: int, models_dir: Path) -> Model
 
 def _builder_version(builder: str, where: str) -> str:
     """What a zoo model's file depends on besides its architecture: PyTorch's version for its exporter."""
-    if builder == "onnx":
-        return "onnx-builder"
     import importlib.metadata as md
+    import importlib.util
+
+    if builder == "onnx":
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise BenchError(f"{where}: zoo models are built with ONNX Runtime setting their batch-norm statistics, and it is "
+                             "not installed here; pip install 'bench[ort]' (or onnxruntime-gpu)")
+        return "onnx-builder"
 
     try:
         return f"torch{md.version('torch')}"

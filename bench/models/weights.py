@@ -22,6 +22,16 @@ CALIBRATION_BATCH = 8  # images in the seeded batch that sets batch-norm statist
 BN_EPS = 1e-5  # PyTorch's BatchNorm2d default, and ONNX BatchNormalization's
 
 
+def _key(seed: int, *words: int) -> list[int]:
+    """RandomState's seed words: a seed of any size as 32-bit words (one word below 2**32), then `words`."""
+    out = [seed & 0xFFFFFFFF]
+    seed >>= 32
+    while seed:
+        out.append(seed & 0xFFFFFFFF)
+        seed >>= 32
+    return [*out, *words]
+
+
 def draw(seed: int, index: int, shape: tuple[int, ...], kind: str, fan_in: int | None = None) -> np.ndarray:
     """Parameter `index` of a zoo model: float32 of `shape`. A weight's fan-in is its shape past
     the first axis (PyTorch's rule for Conv2d, ConvTranspose2d and Linear); a bias takes its
@@ -30,20 +40,22 @@ def draw(seed: int, index: int, shape: tuple[int, ...], kind: str, fan_in: int |
         return np.ones(shape, np.float32)
     if kind == "zeros":
         return np.zeros(shape, np.float32)
-    rng = np.random.RandomState([seed, index])
+    if kind not in KINDS:
+        raise ValueError(f"unknown parameter kind {kind!r}; valid: {', '.join(KINDS)}")
+    rng = np.random.RandomState(_key(seed, index))
     if kind == "normal":
         return (rng.standard_normal(shape) * 0.02).astype(np.float32)
     if kind == "weight":
         fan_in = math.prod(shape[1:])
-    elif kind != "bias" or not fan_in:
-        raise ValueError(f"unknown parameter kind {kind!r} (valid: {', '.join(KINDS)}; a bias needs its fan-in)")
+    elif not fan_in:
+        raise ValueError("a bias is drawn from its weight's fan-in: none given")
     bound = 1.0 / math.sqrt(fan_in)
     return rng.uniform(-bound, bound, shape).astype(np.float32)
 
 
 def calibration_batch(seed: int, chw: tuple[int, int, int]) -> np.ndarray:
     """The seeded standard-normal images whose batch statistics become the batch-norm running statistics."""
-    rng = np.random.RandomState([seed, 2**31 - 1])
+    rng = np.random.RandomState(_key(seed, 2**31 - 1))
     return rng.standard_normal((CALIBRATION_BATCH, *chw)).astype(np.float32)
 
 
