@@ -45,8 +45,9 @@ def test_both_builders_compute_the_same_model(arch, models_dir):
     assert ya.shape == yb.shape
     scale = float(np.abs(yb).max())
     assert scale > 0.1  # batch norm calibrated: logits of order one, not vanished
-    # float32 rounding: the routes fold batch norm in their own order and calibrate with different sums; over these
-    # models (and odd input sizes: 17x23, 21x21, 19x45) the outputs differed by at most 8e-5 of their scale. A weight out of place moves them by the scale itself.
+    # float32 rounding: the routes fold batch norm in their own order and calibrate with different sums. Over these
+    # models, and odd input sizes (17x23, 21x21, 19x45), the outputs differed by at most 8e-5 of their scale;
+    # a weight out of place moves them by the scale itself.
     np.testing.assert_allclose(ya, yb, rtol=0, atol=2e-4 * scale)
     # what the backends get: both frozen to a cell's shapes, operator for operator
     assert _frozen_ops(a.path, x.shape) == _frozen_ops(b.path, x.shape)
