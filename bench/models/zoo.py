@@ -18,7 +18,7 @@ from typing import Any, Callable
 @dataclass(frozen=True)
 class Architecture:
     name: str
-    builder: str  # a function name in bench.models.torch_zoo
+    builder: str  # a function in bench.models.torch_zoo and in bench.models.onnx_zoo.BUILDERS
     kwargs: dict[str, Any]
     default_shape: tuple[int, int, int]  # C, H, W
     task: str  # "classification" or "segmentation"
