@@ -123,16 +123,13 @@ class Profile:
         still exceeds the unprofiled pass, the profiler slowed the layers themselves (ONNX Runtime
         gathers thread-pool statistics inside them): that excess comes off each call alike, and the
         estimates never sum above the unprofiled pass."""
-        key = (len(self.layers), self.wall_us)
-        if self.__dict__.get("_estimates", (None, None))[0] != key:
-            excess = max(0.0, self.covered_us - self.wall_us)
-            calls = sum(x.calls for x in self.layers) or 1
-            est = [max(0.0, x.us_per_pass - excess * x.calls / calls) for x in self.layers]
-            total = sum(est)
-            if excess and total > self.wall_us > 0:
-                est = [e * self.wall_us / total for e in est]
-            self.__dict__["_estimates"] = (key, est)
-        return self.__dict__["_estimates"][1]
+        excess = max(0.0, self.covered_us - self.wall_us)
+        calls = sum(x.calls for x in self.layers) or 1
+        est = [max(0.0, x.us_per_pass - excess * x.calls / calls) for x in self.layers]
+        total = sum(est)
+        if excess and total > self.wall_us > 0:
+            est = [e * self.wall_us / total for e in est]
+        return est
 
     @property
     def note(self) -> str:
@@ -294,7 +291,7 @@ def ort_profile(events: Sequence[Mapping[str, Any]], model: Any, optimized: Any 
     forward pass (default: the profiled `model_run`)."""
     graph = Graph.of(model)
     events = _after_runs(events, warmup_runs)
-    runs = [float(e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    runs = _model_runs(events)
     times: dict[str, list[float]] = {}
     ops: dict[str, str] = {}
     kept: list[tuple[float, float, str]] = []  # (ts, dur, kernel) of the node events kept
@@ -310,34 +307,39 @@ def ort_profile(events: Sequence[Mapping[str, Any]], model: Any, optimized: Any 
             ops[node] = str(args.get("op_name", "?"))
             kept.append((float(e["ts"]), float(e["dur"]), node))
     passes = max(len(runs), 1)
+    copies = {k for k in times if ops[k].startswith(("Reorder", "Memcpy"))}  # a layout change or a copy ONNX Runtime added
     opt_outputs = {n.name: [o for o in n.output if o] for n in optimized.graph.node} if optimized is not None else {}
     covers: dict[str, set[str]] = {}
     by_tail: set[str] = set()
     for kernel in times:
-        if ops[kernel].startswith(("Reorder", "Memcpy")):
-            covers[kernel] = set()  # a layout change or a copy ONNX Runtime added: it writes a model tensor, computes no node
+        if kernel in copies:
+            covers[kernel] = set()  # it writes a model tensor, computes no node
             continue
         head = graph.find(kernel)
         tail = {graph.producer[t] for t in _model_tensors([kernel, *opt_outputs.get(kernel, [])], graph.producer)} - {head}
         covers[kernel] = ({head} if head else set()) | tail
         if tail:
             by_tail.add(kernel)
-    _claim_fused(graph, {k: v for k, v in covers.items() if not ops[k].startswith(("Reorder", "Memcpy"))}, by_tail)
+    _claim_fused(graph, covers, by_tail)  # a copy owns no node, so it is never given one
     layers = []
     for kernel, durs in times.items():
         calls = max(1, round(len(durs) / passes))
         layer = _layer(kernel, covers[kernel], graph, EXACT if covers[kernel] else UNMAPPED, calls, median(durs))
         if not covers[kernel]:
-            layer.op_types = (ops[kernel] if ops[kernel].startswith(("Memcpy", "Reorder")) else UNMAPPED_OP,)
+            layer.op_types = (ops[kernel] if kernel in copies else UNMAPPED_OP,)
         layers.append(layer)
-    profiled = median(runs) if runs else sum(x.us_per_pass for x in layers)
-    facts: dict[str, Any] = {"profiled_wall_us": profiled, **_ort_shares(events, kept, {k for k, v in covers.items() if v})}
+    profiled = median([dur for _, dur in runs]) if runs else sum(x.us_per_pass for x in layers)
+    facts: dict[str, Any] = {"profiled_wall_us": profiled, **_ort_shares(runs, kept, {k for k, v in covers.items() if v})}
     return Profile("onnxruntime session profiler", layers, wall_us or profiled, passes, facts)
 
 
-def _ort_shares(events: Sequence[Mapping[str, Any]], kept: Sequence[tuple[float, float, str]], mapped: set[str]) -> dict[str, float]:
-    """Per `model_run`: the share of it in the kept node events, and in mapped ones; their medians."""
-    runs = [(float(e["ts"]), float(e["dur"])) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+def _model_runs(events: Sequence[Mapping[str, Any]]) -> list[tuple[float, float]]:
+    """(ts, dur) of each `model_run`, in time order."""
+    return sorted((float(e["ts"]), float(e["dur"])) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+
+
+def _ort_shares(runs: Sequence[tuple[float, float]], kept: Sequence[tuple[float, float, str]], mapped: set[str]) -> dict[str, float]:
+    """Per `model_run` (ts, dur): the share of it in the kept node events, and in mapped ones; their medians."""
     cov, mapd = [], []
     for ts, dur in runs:
         inside = [(d, n) for t, d, n in kept if ts <= t <= ts + dur]
@@ -349,7 +351,7 @@ def _ort_shares(events: Sequence[Mapping[str, Any]], kept: Sequence[tuple[float,
 
 def _after_runs(events: Sequence[Mapping[str, Any]], k: int) -> list[Mapping[str, Any]]:
     """The events after the k-th `model_run` ended (the profiler starts with the session)."""
-    runs = sorted((float(e["ts"]), float(e["dur"])) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    runs = _model_runs(events)
     if k <= 0 or not runs:
         return list(events)
     cutoff = runs[k - 1][0] + runs[k - 1][1] if k <= len(runs) else float("inf")

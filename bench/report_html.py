@@ -112,7 +112,7 @@ def latency_chart(cells: pd.DataFrame) -> str:
     ok = cells[~cells["scenario"].map(lambda name: bool(scenario_flag(name, "loadgen")))]
     ok = ok[(ok["status"] == "ok") & ok["p50_ms"].notna()]
     rows = ok.to_dict("records")
-    values = [float(v) for r in rows for v in (r["p50_ms"], r.get("p50_ci_low_ms"), r.get("p50_ci_high_ms")) if _known(v) and float(v) > 0]
+    values = [float(v) for r in rows for v in (r["p50_ms"], r.get("p50_ci_low_ms"), r.get("p50_ci_high_ms")) if pd.notna(v) and float(v) > 0]
     if not values:
         return ""
     w, left, step = 1100, 330, 22
@@ -126,22 +126,15 @@ def latency_chart(cells: pd.DataFrame) -> str:
         c_lo, c_hi = r.get("p50_ci_low_ms"), r.get("p50_ci_high_ms")
         bad = not bool(r.get("validated")) or r.get("accuracy_ok") is False
         tip = f"{name}: p50 {float(r['p50_ms']):.4g} ms" + (f", 95% interval {float(c_lo):.4g} - {float(c_hi):.4g} ms"
-                                                            if _known(c_lo) and _known(c_hi) else "")
+                                                            if pd.notna(c_lo) and pd.notna(c_hi) else "")
         parts.append(f'<text x="{left - 8}" y="{y + 4}" text-anchor="end">{html.escape(name)}</text>')
-        if _known(c_lo) and _known(c_hi):
+        if pd.notna(c_lo) and pd.notna(c_hi):
             parts.append(f'<line class="ci" x1="{x(c_lo):.1f}" x2="{x(c_hi):.1f}" y1="{y}" y2="{y}"><title>{html.escape(tip)}</title></line>')
         parts.append(f'<circle class="{"bad" if bad else ""}" cx="{x(r["p50_ms"]):.1f}" cy="{y}" r="5"><title>{html.escape(tip)}</title></circle>')
     for e in range(math.ceil(a), math.floor(b) + 1):
         parts.append(f'<text x="{x(10 ** e):.1f}" y="{h - 4}" text-anchor="middle">{10 ** e:g} ms</text>')
     parts.append("</svg>")
     return "\n".join(parts)
-
-
-def _known(v: Any) -> bool:
-    try:
-        return v is not None and not math.isnan(float(v))
-    except (TypeError, ValueError):
-        return False
 
 
 def write_html(md: str, cells: pd.DataFrame, folder: Path) -> Path:

@@ -159,9 +159,9 @@ def tune(mod: Any, target: Any, job: TuneJob, initializer: Any, log: Any = print
     if job.weighting == "profile":
         measured = measured_task_us(mod, target, db_dir, _zeros_for(job))
         scores = [measured.get(t.task_name, 0.0) for t in tasks]
-        matched = sum(v for k, v in measured.items() if k in {t.task_name for t in tasks})
-        log(f"weighting by measured time: {sum(measured.values()) / 1e3:.1f} ms a forward pass over {len(measured)} kernels, "
-            f"{matched / max(sum(measured.values()), 1e-9):.0%} of it in the {len(tasks)} tasks")
+        total, in_tasks = sum(measured.values()), sum(measured.get(n, 0.0) for n in {t.task_name for t in tasks})
+        log(f"weighting by measured time: {total / 1e3:.1f} ms a forward pass over {len(measured)} kernels, "
+            f"{in_tasks / max(total, 1e-9):.0%} of it in the {len(tasks)} tasks")
     alloc = allocate_trials(scores, budget, min_per_task)
     database = ms.database.JSONDatabase(work_dir=str(db_dir))
     builder = _make_persistent_builder()(max_workers=job.threads, timeout_sec=job.builder_timeout_s, initializer=initializer)

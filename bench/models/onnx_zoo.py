@@ -34,10 +34,12 @@ class Net:
     """One architecture's graph under construction. Factory methods (conv, conv_bn, bn, linear,
     layer_norm, pools) draw their parameters when called and return a Layer; the rest add nodes.
     With `stats` None every batch norm uses its batch's statistics and reports them (calibration);
-    otherwise stats[k] holds norm k's (mean, running variance)."""
+    otherwise stats[k] holds norm k's (mean, running variance). `drawn`: parameters an earlier pass
+    over the same architecture drew (the same draws, in the same order), taken instead of drawing again."""
 
-    def __init__(self, seed: int, stats: dict[int, tuple[np.ndarray, np.ndarray]] | None):
+    def __init__(self, seed: int, stats: dict[int, tuple[np.ndarray, np.ndarray]] | None, drawn: list[np.ndarray] | None = None):
         self.seed, self.stats = seed, stats
+        self.drawn: list[np.ndarray] = drawn if drawn is not None else []
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.stat_outputs: list[tuple[int, str, str, str]] = []  # norm index, mean, variance, input shape
@@ -53,9 +55,10 @@ class Net:
     # --- plumbing -------------------------------------------------------------------------------
 
     def param(self, shape: tuple[int, ...], kind: str, fan_in: int | None = None) -> np.ndarray:
-        arr = weights.draw(self.seed, self._params, tuple(shape), kind, fan_in)
+        if self._params == len(self.drawn):
+            self.drawn.append(weights.draw(self.seed, self._params, tuple(shape), kind, fan_in))
         self._params += 1
-        return arr
+        return self.drawn[self._params - 1]
 
     def tensor(self, arr: np.ndarray, hint: str = "const") -> str:
         """An initializer; small constants (scalars, shapes) are shared."""
@@ -454,10 +457,9 @@ BUILDERS: dict[str, Callable[..., Layer]] = {
 }
 
 
-def _batch_norm_stats(builder: str, kwargs: dict, seed: int, chw: tuple[int, int, int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Each batch norm's (mean, running variance) from the seeded calibration batch, in training mode."""
-    net = Net(seed, None)
-    out = BUILDERS[builder](net, **kwargs)("input")
+def _batch_norm_stats(net: Net, out: str, seed: int, chw: tuple[int, int, int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Each batch norm's (mean, running variance) from the seeded calibration batch, in training mode
+    (`net`: the architecture built with `stats` None, `out` its output)."""
     if not net.stat_outputs:
         return {}
     names = [n for _, mean, var, shape in net.stat_outputs for n in (mean, var, shape)]
@@ -483,7 +485,8 @@ def _batch_norm_stats(builder: str, kwargs: dict, seed: int, chw: tuple[int, int
 
 def build(builder: str, kwargs: dict, seed: int, chw: tuple[int, int, int]) -> onnx.ModelProto:
     """The architecture as an ONNX model with a dynamic batch axis, weights drawn from `seed`."""
-    stats = _batch_norm_stats(builder, kwargs, seed, chw)
-    net = Net(seed, stats)
+    calibration = Net(seed, None)
+    stats = _batch_norm_stats(calibration, BUILDERS[builder](calibration, **kwargs)("input"), seed, chw)
+    net = Net(seed, stats, calibration.drawn)
     out = BUILDERS[builder](net, **kwargs)("input")
     return net.model(out, chw=chw)
